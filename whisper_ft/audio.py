@@ -1,0 +1,63 @@
+"""Audio in: any file soundfile reads, as mono float32 at 16 kHz; log-mel on any device."""
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+import whisper
+from whisper.audio import SAMPLE_RATE
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be read; the message names the file and what to do."""
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file, mix it to mono and resample it (soxr) to `sample_rate`.
+
+    Returns
+    -------
+    np.ndarray, shape = (n_samples,), float32 in [-1, 1]
+    """
+    try:
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(
+            f"{path}: cannot read audio ({e}). Check that the file exists and is a format "
+            "libsndfile reads (wav, flac, ogg, mp3); convert others with ffmpeg."
+        ) from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: the file holds no audio samples; remove it from the manifest.")
+    mono = data.mean(axis=1)
+    if file_rate != sample_rate:
+        mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def audio_duration_s(path: str | Path) -> float:
+    """Duration of an audio file in seconds, read from its header (no decoding)."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"{path}: cannot read audio header ({e}).") from e
+    return info.frames / info.samplerate
+
+
+def log_mel_batch(audio: torch.Tensor, n_mels: int) -> torch.Tensor:
+    """Whisper's log-mel spectrogram of each row, computed on `audio`'s device.
+
+    Each row goes through `whisper.log_mel_spectrogram` on its own: that function clamps the
+    dynamic range to 8 (log10 units) below the maximum of the whole tensor it is given, so one
+    call on a batch would make every item's features depend on the loudest item in the batch.
+
+    Parameters
+    ----------
+    audio : torch.Tensor, shape = (batch, n_samples), float32 at 16 kHz
+
+    Returns
+    -------
+    torch.Tensor, shape = (batch, n_mels, n_samples // HOP_LENGTH)
+    """
+    return torch.stack([whisper.log_mel_spectrogram(row, n_mels) for row in audio])
