@@ -1,0 +1,65 @@
+import urllib.error
+
+import pytest
+import torch
+import whisper
+
+from whisper_ft.model import RANDOM_DIMS, ModelLoadError, freeze, load_base_model
+
+
+def test_random_sizes_match_openai_dims():
+    tiny = RANDOM_DIMS["tiny"]
+    assert (tiny.n_audio_state, tiny.n_audio_head, tiny.n_audio_layer, tiny.n_vocab) == (
+        384,
+        6,
+        4,
+        51865,
+    )
+    assert RANDOM_DIMS["large-v3"].n_mels == 128 and RANDOM_DIMS["large-v3"].n_vocab == 51866
+    assert RANDOM_DIMS["turbo"].n_text_layer == 4
+
+
+def test_random_model_starts_at_uniform_loss_with_initialised_embeddings():
+    torch.manual_seed(0)
+    model = load_base_model("random:micro")
+    assert model.is_multilingual
+    assert torch.isfinite(model.decoder.positional_embedding).all()
+    tokens = torch.tensor([[50258, 50266, 50359, 50363, 1000, 2000]])
+    logits = model.decoder(tokens, torch.zeros(1, 1500, 64))
+    loss = torch.nn.functional.cross_entropy(
+        logits[0], torch.tensor([50266, 50359, 50363, 1000, 2000, 50257])
+    )
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(51865.0)).item(), abs=0.5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("random:huge", "unknown random size 'huge'; choose one of micro, tiny"),
+        ("tinyy", "'tinyy' is not a Whisper model name"),
+        ("missing.pt", "missing.pt: no such checkpoint file"),
+    ],
+)
+def test_bad_model_specs_say_what_is_accepted(spec, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_base_model(spec)
+
+
+def test_download_failure_names_the_offline_alternatives(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(whisper, "load_model", offline)
+    with pytest.raises(ModelLoadError) as raised:
+        load_base_model("small")
+    message = str(raised.value)
+    assert "could not download the Whisper 'small' weights" in message
+    assert "random:small" in message and ".pt" in message
+
+
+def test_freeze_stops_gradients_and_sets_eval():
+    model = load_base_model("random:micro")
+    freeze(model.encoder)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert not model.encoder.training

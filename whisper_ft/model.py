@@ -1,0 +1,135 @@
+"""Base models in, Whisper checkpoints out: load by name, path or random size; freeze; export."""
+
+import urllib.error
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import whisper
+from whisper.model import ModelDimensions, Whisper
+
+_MULTILINGUAL = {"n_mels": 80, "n_audio_ctx": 1500, "n_vocab": 51865, "n_text_ctx": 448}
+_V3 = {**_MULTILINGUAL, "n_mels": 128, "n_vocab": 51866}
+
+
+def _dims(base: dict, state: int, heads: int, layers: int, text_layers: int | None = None):
+    return ModelDimensions(
+        **base,
+        n_audio_state=state,
+        n_audio_head=heads,
+        n_audio_layer=layers,
+        n_text_state=state,
+        n_text_head=heads,
+        n_text_layer=layers if text_layers is None else text_layers,
+    )
+
+
+# The dimensions of OpenAI's released multilingual checkpoints, for `random:<size>`, plus
+# `micro`, a 2-layer model of width 64 that keeps Whisper's vocabulary and 30-s window, for tests.
+RANDOM_DIMS: dict[str, ModelDimensions] = {
+    "micro": _dims(_MULTILINGUAL, 64, 2, 2),
+    "tiny": _dims(_MULTILINGUAL, 384, 6, 4),
+    "base": _dims(_MULTILINGUAL, 512, 8, 6),
+    "small": _dims(_MULTILINGUAL, 768, 12, 12),
+    "medium": _dims(_MULTILINGUAL, 1024, 16, 24),
+    "large": _dims(_MULTILINGUAL, 1280, 20, 32),
+    "large-v3": _dims(_V3, 1280, 20, 32),
+    "turbo": _dims(_V3, 1280, 20, 32, text_layers=4),
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A base model or checkpoint that cannot be loaded; the message says what to do instead."""
+
+
+def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
+    """A Whisper model from a name (`tiny`, …), a `.pt`, a Lightning `.ckpt`, or `random:<size>`.
+
+    Names download and cache as `whisper.load_model` does. `random:<size>` builds that size's
+    `ModelDimensions` with random weights (from torch's global RNG: seed it for repeatability).
+    """
+    if spec.startswith("random:"):
+        size = spec.removeprefix("random:")
+        if size not in RANDOM_DIMS:
+            raise ModelLoadError(
+                f"unknown random size {size!r}; choose one of {', '.join(RANDOM_DIMS)}."
+            )
+        return init_random_weights(Whisper(RANDOM_DIMS[size])).to(device)
+    path = Path(spec).expanduser()
+    if path.suffix == ".ckpt":
+        dims, state_dict, _ = read_lightning_checkpoint(path)
+        model = Whisper(dims)
+        model.load_state_dict(state_dict)
+        return model.to(device)
+    if path.suffix == ".pt" or path.is_file():
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: no such checkpoint file.")
+        return whisper.load_model(str(path), device=device)
+    if spec not in whisper.available_models():
+        raise ModelLoadError(
+            f"{spec!r} is not a Whisper model name ({', '.join(whisper.available_models())}), "
+            "an existing .pt/.ckpt file, or random:<size>."
+        )
+    try:
+        return whisper.load_model(spec, device=device)
+    except (urllib.error.URLError, OSError) as e:
+        raise ModelLoadError(
+            f"could not download the Whisper {spec!r} weights ({e}). Offline, use "
+            f"random:{spec if spec in RANDOM_DIMS else 'tiny'} (random weights, same size) or the "
+            "path to a local Whisper .pt file."
+        ) from e
+
+
+def init_random_weights(model: Whisper) -> Whisper:
+    """Give a freshly built Whisper trainable starting weights.
+
+    openai-whisper always loads pretrained weights and never initialises its own: the decoder's
+    positional embedding is `torch.empty` (whatever was in memory) and the token embedding,
+    also the output projection, is N(0, 1), which makes the first logits ~sqrt(d) too large
+    (initial loss in the hundreds). GPT-2's scales fix both: the first loss is ~ln(n_vocab).
+    """
+    torch.nn.init.normal_(model.decoder.token_embedding.weight, std=0.02)
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.01)
+    return model
+
+
+def freeze(module: torch.nn.Module) -> None:
+    """No gradients and eval mode for `module` (the encoder, when only the decoder trains)."""
+    module.requires_grad_(False)
+    module.eval()
+
+
+def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, dict]:
+    """The Whisper dims, state dict and module hyperparameters in a `WhisperFineTuner` `.ckpt`."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as e:
+        raise ModelLoadError(f"{path}: cannot read checkpoint ({e}).") from e
+    if "whisper_dims" not in checkpoint:
+        raise ModelLoadError(
+            f"{path}: not a whisper-ft checkpoint (no 'whisper_dims'); export needs a .ckpt "
+            "written by `python -m whisper_ft fit`."
+        )
+    prefix = "model."
+    state_dict = {
+        key.removeprefix(prefix): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(prefix)
+    }
+    dims = ModelDimensions(**checkpoint["whisper_dims"])
+    return dims, state_dict, checkpoint.get("hyper_parameters", {})
+
+
+def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
+    """Write a Lightning checkpoint's weights in Whisper's own format.
+
+    The file is `{"dims": asdict(ModelDimensions), "model_state_dict": ...}`, which
+    `whisper.load_model(out_path)` reads. It is written atomically.
+    """
+    dims, state_dict, _ = read_lightning_checkpoint(ckpt_path)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    torch.save({"dims": asdict(dims), "model_state_dict": state_dict}, tmp)
+    tmp.replace(out_path)
+    return out_path
