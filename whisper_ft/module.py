@@ -1,0 +1,237 @@
+"""The LightningModule: teacher-forced decoder loss, AdamW with warm-up, evaluation by decoding."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from whisper.model import Whisper
+from whisper.tokenizer import get_tokenizer
+
+from whisper_ft.audio import log_mel_batch
+from whisper_ft.collate import IGNORE_INDEX
+from whisper_ft.decoding import decode_texts, decoding_options, sample_len_for
+from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, score
+from whisper_ft.model import freeze, load_base_model
+
+WER_MEANING = (
+    "word error rate over whitespace-separated words after normalisation; Japanese is written "
+    "without spaces, so each Japanese utterance is one word and WER is the utterance error rate"
+)
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over label tokens, skipping padding (-100).
+
+    logits : torch.Tensor, shape = (batch, n_tokens, n_vocab)
+    labels : torch.Tensor, shape = (batch, n_tokens)
+    """
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def decay_parameter_names(model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """Names of trainable parameters (with weight decay, without): biases and LayerNorm weights
+    (Whisper's `*_ln`, `ln`, `ln_post`) get none; frozen parameters are left out."""
+    decay, no_decay = [], []
+    for module_name, module in model.named_modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad:
+                continue
+            full_name = f"{module_name}.{name}" if module_name else name
+            exempt = name == "bias" or isinstance(module, torch.nn.LayerNorm)
+            (no_decay if exempt else decay).append(full_name)
+    return decay, no_decay
+
+
+def warmup_then_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR factor for optimizer step `step` (0-based): rises linearly to 1 over `warmup_steps`
+    (first step already > 0), then falls linearly towards 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+class WhisperFineTuner(pl.LightningModule):
+    """Fine-tunes a Whisper model: frozen encoder (by default), teacher-forced decoder.
+
+    Validation and test decode for real (batched greedy `whisper.DecodingOptions`) and log
+    corpus-level CER/WER besides the teacher-forced loss.
+
+    Args:
+        base_model: Whisper name (tiny, base, small, …; downloaded and cached), path to a
+            Whisper .pt or a whisper-ft .ckpt, or random:<size> (random weights; sizes micro,
+            tiny, base, small, medium, large, large-v3, turbo) for offline runs.
+        language: Language token of the targets and of decoding (ja, en, …).
+        task: Task token: transcribe or translate.
+        freeze_encoder: Train only the decoder (encoder without gradients, in eval mode);
+            false trains the whole model.
+        lr: AdamW peak learning rate.
+        weight_decay: AdamW weight decay; biases and LayerNorm weights get none.
+        adam_eps: AdamW epsilon.
+        lr_warmup_steps: Optimizer steps of linear warm-up, then linear decay to the
+            Trainer's estimated last step.
+        decode_every_n_val: Decode (val_cer, val_wer) on every Nth validation run; 0 never.
+            Decoding costs far more than the teacher-forced val_loss, which is always logged.
+    """
+
+    def __init__(
+        self,
+        base_model: str = "tiny",
+        language: str = "ja",
+        task: str = "transcribe",
+        freeze_encoder: bool = True,
+        lr: float = 5e-4,
+        weight_decay: float = 0.01,
+        adam_eps: float = 1e-8,
+        lr_warmup_steps: int = 2,
+        decode_every_n_val: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model: Whisper = load_base_model(base_model)
+        self.tokenizer = get_tokenizer(
+            self.model.is_multilingual,
+            num_languages=self.model.num_languages,
+            language=language,
+            task=task,
+        )
+        if freeze_encoder:
+            freeze(self.model.encoder)
+        self.val_rates = CorpusErrorRates()
+        self.test_rates = CorpusErrorRates()
+        self.test_records: list[tuple[str, UtteranceScore]] = []
+        self._val_runs = 0
+
+    def train(self, mode: bool = True) -> "WhisperFineTuner":
+        # Lightning switches the whole module to train mode each epoch; a frozen encoder stays
+        # in eval mode so it computes exactly what it computed before fine-tuning.
+        super().train(mode)
+        if self.hparams.freeze_encoder:
+            self.model.encoder.eval()
+        return self
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio (batch, n_samples) → encoder output (batch, n_audio_ctx, n_audio_state)."""
+        mel = log_mel_batch(audio, self.model.dims.n_mels)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
+            return self.model.encoder(mel)
+
+    def forward(self, audio: torch.Tensor, dec_input_ids: torch.Tensor) -> torch.Tensor:
+        """audio (batch, n_samples), dec_input_ids (batch, n_tokens) → logits (batch, n_tokens,
+        n_vocab)."""
+        return self.model.decoder(dec_input_ids, self.encode(audio))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = token_loss(self(batch["audio"], batch["dec_input_ids"]), batch["labels"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        return loss
+
+    def _evaluate(self, batch: dict, stage: str, decode: bool) -> list[UtteranceScore]:
+        features = self.encode(batch["audio"])
+        loss = token_loss(self.model.decoder(batch["dec_input_ids"], features), batch["labels"])
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        if not decode:
+            return []
+        sample_len = sample_len_for(
+            (batch["labels"] != IGNORE_INDEX).sum(dim=1), self.model.dims.n_text_ctx
+        )
+        options = decoding_options(
+            self.hparams.language, self.hparams.task, features.device, sample_len
+        )
+        hypotheses = decode_texts(self.model, features, options)
+        return [score(ref, hyp) for ref, hyp in zip(batch["texts"], hypotheses, strict=True)]
+
+    def _decoding_this_validation(self) -> bool:
+        every = self.hparams.decode_every_n_val
+        return every > 0 and not self.trainer.sanity_checking and self._val_runs % every == 0
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.val_rates.update(self._evaluate(batch, "val", self._decoding_this_validation()))
+
+    def on_validation_epoch_end(self) -> None:
+        if self._decoding_this_validation():
+            rates = self.val_rates.compute()
+            self.log("val_cer", rates["cer"], prog_bar=True)
+            self.log("val_wer", rates["wer"])
+        self.val_rates.reset()
+        if not self.trainer.sanity_checking:
+            self._val_runs += 1
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        scores = self._evaluate(batch, "test", decode=True)
+        self.test_rates.update(scores)
+        self.test_records.extend(zip(batch["ids"], scores, strict=True))
+
+    def on_test_epoch_end(self) -> None:
+        rates = self.test_rates.compute()
+        self.log("test_cer", rates["cer"])
+        self.log("test_wer", rates["wer"])
+        records = self._gather(self.test_records)
+        if self.trainer.is_global_zero:
+            metrics = {
+                "cer": rates["cer"].item(),
+                "wer": rates["wer"].item(),
+                "n_utterances": int(rates["n_utterances"]),
+                "char_errors": int(self.test_rates.char_errors),
+                "reference_chars": int(self.test_rates.chars),
+                "wer_meaning": WER_MEANING,
+                "base_model": self.hparams.base_model,
+                "language": self.hparams.language,
+            }
+            out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir).resolve()
+            paths = write_test_report(out_dir, records, metrics)
+            print(f"predictions: {paths[0]}\nmetrics:     {paths[1]}")
+        self.test_rates.reset()
+        self.test_records = []
+
+    def _gather(self, records: list) -> list:
+        if self.trainer.world_size == 1:
+            return records
+        gathered: list[list] = [[] for _ in range(self.trainer.world_size)]
+        torch.distributed.all_gather_object(gathered, records)
+        return [record for part in gathered for record in part]
+
+    def configure_optimizers(self) -> dict:
+        parameters = dict(self.model.named_parameters())
+        decay, no_decay = decay_parameter_names(self.model)
+        optimizer = torch.optim.AdamW(
+            [
+                {
+                    "params": [parameters[n] for n in decay],
+                    "weight_decay": self.hparams.weight_decay,
+                },
+                {"params": [parameters[n] for n in no_decay], "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+            eps=self.hparams.adam_eps,
+        )
+        warmup, total = self.hparams.lr_warmup_steps, self.trainer.estimated_stepping_batches
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_then_linear_decay(step, warmup, int(total))
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Lets `export` and `transcribe` rebuild the Whisper model without the base weights.
+        checkpoint["whisper_dims"] = vars(self.model.dims).copy()
+
+
+def write_test_report(
+    out_dir: Path, records: list[tuple[str, UtteranceScore]], metrics: dict
+) -> tuple[Path, Path]:
+    """Write `predictions.tsv` (id, reference, hypothesis, cer: the strings exactly as scored)
+    and `metrics.json` into `out_dir`; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions, metrics_path = out_dir / "predictions.tsv", out_dir / "metrics.json"
+    with predictions.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(["id", "reference", "hypothesis", "cer"])
+        for utterance_id, s in records:
+            writer.writerow([utterance_id, s.reference, s.hypothesis, f"{s.cer:.6f}"])
+    metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
+    return predictions, metrics_path
