@@ -1,0 +1,101 @@
+"""The command line as a user runs it: `python -m whisper_ft …` in a fresh folder."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import whisper
+
+from whisper_ft.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "whisper_ft", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_fit_test_export_transcribe_end_to_end(corpus, tmp_path):
+    quiet = ["--trainer.enable_progress_bar", "false", "--data.num_workers", "0"]
+    fit = run(
+        ["fit", "--model.base_model", "random:micro", "--data.batch_size", "4",
+         "--data.train_manifest", str(corpus["train"]), "--data.val_manifest", str(corpus["val"]),
+         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", *quiet],
+        tmp_path,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    [ckpt] = (tmp_path / "checkpoints" / "lightning_logs").rglob("*.ckpt")
+
+    test = run(
+        ["test", "--data.test_manifest", str(corpus["test"]), "--ckpt_path", str(ckpt), *quiet],
+        tmp_path,
+    )
+    assert test.returncode == 0, test.stderr
+    predictions = Path(test.stdout.split("predictions: ")[1].split()[0])
+    metrics = json.loads(Path(test.stdout.split("metrics:")[1].split()[0]).read_text())
+    assert predictions.is_absolute() and predictions.parent.parent.name == "lightning_logs"
+    with predictions.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    test_ids = [json.loads(line)["id"] for line in corpus["test"].read_text().splitlines()]
+    assert [r["id"] for r in rows] == test_ids
+    assert metrics["n_utterances"] == 3 and metrics["base_model"] == "random:micro"
+
+    export = run(["export", str(ckpt), "model.pt"], tmp_path)
+    assert export.returncode == 0 and "whisper.load_model" in export.stdout
+    assert whisper.load_model(str(tmp_path / "model.pt")).dims.n_text_state == 64
+
+    wavs = sorted(str(p) for p in (corpus["test"].parent / "wav").rglob("*.wav"))[:2]
+    for model in ("model.pt", str(ckpt)):
+        out = run(["transcribe", "--model", model, *wavs], tmp_path)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert [line.split("\t")[0] for line in lines] == wavs
+
+
+def test_fit_help_documents_every_option(tmp_path):
+    out = run(["fit", "--help"], tmp_path)
+    assert out.returncode == 0
+    for option in (
+        "--model.base_model",
+        "--model.freeze_encoder",
+        "--model.lr_warmup_steps",
+        "--data.train_manifest",
+        "--data.target",
+        "--trainer.max_steps",
+        "--ckpt_path",
+    ):
+        assert option in out.stdout
+    assert "random:<size>" in out.stdout  # the docstring reaches the help text
+
+
+def test_print_config_shows_defaults(tmp_path):
+    out = run(["fit", "--print_config"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "base_model: tiny" in out.stdout and "lr: 0.0005" in out.stdout
+
+
+def test_download_failure_is_one_clear_line(monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(whisper, "load_model", offline)
+    with pytest.raises(SystemExit) as exit_:
+        main(["transcribe", "--model", "tiny", "x.wav"])
+    assert str(exit_.value.code).startswith("error: could not download the Whisper 'tiny'")
+    assert "random:tiny" in str(exit_.value.code)
+
+
+def test_prepare_and_unknown_command_errors(tmp_path):
+    out = run(["prepare", "jvs", "--root", str(tmp_path / "nowhere"), "--out", "x"], tmp_path)
+    assert out.returncode != 0 and "no such folder" in out.stderr
+    out = run(["frobnicate"], tmp_path)
+    assert out.returncode == 2 and "invalid choice" in out.stderr

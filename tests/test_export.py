@@ -1,0 +1,71 @@
+import pytest
+import pytorch_lightning as pl
+import torch
+import whisper
+
+from whisper_ft.data import WhisperDataModule
+from whisper_ft.model import ModelLoadError, export_checkpoint, load_base_model
+from whisper_ft.transcribe import default_language, transcribe_files
+
+
+def _trained_checkpoint(micro, corpus, tmp_path):
+    data = WhisperDataModule(str(corpus["train"]), batch_size=4, num_workers=0)
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(micro, data)
+    path = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_export_round_trip_keeps_every_tensor_and_the_logits(micro, corpus, tmp_path):
+    ckpt = _trained_checkpoint(micro, corpus, tmp_path)
+    out = export_checkpoint(ckpt, tmp_path / "export" / "model.pt")
+    loaded = whisper.load_model(str(out), device="cpu")
+    expected = micro.model.state_dict()
+    actual = loaded.state_dict()
+    assert actual.keys() == expected.keys()
+    assert all(torch.equal(actual[k], expected[k]) for k in expected)
+    assert loaded.dims == micro.model.dims
+    torch.manual_seed(0)
+    mel = torch.randn(2, 80, 3000)
+    tokens = torch.tensor([[50258, 50266, 50359, 50363, 1000]] * 2)
+    micro.model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(mel, tokens), micro.model(mel, tokens))
+    # whisper's own long-form pipeline runs on the exported file (an array: no ffmpeg needed)
+    silence = torch.zeros(16000).numpy()
+    result = whisper.transcribe(loaded, silence, temperature=0.0, language="ja", fp16=False)
+    assert isinstance(result["text"], str)
+
+
+def test_transcribe_gives_the_same_text_from_ckpt_and_exported_pt(micro, corpus, tmp_path):
+    ckpt = _trained_checkpoint(micro, corpus, tmp_path)
+    pt = export_checkpoint(ckpt, tmp_path / "model.pt")
+    wavs = sorted(str(p) for p in (corpus["test"].parent / "wav").rglob("*.wav"))[:3]
+    from_ckpt = list(transcribe_files(str(ckpt), wavs, batch_size=2, device="cpu"))
+    from_pt = list(transcribe_files(str(pt), wavs, batch_size=2, device="cpu"))
+    assert [path for path, _ in from_ckpt] == wavs
+    assert from_ckpt == from_pt
+    assert default_language(str(ckpt)) == "ja"
+
+
+def test_export_refuses_a_foreign_checkpoint(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ModelLoadError, match="not a whisper-ft checkpoint"):
+        export_checkpoint(tmp_path / "other.ckpt", tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_ckpt_loads_as_a_base_model(micro, corpus, tmp_path):
+    ckpt = _trained_checkpoint(micro, corpus, tmp_path)
+    model = load_base_model(str(ckpt))
+    assert torch.equal(
+        model.decoder.token_embedding.weight, micro.model.decoder.token_embedding.weight
+    )

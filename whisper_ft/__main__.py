@@ -1,0 +1,3 @@
+from whisper_ft.cli import main
+
+main()

@@ -1,0 +1,107 @@
+"""`python -m whisper_ft <command>`: LightningCLI for fit/validate/test, argparse for the rest."""
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+def run_lightning(args: list[str] | None) -> None:
+    """fit/validate/test through LightningCLI: every `__init__` argument of the module and data
+    module is an option (`--model.*`, `--data.*`), as is every `--trainer.*` flag."""
+    from pytorch_lightning.cli import LightningCLI
+
+    from whisper_ft.data import WhisperDataModule
+    from whisper_ft.module import WhisperFineTuner
+
+    # A frozen encoder is in eval mode on purpose; Lightning warns about it at every fit.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    LightningCLI(
+        WhisperFineTuner,
+        WhisperDataModule,
+        args=args,
+        trainer_defaults={"default_root_dir": "checkpoints"},
+        save_config_kwargs={"overwrite": True},
+        # The module's own AdamW groups and schedule; a second way to set them would conflict.
+        auto_configure_optimizers=False,
+        parser_kwargs={"prog": "python -m whisper_ft"},
+        seed_everything_default=0,
+    )
+
+
+def export(args: argparse.Namespace) -> int:
+    from whisper_ft.model import export_checkpoint
+
+    out = export_checkpoint(args.ckpt, args.out)
+    print(f"wrote {out}: load it with whisper.load_model({str(out)!r})")
+    return 0
+
+
+def transcribe(args: argparse.Namespace) -> int:
+    from whisper_ft.transcribe import transcribe_files
+
+    for path, text in transcribe_files(
+        args.model, args.audio, language=args.language, batch_size=args.batch_size
+    ):
+        print(f"{path}\t{text}", flush=True)
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from whisper_ft.demo import run_demo
+
+    run_demo(Path(args.out), max_steps=args.max_steps)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from whisper_ft.prepare import add_prepare_command
+
+    parser = argparse.ArgumentParser(
+        prog="python -m whisper_ft",
+        description="Fine-tune OpenAI Whisper with PyTorch Lightning. Also: fit, validate, test "
+        "(LightningCLI; see `python -m whisper_ft fit --help`).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = commands.add_parser("demo", help="offline end-to-end run: corpus, fit, evaluate, export")
+    p.add_argument("--out", default="checkpoints/demo", help="folder for corpus and run outputs")
+    p.add_argument("--max-steps", type=int, default=None, help="training steps (default: auto)")
+    p.set_defaults(func=demo)
+
+    add_prepare_command(commands)
+
+    p = commands.add_parser("export", help="Lightning .ckpt → Whisper .pt (whisper.load_model)")
+    p.add_argument("ckpt", help="checkpoint written by fit")
+    p.add_argument("out", help="path of the .pt to write")
+    p.set_defaults(func=export)
+
+    p = commands.add_parser("transcribe", help="print path<TAB>text for each audio file")
+    p.add_argument("--model", required=True, help="Whisper name, .pt, .ckpt or random:<size>")
+    p.add_argument(
+        "--language", default=None, help="language token (default: the checkpoint's, else ja)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="files decoded together")
+    p.add_argument("audio", nargs="+", help="audio files")
+    p.set_defaults(func=transcribe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one command. Errors about the user's input (model, manifest, audio) end the process
+    with one `error: …` line instead of a traceback."""
+    from whisper_ft.audio import AudioError
+    from whisper_ft.manifest import ManifestError
+    from whisper_ft.model import ModelLoadError
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args and args[0] in LIGHTNING_COMMANDS:
+            run_lightning(argv)
+            return
+        parsed = build_parser().parse_args(args)
+        sys.exit(parsed.func(parsed))
+    except (AudioError, ManifestError, ModelLoadError) as e:
+        sys.exit(f"error: {e}")
