@@ -17,6 +17,7 @@ import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -399,14 +400,17 @@ def prepare_synthetic(
             jobs.append((out / audio, sentences[i], voice))
 
     todo = [job for job in jobs if not job[0].is_file()]
+    workers = min(len(todo), os.cpu_count() or 1)
     print(
         f"prepare synthetic: {len(jobs)} utterances, {len(jobs) - len(todo)} already on disk, "
-        f"synthesising {len(todo)}"
+        f"synthesising {len(todo)} in {workers} process(es)"
     )
-    for done, (path, text, (speed, half_tone)) in enumerate(todo, start=1):
-        synthesize(text, path, speed=speed, half_tone=half_tone)
-        if done % 100 == 0:
-            print(f"  {done}/{len(todo)} synthesised", flush=True)
+    if todo:
+        # Each utterance is independent and OpenJTalk runs on one core: use them all.
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for done, _ in enumerate(pool.map(_synthesize_job, todo, chunksize=8), start=1):
+                if done % 100 == 0:
+                    print(f"  {done}/{len(todo)} synthesised", flush=True)
 
     skipped: Counter[str] = Counter()
     result = split_disjoint(
@@ -459,6 +463,11 @@ def synthesize(text: str, path: str | Path, *, speed: float = 1.0, half_tone: fl
     sf.write(tmp, np.clip(wave, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
     os.replace(tmp, path)
     return path
+
+
+def _synthesize_job(job: tuple[Path, str, tuple[float, float]]) -> Path:
+    path, text, (speed, half_tone) = job
+    return synthesize(text, path, speed=speed, half_tone=half_tone)
 
 
 def _fill_kana(utterances: list[Utterance], skipped: Counter[str]) -> list[Utterance]:
