@@ -13,6 +13,8 @@ from whisper_ft.text import hiragana_to_katakana, normalize, normalize_words, to
         ("123円", "ヒャクニジューサンエン"),
         ("ABC株式会社", "エイビーシーカブシキガイシャ"),
         ("", ""),
+        # needs onnxruntime (pyopenjtalk-plus[onnxruntime]); the rule fallback says ナニニン
+        ("何人いますか。", "ナンニンイマスカ。"),
     ],
 )
 def test_to_kana_reads_as_openjtalk_pronounces(text, kana):
