@@ -9,9 +9,10 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+import torch
 import whisper
 
-from whisper_ft.cli import main
+from whisper_ft.cli import default_precision, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,6 +82,23 @@ def test_print_config_shows_defaults(tmp_path):
     out = run(["fit", "--print_config"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert "base_model: tiny" in out.stdout and "lr: 0.0005" in out.stdout
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_parse(config, tmp_path):
+    out = run(["fit", "--config", str(config), "--print_config"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "train_manifest: data/" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("cuda", "bf16", "expected"),
+    [(False, False, "32-true"), (True, True, "bf16-mixed"), (True, False, "16-mixed")],
+)
+def test_default_precision_follows_the_hardware(monkeypatch, cuda, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    assert default_precision() == expected
 
 
 def test_download_failure_is_one_clear_line(monkeypatch, capsys):

@@ -8,6 +8,16 @@ from pathlib import Path
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
+def default_precision() -> str:
+    """bf16 mixed precision on GPUs that support it, fp16 mixed on older ones (Colab's T4),
+    fp32 on the CPU. `--trainer.precision` overrides it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
 def run_lightning(args: list[str] | None) -> None:
     """fit/validate/test through LightningCLI: every `__init__` argument of the module and data
     module is an option (`--model.*`, `--data.*`), as is every `--trainer.*` flag."""
@@ -22,7 +32,7 @@ def run_lightning(args: list[str] | None) -> None:
         WhisperFineTuner,
         WhisperDataModule,
         args=args,
-        trainer_defaults={"default_root_dir": "checkpoints"},
+        trainer_defaults={"default_root_dir": "checkpoints", "precision": default_precision()},
         save_config_kwargs={"overwrite": True},
         # The module's own AdamW groups and schedule; a second way to set them would conflict.
         auto_configure_optimizers=False,

@@ -45,29 +45,42 @@ class _LossHistory(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def _base_module() -> tuple[WhisperFineTuner, int]:
-    """Pretrained tiny with a frozen encoder, or, offline, random tiny trained whole."""
+def _base_module(offline_model: str) -> tuple[WhisperFineTuner, int]:
+    """Pretrained tiny with a frozen encoder, or, offline, `offline_model` trained whole."""
     try:
         return WhisperFineTuner(base_model="tiny"), PRETRAINED_STEPS
     except ModelLoadError as e:
-        print(f"[demo] {e}".splitlines()[0])
         print(
-            "[demo] continuing offline with random:tiny (random weights), training the whole model"
+            f"[demo] could not download Whisper tiny ({e.__cause__ or e}); continuing with "
+            f"{offline_model}: random weights, the whole model trained"
         )
-    return WhisperFineTuner(base_model="random:tiny", freeze_encoder=False, lr=1e-3), RANDOM_STEPS
+    module = WhisperFineTuner(base_model=offline_model, freeze_encoder=False, lr=1e-3)
+    return module, RANDOM_STEPS
 
 
-def run_demo(out: Path, max_steps: int | None = None) -> DemoResult:
-    """Run the demo under `out`; prints each stage and a summary, returns the figures."""
+def run_demo(
+    out: Path,
+    max_steps: int | None = None,
+    n_sentences: int = DEMO_SENTENCES,
+    n_speakers: int = DEMO_SPEAKERS,
+    offline_model: str = "random:tiny",
+) -> DemoResult:
+    """Run the demo under `out`; prints each stage and a summary, returns the figures.
+
+    `max_steps` None: 40 decoder-only steps from pretrained tiny, 60 whole-model steps from
+    random weights. `offline_model` is what trains when tiny cannot be downloaded.
+    """
     started = time.time()
+
+    def stage(message: str) -> None:
+        print(f"[demo {time.time() - started:5.0f} s] {message}", flush=True)
+
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     pl.seed_everything(0, verbose=False)
-    print(f"[demo] synthesising the offline corpus under {out / 'corpus'} …")
-    manifests = prepare_synthetic(
-        out / "corpus", n_sentences=DEMO_SENTENCES, n_speakers=DEMO_SPEAKERS
-    )
-    module, default_steps = _base_module()
+    stage(f"synthesising the offline corpus under {out / 'corpus'}")
+    manifests = prepare_synthetic(out / "corpus", n_sentences=n_sentences, n_speakers=n_speakers)
+    module, default_steps = _base_module(offline_model)
     steps = max_steps or default_steps
     data = WhisperDataModule(
         train_manifest=str(manifests["train"]),
@@ -89,12 +102,13 @@ def run_demo(out: Path, max_steps: int | None = None) -> DemoResult:
         callbacks=[history],
         **quiet,
     )
-    print(f"[demo] base model {module.hparams.base_model}; decoding the val set before training …")
+    stage(f"base model {module.hparams.base_model}; decoding the val set before training")
     val_before = evaluator.validate(module, data, verbose=False)[0]
-    print(f"[demo] fine-tuning for {steps} steps of {BATCH_SIZE} utterances …")
+    stage(f"fine-tuning for {steps} steps of {BATCH_SIZE} utterances")
     trainer.fit(module, data)
     checkpoint = Path(trainer.log_dir) / "demo.ckpt"
     trainer.save_checkpoint(checkpoint)
+    stage("decoding the val and test sets after training")
     val_after = evaluator.validate(module, data, verbose=False)[0]
     test_metrics = trainer.test(module, data, verbose=False)[0]
     exported = export_checkpoint(checkpoint, Path(trainer.log_dir) / "demo.pt")
