@@ -112,6 +112,16 @@ def test_download_failure_is_one_clear_line(monkeypatch, capsys):
     assert "random:tiny" in str(exit_.value.code)
 
 
+def test_validate_without_a_val_manifest_says_which_flag(tmp_path):
+    out = run(["validate", "--model.base_model", "random:micro"], tmp_path)
+    assert out.returncode == 1
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: validate needs --data.val_manifest <file.jsonl>")
+    )
+
+
 def test_prepare_and_unknown_command_errors(tmp_path):
     out = run(["prepare", "jvs", "--root", str(tmp_path / "nowhere"), "--out", "x"], tmp_path)
     assert out.returncode != 0 and "no such folder" in out.stderr

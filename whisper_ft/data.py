@@ -6,6 +6,7 @@ from typing import Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
 from whisper.tokenizer import Tokenizer
 
@@ -95,6 +96,7 @@ class WhisperDataModule(pl.LightningDataModule):
         self.datasets: dict[str, UtteranceDataset] = {}
 
     def setup(self, stage: str) -> None:
+        stage = TrainerFn(stage).value  # Lightning passes an enum that prints as TrainerFn.X
         module = self.trainer.lightning_module
         tokenizer, n_text_ctx = module.tokenizer, module.model.dims.n_text_ctx
         self.collator = Collator(eot=tokenizer.eot)
@@ -102,9 +104,12 @@ class WhisperDataModule(pl.LightningDataModule):
         for split in wanted:
             manifest = self.hparams[f"{split}_manifest"]
             if manifest is None:
-                if split == "val":
+                if split == "val" and stage == "fit":  # fit without validation is fine
                     continue
-                raise ValueError(f"{stage} needs --data.{split}_manifest <file.jsonl>.")
+                raise ManifestError(
+                    f"{stage} needs --data.{split}_manifest <file.jsonl>; make one with "
+                    "`python -m whisper_ft prepare …`."
+                )
             if split not in self.datasets:
                 self.datasets[split] = UtteranceDataset(
                     manifest, tokenizer, n_text_ctx, self.hparams.target
