@@ -35,6 +35,19 @@ def test_fit_test_export_transcribe_end_to_end(corpus, tmp_path):
     )  # fmt: skip
     assert fit.returncode == 0, fit.stderr
     [ckpt] = (tmp_path / "checkpoints" / "lightning_logs").rglob("*.ckpt")
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 2
+
+    # resume: the same command with --ckpt_path continues from step 2 to the new limit
+    resume = run(
+        ["fit", "--data.batch_size", "4", "--data.train_manifest", str(corpus["train"]),
+         "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
+         "--ckpt_path", str(ckpt), *quiet],
+        tmp_path,
+    )  # fmt: skip
+    assert resume.returncode == 0, resume.stderr
+    [resumed] = (tmp_path / "checkpoints" / "lightning_logs" / "version_1").rglob("*.ckpt")
+    state = torch.load(resumed, weights_only=True)
+    assert state["global_step"] == 4 and state["hyper_parameters"]["base_model"] == "random:micro"
 
     test = run(
         ["test", "--data.test_manifest", str(corpus["test"]), "--ckpt_path", str(ckpt), *quiet],

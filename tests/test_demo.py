@@ -1,5 +1,6 @@
 import urllib.error
 
+import torch
 import whisper
 
 from whisper_ft.demo import run_demo
@@ -24,3 +25,20 @@ def test_demo_offline_falls_back_trains_evaluates_and_exports(tmp_path, monkeypa
     assert result.train_loss_first > 10  # random start: about ln(51865)
     for line in ("train loss", "val CER", "test CER / WER", "exported .pt", "random weights"):
         assert line in printed
+
+
+def test_demo_online_fine_tunes_pretrained_tiny_with_a_frozen_encoder(tmp_path, monkeypatch):
+    from whisper_ft.model import load_base_model
+
+    loaded = []
+
+    def pretend_download(name, *args, **kwargs):  # no network in tests: a small stand-in
+        loaded.append(name)
+        return load_base_model("random:micro")
+
+    monkeypatch.setattr(whisper, "load_model", pretend_download)
+    result = run_demo(tmp_path, max_steps=2, n_sentences=12, n_speakers=3)
+    assert loaded == ["tiny"] and result.base_model == "tiny"
+    checkpoint = torch.load(result.checkpoint, weights_only=True)
+    assert checkpoint["hyper_parameters"]["freeze_encoder"] is True
+    assert checkpoint["global_step"] == 2
