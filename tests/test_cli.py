@@ -9,10 +9,12 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import whisper
 
 from whisper_ft.cli import default_precision, main
+from whisper_ft.data import WhisperDataModule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,6 +125,27 @@ def test_download_failure_is_one_clear_line(monkeypatch, capsys):
         main(["transcribe", "--model", "tiny", "x.wav"])
     assert str(exit_.value.code).startswith("error: could not download the Whisper 'tiny'")
     assert "random:tiny" in str(exit_.value.code)
+
+
+def test_test_of_a_checkpoint_needs_no_base_model_download(micro, corpus, tmp_path, monkeypatch):
+    run = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    run.fit(micro, WhisperDataModule(str(corpus["train"]), batch_size=4, num_workers=0))
+    ckpt = tmp_path / "from_tiny.ckpt"
+    run.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["base_model"] = "tiny"  # as if fine-tuned from pretrained tiny
+    torch.save(state, ckpt)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(whisper, "load_model", offline)
+    monkeypatch.chdir(tmp_path)
+    main(["test", "--data.test_manifest", str(corpus["test"]), "--data.num_workers", "0",
+          "--ckpt_path", str(ckpt), "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    [metrics] = (tmp_path / "checkpoints").rglob("metrics.json")
+    assert json.loads(metrics.read_text())["base_model"] == "tiny"
 
 
 def test_validate_without_a_val_manifest_says_which_flag(tmp_path):

@@ -26,9 +26,24 @@ def run_lightning(args: list[str] | None) -> None:
     from whisper_ft.data import WhisperDataModule
     from whisper_ft.module import WhisperFineTuner
 
+    class WhisperFTCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            # With --ckpt_path the checkpoint holds the dims and every weight: build the model
+            # from it instead of downloading (or finding) the base model only to overwrite it.
+            # The base model's name is kept in the hyperparameters and reports.
+            config = self.config[self.subcommand]
+            self.base_model = config["model"]["base_model"]
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and Path(ckpt_path).suffix == ".ckpt" and Path(ckpt_path).is_file():
+                config["model"]["base_model"] = str(ckpt_path)
+
+        def instantiate_classes(self) -> None:
+            super().instantiate_classes()
+            self.model.hparams.base_model = self.base_model
+
     # A frozen encoder is in eval mode on purpose; Lightning warns about it at every fit.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    LightningCLI(
+    WhisperFTCLI(
         WhisperFineTuner,
         WhisperDataModule,
         args=args,
