@@ -1,11 +1,10 @@
 """Shared fixtures: a small synthetic corpus (made once per session) and micro Whisper modules."""
 
-import json
+import urllib.error
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
-import soundfile as sf
+import whisper
 import whisper.tokenizer
 
 from whisper_ft.module import WhisperFineTuner
@@ -31,14 +30,31 @@ def micro(request) -> WhisperFineTuner:
     return WhisperFineTuner(base_model="random:micro", lr_warmup_steps=0, **kwargs)
 
 
-def write_manifest_with_audio(folder, texts: list[str], seconds: float = 1.0) -> str:
-    """A manifest whose utterances are short tones (distinct pitch per line); returns its path."""
-    lines = []
-    for i, text in enumerate(texts):
-        t = np.arange(int(16000 * seconds)) / 16000
-        sf.write(folder / f"u{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t), 16000)
-        record = {"id": f"u{i}", "audio": f"u{i}.wav", "text": text, "kana": text}
-        lines.append(json.dumps(record, ensure_ascii=False))
-    path = folder / "tones.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
+@pytest.fixture
+def offline(monkeypatch) -> None:
+    """`whisper.load_model` fails as it does without network access (and never downloads)."""
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(whisper, "load_model", no_network)
+
+
+@pytest.fixture
+def make_trainer(tmp_path):
+    """A CPU Trainer without progress bar, summary, checkpoints or sanity check; CSV logs in
+    tmp_path. Keyword arguments override those settings."""
+
+    def make(**kwargs) -> pl.Trainer:
+        defaults = {
+            "accelerator": "cpu",
+            "devices": 1,
+            "logger": pl.loggers.CSVLogger(tmp_path),
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+        }
+        return pl.Trainer(**(defaults | kwargs))
+
+    return make

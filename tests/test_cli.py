@@ -5,11 +5,9 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import whisper
 
@@ -116,20 +114,18 @@ def test_default_precision_follows_the_hardware(monkeypatch, cuda, bf16, expecte
     assert default_precision() == expected
 
 
-def test_download_failure_is_one_clear_line(monkeypatch, capsys):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(whisper, "load_model", offline)
+@pytest.mark.usefixtures("offline")
+def test_download_failure_is_one_clear_line():
     with pytest.raises(SystemExit) as exit_:
         main(["transcribe", "--model", "tiny", "x.wav"])
     assert str(exit_.value.code).startswith("error: could not download the Whisper 'tiny'")
     assert "random:tiny" in str(exit_.value.code)
 
 
-def test_test_of_a_checkpoint_needs_no_base_model_download(micro, corpus, tmp_path, monkeypatch):
-    run = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+def test_test_of_a_checkpoint_needs_no_base_model_download(
+    micro, corpus, tmp_path, monkeypatch, make_trainer, offline
+):
+    run = make_trainer(max_steps=1, logger=False)
     run.fit(micro, WhisperDataModule(str(corpus["train"]), batch_size=4, num_workers=0))
     ckpt = tmp_path / "from_tiny.ckpt"
     run.save_checkpoint(ckpt)
@@ -137,10 +133,6 @@ def test_test_of_a_checkpoint_needs_no_base_model_download(micro, corpus, tmp_pa
     state["hyper_parameters"]["base_model"] = "tiny"  # as if fine-tuned from pretrained tiny
     torch.save(state, ckpt)
 
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(whisper, "load_model", offline)
     monkeypatch.chdir(tmp_path)
     main(["test", "--data.test_manifest", str(corpus["test"]), "--data.num_workers", "0",
           "--ckpt_path", str(ckpt), "--trainer.enable_progress_bar", "false"])  # fmt: skip

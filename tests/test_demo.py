@@ -1,16 +1,12 @@
-import urllib.error
-
 import torch
 import whisper
 
 from whisper_ft.demo import run_demo
 
 
-def test_demo_offline_falls_back_trains_evaluates_and_exports(tmp_path, monkeypatch, capsys):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(whisper, "load_model", offline)
+def test_demo_offline_falls_back_trains_evaluates_and_exports(
+    tmp_path, monkeypatch, capsys, offline
+):
     result = run_demo(
         tmp_path, max_steps=3, n_sentences=12, n_speakers=3, offline_model="random:micro"
     )

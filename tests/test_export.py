@@ -1,5 +1,4 @@
 import pytest
-import pytorch_lightning as pl
 import torch
 import whisper
 
@@ -8,24 +7,18 @@ from whisper_ft.model import ModelLoadError, export_checkpoint, load_base_model
 from whisper_ft.transcribe import default_language, transcribe_files
 
 
-def _trained_checkpoint(micro, corpus, tmp_path):
-    data = WhisperDataModule(str(corpus["train"]), batch_size=4, num_workers=0)
-    trainer = pl.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(micro, data)
+@pytest.fixture
+def trained_checkpoint(micro, corpus, tmp_path, make_trainer):
+    """micro after 2 training steps, saved as a Lightning checkpoint."""
+    trainer = make_trainer(max_steps=2, logger=False)
+    trainer.fit(micro, WhisperDataModule(str(corpus["train"]), batch_size=4, num_workers=0))
     path = tmp_path / "run.ckpt"
     trainer.save_checkpoint(path)
     return path
 
 
-def test_export_round_trip_keeps_every_tensor_and_the_logits(micro, corpus, tmp_path):
-    ckpt = _trained_checkpoint(micro, corpus, tmp_path)
+def test_export_round_trip_keeps_every_tensor_and_the_logits(micro, trained_checkpoint, tmp_path):
+    ckpt = trained_checkpoint
     out = export_checkpoint(ckpt, tmp_path / "export" / "model.pt")
     loaded = whisper.load_model(str(out), device="cpu")
     expected = micro.model.state_dict()
@@ -45,8 +38,10 @@ def test_export_round_trip_keeps_every_tensor_and_the_logits(micro, corpus, tmp_
     assert isinstance(result["text"], str)
 
 
-def test_transcribe_gives_the_same_text_from_ckpt_and_exported_pt(micro, corpus, tmp_path):
-    ckpt = _trained_checkpoint(micro, corpus, tmp_path)
+def test_transcribe_gives_the_same_text_from_ckpt_and_exported_pt(
+    trained_checkpoint, corpus, tmp_path
+):
+    ckpt = trained_checkpoint
     pt = export_checkpoint(ckpt, tmp_path / "model.pt")
     wavs = sorted(str(p) for p in (corpus["test"].parent / "wav").rglob("*.wav"))[:3]
     from_ckpt = list(transcribe_files(str(ckpt), wavs, batch_size=2, device="cpu"))
@@ -63,9 +58,8 @@ def test_export_refuses_a_foreign_checkpoint(tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_ckpt_loads_as_a_base_model(micro, corpus, tmp_path):
-    ckpt = _trained_checkpoint(micro, corpus, tmp_path)
-    model = load_base_model(str(ckpt))
+def test_ckpt_loads_as_a_base_model(micro, trained_checkpoint):
+    model = load_base_model(str(trained_checkpoint))
     assert torch.equal(
         model.decoder.token_embedding.weight, micro.model.decoder.token_embedding.weight
     )

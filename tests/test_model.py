@@ -1,8 +1,5 @@
-import urllib.error
-
 import pytest
 import torch
-import whisper
 
 from whisper_ft.model import RANDOM_DIMS, ModelLoadError, freeze, load_base_model
 
@@ -45,11 +42,8 @@ def test_bad_model_specs_say_what_is_accepted(spec, message):
         load_base_model(spec)
 
 
-def test_download_failure_names_the_offline_alternatives(monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(whisper, "load_model", offline)
+@pytest.mark.usefixtures("offline")
+def test_download_failure_names_the_offline_alternatives():
     with pytest.raises(ModelLoadError) as raised:
         load_base_model("small")
     message = str(raised.value)

@@ -4,7 +4,6 @@ import math
 
 import jiwer
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from whisper_ft.collate import Collator
@@ -14,19 +13,6 @@ from whisper_ft.module import (
     token_loss,
     warmup_then_linear_decay,
 )
-
-
-def trainer(tmp_path, **kwargs) -> pl.Trainer:
-    defaults = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": pl.loggers.CSVLogger(tmp_path),
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-    }
-    return pl.Trainer(**(defaults | kwargs))
 
 
 def data(corpus, **kwargs) -> WhisperDataModule:
@@ -74,9 +60,9 @@ def test_warmup_then_linear_decay():
     )
 
 
-def test_a_training_step_changes_the_decoder_only(micro, corpus, tmp_path):
+def test_a_training_step_changes_the_decoder_only(micro, corpus, make_trainer):
     before = {k: v.clone() for k, v in micro.model.state_dict().items()}
-    trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(micro, data(corpus))
+    make_trainer(max_steps=1, limit_val_batches=0).fit(micro, data(corpus))
     after = micro.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
     changed = [
@@ -89,9 +75,9 @@ def test_a_training_step_changes_the_decoder_only(micro, corpus, tmp_path):
 
 
 @pytest.mark.parametrize("micro", [{"freeze_encoder": False}], indirect=True)
-def test_full_fine_tuning_changes_the_encoder_too(micro, corpus, tmp_path):
+def test_full_fine_tuning_changes_the_encoder_too(micro, corpus, make_trainer):
     before = micro.model.encoder.conv1.weight.clone()
-    trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(micro, data(corpus))
+    make_trainer(max_steps=1, limit_val_batches=0).fit(micro, data(corpus))
     assert not torch.equal(before, micro.model.encoder.conv1.weight)
     assert micro.model.encoder.training
 
@@ -112,8 +98,10 @@ def test_overfitting_four_utterances_drives_the_loss_down(micro, corpus):
     assert losses[-1] < losses[0] / 10, losses
 
 
-def test_test_writes_predictions_and_corpus_cer_matching_jiwer(micro, corpus, tmp_path):
-    run = trainer(tmp_path)
+def test_test_writes_predictions_and_corpus_cer_matching_jiwer(
+    micro, corpus, tmp_path, make_trainer
+):
+    run = make_trainer()
     [logged] = run.test(micro, data(corpus), verbose=False)
     log_dir = tmp_path / "lightning_logs" / "version_0"
     metrics = json.loads((log_dir / "metrics.json").read_text())
@@ -128,9 +116,9 @@ def test_test_writes_predictions_and_corpus_cer_matching_jiwer(micro, corpus, tm
     assert {"wer", "wer_meaning", "base_model"} <= metrics.keys()
 
 
-def test_validation_decodes_every_nth_run(micro, corpus, tmp_path):
+def test_validation_decodes_every_nth_run(micro, corpus, make_trainer):
     micro.hparams.decode_every_n_val = 2
-    run = trainer(tmp_path)
+    run = make_trainer()
     first = run.validate(micro, data(corpus), verbose=False)[0]
     second = run.validate(micro, data(corpus), verbose=False)[0]
     assert "val_cer" in first and "val_loss" in first
