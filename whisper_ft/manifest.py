@@ -8,9 +8,10 @@ by `prepare`; keys this module does not know are kept in `Utterance.extra` and w
 """
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from whisper_ft.files import atomic_write
 
 REQUIRED_KEYS = ("id", "audio", "text")
 KNOWN_KEYS = (*REQUIRED_KEYS, "kana", "duration", "speaker")
@@ -100,12 +101,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
 def write_manifest(path: str | Path, utterances: list[Utterance]) -> Path:
     """Write utterances as JSON Lines, atomically: readers never see a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_write(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for utterance in utterances:
             f.write(utterance.to_json() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path

@@ -8,6 +8,8 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
+from whisper_ft.files import atomic_write
+
 _MULTILINGUAL = {"n_mels": 80, "n_audio_ctx": 1500, "n_vocab": 51865, "n_text_ctx": 448}
 _V3 = {**_MULTILINGUAL, "n_mels": 128, "n_vocab": 51866}
 
@@ -127,9 +129,6 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
     `whisper.load_model(out_path)` reads. It is written atomically.
     """
     dims, state_dict, _ = read_lightning_checkpoint(ckpt_path)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    torch.save({"dims": asdict(dims), "model_state_dict": state_dict}, tmp)
-    tmp.replace(out_path)
-    return out_path
+    with atomic_write(out_path) as tmp:
+        torch.save({"dims": asdict(dims), "model_state_dict": state_dict}, tmp)
+    return Path(out_path)

@@ -27,6 +27,7 @@ import soxr
 from whisper.audio import SAMPLE_RATE
 
 from whisper_ft.audio import audio_duration_s
+from whisper_ft.files import atomic_write
 from whisper_ft.manifest import Utterance, write_manifest
 from whisper_ft.text import normalize, to_kana
 
@@ -458,10 +459,8 @@ def synthesize(text: str, path: str | Path, *, speed: float = 1.0, half_tone: fl
     if peak > 0.99:  # lower voices overshoot full scale; scale down instead of clipping
         wave = wave * (0.99 / peak)
     wave = soxr.resample(wave, rate, SAMPLE_RATE, quality="HQ")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(tmp, np.clip(wave, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        sf.write(tmp, np.clip(wave, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return path
 
 
