@@ -4,7 +4,7 @@ import whisper
 
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.model import ModelLoadError, export_checkpoint, load_base_model
-from whisper_ft.transcribe import default_language, transcribe_files
+from whisper_ft.transcribe import load_for_transcription, transcribe_files
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_transcribe_gives_the_same_text_from_ckpt_and_exported_pt(
     from_pt = list(transcribe_files(str(pt), wavs, batch_size=2, device="cpu"))
     assert [path for path, _ in from_ckpt] == wavs
     assert from_ckpt == from_pt
-    assert default_language(str(ckpt)) == "ja"
+    assert load_for_transcription(str(ckpt), torch.device("cpu"))[1] == "ja"
 
 
 def test_export_refuses_a_foreign_checkpoint(tmp_path):

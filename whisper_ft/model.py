@@ -59,10 +59,7 @@ def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
         return init_random_weights(Whisper(RANDOM_DIMS[size])).to(device)
     path = Path(spec).expanduser()
     if path.suffix == ".ckpt":
-        dims, state_dict, _ = read_lightning_checkpoint(path)
-        model = Whisper(dims)
-        model.load_state_dict(state_dict)
-        return model.to(device)
+        return model_from_checkpoint(path)[0].to(device)
     if path.suffix == ".pt" or path.is_file():
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such checkpoint file.")
@@ -120,6 +117,14 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, 
     }
     dims = ModelDimensions(**checkpoint["whisper_dims"])
     return dims, state_dict, checkpoint.get("hyper_parameters", {})
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[Whisper, dict]:
+    """The fine-tuned Whisper model in a `WhisperFineTuner` `.ckpt`, and its hyperparameters."""
+    dims, state_dict, hyper_parameters = read_lightning_checkpoint(path)
+    model = Whisper(dims)
+    model.load_state_dict(state_dict)
+    return model, hyper_parameters
 
 
 def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:

@@ -7,17 +7,20 @@ from pathlib import Path
 import torch
 import whisper
 from whisper.audio import N_SAMPLES, SAMPLE_RATE
+from whisper.model import Whisper
 
 from whisper_ft.audio import load_audio, log_mel_batch
 from whisper_ft.decoding import decode_texts, decoding_options
-from whisper_ft.model import load_base_model, read_lightning_checkpoint
+from whisper_ft.model import load_base_model, model_from_checkpoint
 
 
-def default_language(model_spec: str) -> str:
-    """The language a `.ckpt` was fine-tuned for; `ja` for anything else."""
+def load_for_transcription(model_spec: str, device: torch.device) -> tuple[Whisper, str]:
+    """The model in eval mode, and its default language: the one a `.ckpt` was fine-tuned
+    for, `ja` for anything else. A checkpoint is read once."""
     if Path(model_spec).suffix == ".ckpt":
-        return read_lightning_checkpoint(model_spec)[2].get("language", "ja")
-    return "ja"
+        model, hyper_parameters = model_from_checkpoint(model_spec)
+        return model.to(device).eval(), hyper_parameters.get("language", "ja")
+    return load_base_model(model_spec, device=device).eval(), "ja"
 
 
 def transcribe_files(
@@ -33,8 +36,8 @@ def transcribe_files(
     first 30 s of a longer file are transcribed (a warning says so).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_base_model(model_spec, device=device).eval()
-    options = decoding_options(language or default_language(model_spec), "transcribe", device)
+    model, model_language = load_for_transcription(model_spec, device)
+    options = decoding_options(language or model_language, "transcribe", device)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         waveforms = []
