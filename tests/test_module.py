@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import warnings
 
 import jiwer
 import pytest
@@ -62,7 +63,10 @@ def test_warmup_then_linear_decay():
 
 def test_a_training_step_changes_the_decoder_only(micro, corpus, make_trainer):
     before = {k: v.clone() for k, v in micro.model.state_dict().items()}
-    make_trainer(max_steps=1, limit_val_batches=0).fit(micro, data(corpus))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(max_steps=1, limit_val_batches=0).fit(micro, data(corpus))
+    assert not [w for w in caught if "in eval mode" in str(w.message)]  # on purpose: no warning
     after = micro.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
     changed = [

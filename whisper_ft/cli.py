@@ -2,7 +2,6 @@
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
@@ -41,8 +40,6 @@ def run_lightning(args: list[str] | None) -> None:
             super().instantiate_classes()
             self.model.hparams.base_model = self.base_model
 
-    # A frozen encoder is in eval mode on purpose; Lightning warns about it at every fit.
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     WhisperFTCLI(
         WhisperFineTuner,
         WhisperDataModule,

@@ -76,7 +76,6 @@ def run_demo(
         print(f"[demo {time.time() - started:5.0f} s] {message}", flush=True)
 
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     pl.seed_everything(0, verbose=False)
     stage(f"synthesising the offline corpus under {out / 'corpus'}")
     manifests = prepare_synthetic(out / "corpus", n_sentences=n_sentences, n_speakers=n_speakers)

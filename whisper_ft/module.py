@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -111,6 +112,12 @@ class WhisperFineTuner(pl.LightningModule):
         if self.hparams.freeze_encoder:
             self.model.encoder.eval()
         return self
+
+    def on_fit_start(self) -> None:
+        if self.hparams.freeze_encoder:
+            # Runs before Lightning's check for modules in eval mode, which would warn at every
+            # fit about the encoder that train() keeps in eval mode on purpose.
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """audio (batch, n_samples) → encoder output (batch, n_audio_ctx, n_audio_state)."""
