@@ -370,3 +370,19 @@ def test_cli_prepare_jvs_passes_options_and_reports_errors(jvs, tmp_path, capsys
     args = parser.parse_args([*argv, "--val-speakers", "jvs009"])
     assert args.func(args) == 1
     assert "error: unknown speaker(s) jvs009" in capsys.readouterr().err
+
+
+def test_prepare_jvs_records_the_target(jvs, tmp_path):
+    root, _ = jvs
+    kana = [u for us in read_splits(prepare_jvs(root, tmp_path / "kana")).values() for u in us]
+    assert kana and all(u.target == "kana" and u.kana == to_kana(u.text) for u in kana)
+
+    out = tmp_path / "text"
+    argv = ["prepare", "jvs", "--root", str(root), "--out", str(out), "--target", "text"]
+    args = make_parser().parse_args(argv)
+    assert args.func(args) == 0
+    splits = read_splits({name: out / f"{name}.jsonl" for name in ("train", "val", "test")})
+    text = [u for us in splits.values() for u in us]
+    # The same utterances, made for the transcript itself: no kana.
+    assert sorted(u.id for u in text) == sorted(u.id for u in kana)
+    assert all(u.target == "text" and u.kana is None for u in text)

@@ -14,7 +14,7 @@ from pathlib import Path
 from whisper_ft.files import atomic_write
 
 REQUIRED_KEYS = ("id", "audio", "text")
-KNOWN_KEYS = (*REQUIRED_KEYS, "kana", "duration", "speaker")
+KNOWN_KEYS = (*REQUIRED_KEYS, "kana", "duration", "speaker", "target")
 
 
 class ManifestError(ValueError):
@@ -29,6 +29,7 @@ class Utterance:
     kana: str | None = None  # katakana target made by pyopenjtalk (None until prepared)
     duration: float | None = None  # seconds of audio (None until prepared)
     speaker: str | None = None  # speaker id, used to split corpora by speaker
+    target: str | None = None  # field `prepare` made this line for, "kana" or "text" (None: unsaid)
     extra: dict = field(default_factory=dict)  # any other keys of the line, kept as they are
     line: int = 0  # 1-based line number in the manifest it was read from (0: not read)
 
@@ -65,6 +66,7 @@ def parse_line(line: str, where: str) -> Utterance:
         kana=record.get("kana"),
         duration=None if duration is None else float(duration),
         speaker=record.get("speaker"),
+        target=record.get("target"),
         extra=extra,
     )
 

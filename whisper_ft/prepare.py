@@ -3,11 +3,16 @@
     prepare_jvs(root, out)        JVS (or any corpus in its layout) → <out>/{train,val,test}.jsonl
     prepare_synthetic(out)        an offline corpus spoken by OpenJTalk → the same three manifests
 
+Other layouts (CSV, Common Voice TSV, a folder of transcribed audio, Hugging Face datasets)
+and merging manifests live in `whisper_ft.sources`; `prepare` has a subcommand for each.
+
 The split is disjoint by speaker AND by sentence text. In JVS every speaker reads the same
 100 sentences (parallel100), so a split by speaker alone would still score the model on
 sentences it was trained on. `split_disjoint` gives every speaker and every distinct sentence
 (keyed by `text.normalize`) one split, and keeps an utterance only where the two agree.
-Each manifest line gets its `kana` (pyopenjtalk) and `duration` here, once.
+Each manifest line gets its `kana` (pyopenjtalk) and `duration` here, once, and `target`:
+the field it was made to train on (`--target kana`, the default, or `text`, which keeps the
+original orthography and needs no kana).
 """
 
 import argparse
@@ -32,6 +37,8 @@ from whisper_ft.manifest import Utterance, write_manifest
 from whisper_ft.text import normalize, to_kana
 
 SPLITS = ("train", "val", "test")
+TARGETS = ("kana", "text")  # manifest fields a model can learn to write (Utterance.target)
+NO_KANA = "text OpenJTalk reads as no kana"  # why _fill_kana leaves an utterance out
 VAL_FRACTION = 0.05  # share of speakers, and of sentences read across splits, held out for val
 TEST_FRACTION = 0.10  # the same for test
 MIN_SPEAKERS = 3  # one each for train, val and test
@@ -324,15 +331,18 @@ def prepare_jvs(
     val_speakers: list[str] | None = None,
     test_speakers: list[str] | None = None,
     seed: int = 0,
+    target: str = "kana",
 ) -> dict[str, Path]:
     """Write `<out>/{train,val,test}.jsonl` for a corpus in JVS's layout (see `read_jvs`).
 
     Speakers and sentences are split disjointly (`split_disjoint`); a summary of what each
-    split holds and what was skipped or dropped is printed. Returns split name → manifest.
+    split holds and what was skipped or dropped is printed. `target`: "kana" fills each
+    line's katakana, "text" keeps the transcript alone. Returns split name → manifest.
     """
+    check_target(target)  # before reading a corpus that may be large
     utterances, skipped = read_jvs(root, subsets)
     n_read = len(utterances)
-    utterances = _fill_kana(utterances, skipped)
+    utterances = fill_target(utterances, target, skipped)
     result = split_disjoint(
         utterances, val_speakers=val_speakers, test_speakers=test_speakers, seed=seed
     )
@@ -343,7 +353,12 @@ def prepare_jvs(
 
 
 def prepare_synthetic(
-    out: str | Path, *, n_sentences: int | None = None, n_speakers: int = 6, seed: int = 0
+    out: str | Path,
+    *,
+    n_sentences: int | None = None,
+    n_speakers: int = 6,
+    seed: int = 0,
+    target: str = "kana",
 ) -> dict[str, Path]:
     """Make an offline corpus with OpenJTalk's speech synthesis; write its three manifests.
 
@@ -355,9 +370,11 @@ def prepare_synthetic(
 
     Audio goes to `<out>/wav/<speaker>/<id>-<hash>.wav` (16 kHz, 16-bit PCM); the hash covers
     the text and the voice, so a re-run reuses what exists and never a stale file. Manifest
-    audio paths are relative to `out`. Returns split name → manifest.
+    audio paths are relative to `out`. `target` as in `prepare_jvs`. Returns split name →
+    manifest.
     """
     out = Path(out)
+    check_target(target)
     if not MIN_SPEAKERS <= n_speakers <= len(SYNTHETIC_VOICES):
         raise ValueError(
             f"n_speakers must be between {MIN_SPEAKERS} (one each for train, val, test) and "
@@ -415,7 +432,7 @@ def prepare_synthetic(
 
     skipped: Counter[str] = Counter()
     result = split_disjoint(
-        _fill_kana(utterances, skipped),
+        fill_target(utterances, target, skipped),
         val_speakers=[val_speaker],
         test_speakers=[test_speaker],
         seed=seed,
@@ -469,6 +486,21 @@ def _synthesize_job(job: tuple[Path, str, tuple[float, float]]) -> Path:
     return synthesize(text, path, speed=speed, half_tone=half_tone)
 
 
+def check_target(target: str) -> None:
+    """ValueError unless `target` is one of TARGETS."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}.")
+
+
+def fill_target(utterances: list[Utterance], target: str, skipped: Counter[str]) -> list[Utterance]:
+    """Record `target` on each utterance; for "kana" also fill the katakana (`_fill_kana`),
+    leaving out (and counting) those OpenJTalk reads as nothing. Returns those kept."""
+    check_target(target)
+    for u in utterances:
+        u.target = target
+    return _fill_kana(utterances, skipped) if target == "kana" else utterances
+
+
 def _fill_kana(utterances: list[Utterance], skipped: Counter[str]) -> list[Utterance]:
     """Set each utterance's `kana` (OpenJTalk, once per distinct text); keep those with any.
 
@@ -484,7 +516,7 @@ def _fill_kana(utterances: list[Utterance], skipped: Counter[str]) -> list[Utter
         if normalize(u.kana):
             kept.append(u)
         else:
-            skipped["text OpenJTalk reads as no kana"] += 1
+            skipped[NO_KANA] += 1
     return kept
 
 
@@ -520,15 +552,20 @@ def _summary(result: SplitResult, paths: dict[str, Path], skipped: Counter[str])
 
 
 def add_prepare_command(subparsers: argparse._SubParsersAction) -> None:
-    """Add `prepare jvs` and `prepare synthetic` to an argparse subparsers object.
+    """Add `prepare jvs`, `prepare synthetic` and the sources of `whisper_ft.sources` (csv,
+    tsv, folder, hf, merge) to an argparse subparsers object.
 
     Each subcommand sets `func`, a callable(args) → exit code (0 ok, 1 on a corpus error,
     whose message is printed to stderr).
     """
     prepare = subparsers.add_parser(
-        "prepare", help="make train/val/test manifests, disjoint by speaker and sentence"
+        "prepare",
+        help="make manifests from a corpus (train/val/test disjoint by speaker and sentence), "
+        "or merge manifests",
     )
-    corpora = prepare.add_subparsers(dest="corpus", required=True, metavar="{jvs,synthetic}")
+    corpora = prepare.add_subparsers(
+        dest="corpus", required=True, metavar="{jvs,synthetic,csv,tsv,folder,hf,merge}"
+    )
 
     jvs = corpora.add_parser("jvs", help="JVS (or any corpus in its folder layout)")
     jvs.add_argument("--root", required=True, help="the unzipped jvs_ver1 folder")
@@ -542,6 +579,7 @@ def add_prepare_command(subparsers: argparse._SubParsersAction) -> None:
     jvs.add_argument("--val-speakers", nargs="+", help="speakers for val (default: seeded ~5%%)")
     jvs.add_argument("--test-speakers", nargs="+", help="speakers for test (default: seeded ~10%%)")
     jvs.add_argument("--seed", type=int, default=0, help="seed of the speaker and sentence split")
+    add_target_option(jvs)
     jvs.set_defaults(func=_run(_prepare_jvs_from_args))
 
     synthetic = corpora.add_parser("synthetic", help="an offline corpus spoken by OpenJTalk")
@@ -551,7 +589,23 @@ def add_prepare_command(subparsers: argparse._SubParsersAction) -> None:
         "--n-speakers", type=int, default=6, help=f"voices, 3 to {len(SYNTHETIC_VOICES)}"
     )
     synthetic.add_argument("--seed", type=int, default=0, help="seed of the sentence split")
+    add_target_option(synthetic)
     synthetic.set_defaults(func=_run(_prepare_synthetic_from_args))
+
+    # Imported here: sources builds on this module's split and helpers.
+    from whisper_ft.sources import add_source_commands
+
+    add_source_commands(corpora)
+
+
+def add_target_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="kana",
+        help="field to train on, recorded on every line: kana (katakana by OpenJTalk, the "
+        "default) or text (the transcript's own orthography)",
+    )
 
 
 def _prepare_jvs_from_args(args: argparse.Namespace) -> None:
@@ -562,12 +616,17 @@ def _prepare_jvs_from_args(args: argparse.Namespace) -> None:
         val_speakers=args.val_speakers,
         test_speakers=args.test_speakers,
         seed=args.seed,
+        target=args.target,
     )
 
 
 def _prepare_synthetic_from_args(args: argparse.Namespace) -> None:
     prepare_synthetic(
-        args.out, n_sentences=args.n_sentences, n_speakers=args.n_speakers, seed=args.seed
+        args.out,
+        n_sentences=args.n_sentences,
+        n_speakers=args.n_speakers,
+        seed=args.seed,
+        target=args.target,
     )
 
 
@@ -575,14 +634,15 @@ def _run(prepare: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Na
     """`prepare` as a command: exit code 0, or 1 with the error's message on stderr.
 
     Only the errors that describe a corpus or an argument (ValueError, which includes
-    ManifestError and AudioError, and a missing file) are turned into messages; anything
-    else is a bug and keeps its traceback.
+    ManifestError and AudioError, a missing file, and a missing optional package such as
+    `datasets`, whose message says what to install) are turned into messages; anything else
+    is a bug and keeps its traceback.
     """
 
     def command(args: argparse.Namespace) -> int:
         try:
             prepare(args)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         return 0
