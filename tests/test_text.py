@@ -1,6 +1,12 @@
 import pytest
 
-from whisper_ft.text import hiragana_to_katakana, normalize, normalize_words, to_kana
+from whisper_ft.text import (
+    hiragana_to_katakana,
+    normalize,
+    normalize_words,
+    split_morae,
+    to_kana,
+)
 
 
 @pytest.mark.parametrize(
@@ -33,3 +39,60 @@ def test_normalize_removes_punctuation_and_spaces_and_folds_width():
 def test_normalize_words_keeps_word_boundaries():
     assert normalize_words("Hello,  world!  こんにちは。") == "Hello world コンニチハ"
     assert normalize_words("、。") == ""
+
+
+def test_normalize_folds_half_width_katakana_and_full_width_digits():
+    assert normalize("ｷｬｯﾄ ｶﾞ ２０２４年") == "キャットガ2024年"
+
+
+@pytest.mark.parametrize(
+    ("long_vowel", "expected"),
+    [
+        ("keep", "コーヒーキューケーラーメン"),
+        ("drop", "コヒキュケラメン"),
+        # the vowel of the kana before: the small ュ gives ウ; エイ/オウ are not produced
+        ("vowel", "コオヒイキュウケエラアメン"),
+    ],
+)
+def test_normalize_long_vowel_modes(long_vowel, expected):
+    assert normalize("こーひー、キュー ケー。ラーメン", long_vowel=long_vowel) == expected
+
+
+def test_long_vowel_as_vowel_repeats_and_keeps_marks_with_no_vowel_before():
+    assert normalize("ゴーール", long_vowel="vowel") == "ゴオオル"
+    # nothing before, ン, ッ, a kanji, a letter: no vowel to lengthen
+    assert normalize("ーンーッー字ーAー", long_vowel="vowel") == "ーンーッー字ーAー"
+    # the mark counts as a word character for WER in every mode
+    assert normalize_words("トー キョー", long_vowel="vowel") == "トオ キョオ"
+    assert normalize_words("ー ア", long_vowel="drop") == "ア"
+
+
+def test_normalize_rejects_an_unknown_long_vowel_mode():
+    with pytest.raises(ValueError, match="long_vowel='long'"):
+        normalize("コー", long_vowel="long")
+
+
+@pytest.mark.parametrize(
+    ("kana", "morae"),
+    [
+        ("キャット", ["キャ", "ッ", "ト"]),
+        ("シンブン", ["シ", "ン", "ブ", "ン"]),
+        ("コーヒー", ["コ", "ー", "ヒ", "ー"]),
+        ("トウキョウ", ["ト", "ウ", "キョ", "ウ"]),
+        ("ファイル", ["ファ", "イ", "ル"]),
+        ("ヴァイオリン", ["ヴァ", "イ", "オ", "リ", "ン"]),
+        ("クヮシ", ["クヮ", "シ"]),
+        ("きょうはいっしょ", ["きょ", "う", "は", "い", "っ", "しょ"]),  # hiragana kept as is
+        ("ャア", ["ャ", "ア"]),  # a glide at the start stands alone
+        ("ッャンャーャ", ["ッ", "ャ", "ン", "ャ", "ー", "ャ"]),  # nothing to attach to
+        ("キャァ", ["キャ", "ァ"]),  # one glide per mora
+        # ヵ, ヶ are counters (一ヶ月): they neither join a kana nor take a glide
+        ("ゴヶ月ヵャ", ["ゴ", "ヶ", "月", "ヵ", "ャ"]),
+        ("ABC1日ヒ", ["A", "B", "C", "1", "日", "ヒ"]),
+        ("ア イ", ["ア", "イ"]),
+        ("", []),
+    ],
+)
+def test_split_morae(kana, morae):
+    assert split_morae(kana) == morae
+    assert "".join(morae) == kana.replace(" ", "")

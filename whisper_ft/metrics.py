@@ -1,73 +1,193 @@
-"""Corpus-level CER and WER: summed edit operations over summed reference lengths (jiwer).
+"""Corpus-level error rates for Japanese: kana CER, orthographic CER, mora error rate and WER.
 
-Summed across processes under DDP (torchmetrics states with a "sum" reduction), never a mean
-of per-batch or per-utterance rates.
+Every rate is summed edit operations over summed reference lengths (jiwer's alignments), summed
+across processes under DDP (torchmetrics states with a "sum" reduction), never a mean of
+per-batch or per-utterance rates.
+
+What is compared depends on the target the model was trained on:
+
+| rate | kana targets | text targets |
+| --- | --- | --- |
+| `kana_cer` | characters of `normalize(text)` | characters of `normalize(to_kana(text))` |
+| `mora_er` | `split_morae` of the same kana | the same |
+| `ortho_cer` | none (a kana model has no orthography) | characters of `normalize(text)` |
+| `cer` (primary) | `kana_cer` | `ortho_cer` |
+| `wer` | words of `normalize_words(text)` | the same |
+
+For kana targets a hypothesis is not read by OpenJTalk: kanji a kana model writes are errors.
 """
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import jiwer
 import torch
 import torchmetrics
 
-from whisper_ft.text import normalize, normalize_words
+from whisper_ft.text import LongVowel, normalize, normalize_words, split_morae, to_kana
+
+Target = Literal["kana", "text"]
+
+
+def _rate(errors: int, length: int) -> float:
+    # An empty reference: any hypothesis character is an insertion, a whole error.
+    return errors / length if length else float(errors > 0)
 
 
 @dataclass(frozen=True)
 class UtteranceScore:
-    reference: str  # normalised reference, exactly as scored for CER
-    hypothesis: str  # normalised hypothesis, exactly as scored for CER
-    char_errors: int  # substitutions + deletions + insertions, in characters
-    chars: int  # reference length in characters
+    target: Target  # what the model was trained to write: kana or text (orthography)
+    reference: str  # normalised reference, exactly as scored for `cer`
+    hypothesis: str  # normalised hypothesis, exactly as scored for `cer`
+    kana_reference: str  # normalised katakana of the reference (= reference for kana targets)
+    kana_hypothesis: str  # normalised katakana of the hypothesis
+    kana_errors: int  # substitutions + deletions + insertions, in kana characters
+    kana_chars: int  # reference length in kana characters
+    mora_errors: int  # the same in morae (see text.split_morae)
+    morae: int
+    ortho_errors: int | None  # the same in characters of the orthography; None for kana targets
+    ortho_chars: int | None
     word_errors: int  # the same in whitespace-separated words (see text.normalize_words)
     words: int
 
     @property
+    def char_errors(self) -> int:
+        """Character edits of the primary CER: orthographic for text targets, else kana."""
+        return self.kana_errors if self.ortho_errors is None else self.ortho_errors
+
+    @property
+    def chars(self) -> int:
+        return self.kana_chars if self.ortho_chars is None else self.ortho_chars
+
+    @property
     def cer(self) -> float:
-        return self.char_errors / self.chars if self.chars else float(self.char_errors > 0)
+        return _rate(self.char_errors, self.chars)
+
+    @property
+    def kana_cer(self) -> float:
+        return _rate(self.kana_errors, self.kana_chars)
+
+    @property
+    def mora_er(self) -> float:
+        return _rate(self.mora_errors, self.morae)
+
+    @property
+    def ortho_cer(self) -> float | None:
+        return None if self.ortho_errors is None else _rate(self.ortho_errors, self.ortho_chars)
 
 
 def _edits(output) -> int:
     return output.substitutions + output.deletions + output.insertions
 
 
-def score(reference: str, hypothesis: str) -> UtteranceScore:
-    """Edit counts of one utterance after normalisation (NFKC, hiragana→katakana, no
-    punctuation; no whitespace for characters)."""
-    ref, hyp = normalize(reference), normalize(hypothesis)
-    ref_words, hyp_words = normalize_words(reference), normalize_words(hypothesis)
-    chars = jiwer.process_characters(ref, hyp)
-    words = jiwer.process_words(ref_words, hyp_words)
+def _char_edits(reference: str, hypothesis: str) -> int:
+    return _edits(jiwer.process_characters(reference, hypothesis))
+
+
+def score(
+    reference: str,
+    hypothesis: str,
+    target: Target = "kana",
+    long_vowel: LongVowel = "keep",
+) -> UtteranceScore:
+    """Edit counts of one utterance after normalisation (see the module docstring).
+
+    target: "kana" when reference and hypothesis are katakana (the default targets), "text"
+        when they are orthography; then both are also read into kana by OpenJTalk, so a model
+        writing kanji gets a pronunciation score too.
+    long_vowel: how `text.normalize` treats ー (keep, drop, or the vowel it lengthens); it
+        applies to every rate.
+    """
+    if target == "kana":
+        kana_ref, kana_hyp = normalize(reference, long_vowel), normalize(hypothesis, long_vowel)
+        ortho_ref = ortho_hyp = None
+    elif target == "text":
+        kana_ref = normalize(to_kana(reference), long_vowel)
+        kana_hyp = normalize(to_kana(hypothesis), long_vowel)
+        ortho_ref, ortho_hyp = normalize(reference, long_vowel), normalize(hypothesis, long_vowel)
+    else:
+        raise ValueError(f"target={target!r}: use 'kana' or 'text'")
+    morae_ref, morae_hyp = split_morae(kana_ref), split_morae(kana_hyp)
+    # Morae contain no spaces, so jiwer's words are exactly the morae.
+    mora_edits = _edits(jiwer.process_words(" ".join(morae_ref), " ".join(morae_hyp)))
+    ref_words = normalize_words(reference, long_vowel)
+    hyp_words = normalize_words(hypothesis, long_vowel)
     return UtteranceScore(
-        reference=ref,
-        hypothesis=hyp,
-        char_errors=_edits(chars),
-        chars=len(ref),
-        word_errors=_edits(words),
+        target=target,
+        reference=kana_ref if ortho_ref is None else ortho_ref,
+        hypothesis=kana_hyp if ortho_hyp is None else ortho_hyp,
+        kana_reference=kana_ref,
+        kana_hypothesis=kana_hyp,
+        kana_errors=_char_edits(kana_ref, kana_hyp),
+        kana_chars=len(kana_ref),
+        mora_errors=mora_edits,
+        morae=len(morae_ref),
+        ortho_errors=None if ortho_ref is None else _char_edits(ortho_ref, ortho_hyp),
+        ortho_chars=None if ortho_ref is None else len(ortho_ref),
+        word_errors=_edits(jiwer.process_words(ref_words, hyp_words)),
         words=len(ref_words.split()),
     )
 
 
+# Each corpus rate: (state summing its edits, state summing its reference lengths).
+_RATES = {
+    "cer": ("char_errors", "chars"),  # primary: orthographic for text targets, else kana
+    "wer": ("word_errors", "words"),
+    "kana_cer": ("kana_errors", "kana_chars"),
+    "mora_er": ("mora_errors", "morae"),
+    "ortho_cer": ("ortho_errors", "ortho_chars"),  # text-target utterances only
+}
+_COUNTS = [name for pair in _RATES.values() for name in pair]
+_ORTHO = ("ortho_cer", "ortho_errors", "ortho_chars")
+
+
 class CorpusErrorRates(torchmetrics.Metric):
-    """Accumulates edit counts; `compute()` returns `{"cer", "wer", "n_utterances"}`."""
+    """Accumulates the edit counts of `UtteranceScore`s.
+
+    `compute()` returns 0-d tensors, summed over processes: the rates of `_RATES` (float;
+    `ortho_cer` is NaN when no text-target utterance was scored), the counts they come from
+    (`char_errors`, `chars`, `kana_errors`, …; int), `n_utterances` and `n_text_utterances`.
+    `rates_for_json` turns that into plain numbers for metrics.json.
+    """
 
     full_state_update = False
 
     def __init__(self) -> None:
         super().__init__()
-        for name in ("char_errors", "chars", "word_errors", "words", "utterances"):
+        for name in [*_COUNTS, "utterances", "text_utterances"]:
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, scores: list[UtteranceScore]) -> None:
-        self.char_errors += sum(s.char_errors for s in scores)
-        self.chars += sum(s.chars for s in scores)
-        self.word_errors += sum(s.word_errors for s in scores)
-        self.words += sum(s.words for s in scores)
+        for name in _COUNTS:
+            # `or 0`: the ortho counts of kana targets are None (no orthography to compare).
+            setattr(self, name, getattr(self, name) + sum(getattr(s, name) or 0 for s in scores))
         self.utterances += len(scores)
+        self.text_utterances += sum(s.target == "text" for s in scores)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        return {
-            "cer": self.char_errors / self.chars.clamp(min=1),
-            "wer": self.word_errors / self.words.clamp(min=1),
-            "n_utterances": self.utterances.clone(),
-        }
+        out = {}
+        for rate, (errors, length) in _RATES.items():
+            out[errors], out[length] = getattr(self, errors).clone(), getattr(self, length).clone()
+            out[rate] = out[errors] / out[length].clamp(min=1)
+        if self.text_utterances == 0:
+            out["ortho_cer"] = torch.tensor(math.nan, device=self.device)
+        out["n_utterances"] = self.utterances.clone()
+        out["n_text_utterances"] = self.text_utterances.clone()
+        return out
+
+
+def rates_for_json(computed: dict[str, torch.Tensor]) -> dict[str, float | int | None]:
+    """`CorpusErrorRates.compute()` as plain numbers for metrics.json: counts as int, rates as
+    float recomputed from the counts (exact, not float32), and `ortho_cer` with its counts as
+    None (JSON null; json.dumps would write NaN, which is not JSON) when no text-target
+    utterance was scored."""
+    out: dict[str, float | int | None] = {}
+    for rate, (errors, length) in _RATES.items():
+        out[errors], out[length] = int(computed[errors]), int(computed[length])
+        out[rate] = out[errors] / max(out[length], 1)
+    out["n_utterances"] = int(computed["n_utterances"])
+    out["n_text_utterances"] = int(computed["n_text_utterances"])
+    if out["n_text_utterances"] == 0:
+        out.update(dict.fromkeys(_ORTHO))
+    return out
