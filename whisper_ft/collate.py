@@ -1,14 +1,24 @@
 """Decoder targets and the padding collator: the batch every step consumes.
 
-Batch schema (what `Collator.__call__` returns), B utterances, L = longest token sequence:
+Batch schema (what `Collator.__call__` returns), B utterances that could be read, L = longest
+token sequence rounded up to a multiple of `pad_to_multiple_of` (8: tensor-core friendly), but
+not past the decoder's `n_text_ctx`:
 
 | key             | shape          | dtype   | meaning                                            |
 | --------------- | -------------- | ------- | -------------------------------------------------- |
 | `audio`         | (B, n_samples) | float32 | 16-kHz waveforms zero-padded/trimmed to 30 s       |
+| `audio_lengths` | (B,)           | int64   | samples of real audio in each row (≤ n_samples)    |
 | `dec_input_ids` | (B, L)         | int64   | SOT sequence + text tokens, padded with `eot`      |
 | `labels`        | (B, L)         | int64   | `dec_input_ids` shifted left + `eot`, pad = -100   |
 | `ids`           | list[str]      |         | utterance ids                                      |
 | `texts`         | list[str]      |         | the target strings (references for scoring)        |
+| `skipped`       | list[str]      |         | ids of unreadable items, left out (see below)      |
+| `target`        | str            |         | what `texts` are: "kana" or "text" (orthography)   |
+
+An item `{"id", "error": reason}` (audio that became unreadable during a run) is left out of the
+tensors and its id listed in `skipped` (usually empty). If every item was skipped, B = 0 and
+L = 0: `audio` is (0, n_samples), `audio_lengths` (0,), `dec_input_ids` and `labels` (0, 0),
+`ids` and `texts` [].
 """
 
 from dataclasses import dataclass
@@ -30,25 +40,45 @@ def decoder_tokens(tokenizer: Tokenizer, text: str) -> list[int]:
 
 @dataclass
 class Collator:
-    """Pads a list of dataset items (`{"id", "audio", "tokens", "text"}`) into one batch."""
+    """Pads a list of dataset items (`{"id", "audio", "tokens", "text"}`, or `{"id", "error"}`
+    for an unreadable one) into one batch."""
 
     eot: int  # the tokenizer's end-of-text id: pads inputs and ends every label sequence
     n_samples: int = N_SAMPLES  # waveform length the encoder takes (30 s at 16 kHz)
+    pad_to_multiple_of: int = 8  # token columns rounded up to this (GPU tiles); 1: no rounding
+    n_text_ctx: int | None = None  # the decoder's context: rounding never pads past it
+    target: str = "kana"  # what the token sequences spell (kana or text); scoring depends on it
+
+    def __post_init__(self) -> None:
+        if self.pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
 
     def __call__(self, items: list[dict]) -> dict:
-        longest = max(len(item["tokens"]) for item in items)
-        dec_input_ids = torch.full((len(items), longest), self.eot, dtype=torch.long)
-        labels = torch.full((len(items), longest), IGNORE_INDEX, dtype=torch.long)
+        skipped = [item["id"] for item in items if "error" in item]
+        items = [item for item in items if "error" not in item]
+        longest = max((len(item["tokens"]) for item in items), default=0)
+        width = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        if self.n_text_ctx is not None:  # 448 (Whisper) is a multiple of 8; a custom size may not
+            width = max(longest, min(width, self.n_text_ctx))
+        dec_input_ids = torch.full((len(items), width), self.eot, dtype=torch.long)
+        labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+        audio = np.zeros((len(items), self.n_samples), np.float32)  # (0, n_samples) if none
+        audio_lengths = torch.tensor(
+            [min(len(item["audio"]), self.n_samples) for item in items], dtype=torch.long
+        )
         for row, item in enumerate(items):
             tokens = torch.tensor(item["tokens"], dtype=torch.long)
             dec_input_ids[row, : len(tokens)] = tokens
             labels[row, : len(tokens) - 1] = tokens[1:]
             labels[row, len(tokens) - 1] = self.eot
-        audio = np.stack([whisper.pad_or_trim(item["audio"], self.n_samples) for item in items])
+            audio[row] = whisper.pad_or_trim(item["audio"], self.n_samples)
         return {
             "audio": torch.from_numpy(audio),
+            "audio_lengths": audio_lengths,
             "dec_input_ids": dec_input_ids,
             "labels": labels,
             "ids": [item["id"] for item in items],
             "texts": [item["text"] for item in items],
+            "skipped": skipped,
+            "target": self.target,
         }
