@@ -79,6 +79,7 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from whisper_ft.check import add_check_command
     from whisper_ft.prepare import add_prepare_command
 
     parser = argparse.ArgumentParser(
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=demo)
 
     add_prepare_command(commands)
+    add_check_command(commands)
 
     p = commands.add_parser("export", help="Lightning .ckpt → Whisper .pt (whisper.load_model)")
     p.add_argument("ckpt", help="checkpoint written by fit")
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run one command. Errors about the user's input (model, manifest, audio) end the process
     with one `error: …` line instead of a traceback."""
     from whisper_ft.audio import AudioError
+    from whisper_ft.augment import AugmentError
     from whisper_ft.manifest import ManifestError
     from whisper_ft.model import ModelLoadError
 
@@ -125,5 +128,5 @@ def main(argv: list[str] | None = None) -> None:
             return
         parsed = build_parser().parse_args(args)
         sys.exit(parsed.func(parsed))
-    except (AudioError, ManifestError, ModelLoadError) as e:
+    except (AudioError, AugmentError, ManifestError, ModelLoadError) as e:
         sys.exit(f"error: {e}")
