@@ -12,7 +12,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     renamed over `path`, on an error it is removed and `path` keeps its previous content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # The process id keeps two writers of the same file (DDP ranks, parallel jobs) apart.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
         with tmp.open("rb+") as f:
