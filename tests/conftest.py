@@ -11,6 +11,14 @@ from whisper_ft.module import WhisperFineTuner
 from whisper_ft.prepare import prepare_synthetic
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_in_tmp(tmp_path_factory):
+    """whisper-ft's caches (data checks) go to a temporary folder, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WHISPER_FT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> dict:
     """Synthetic corpus: 3 voices (one each for train/val/test), 30 sentences: 24/3/3 lines."""

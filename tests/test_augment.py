@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 from whisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 
 from whisper_ft.augment import (
+    AugmentError,
     NoiseBank,
     SpecAugment,
     WaveformAugment,
@@ -119,11 +120,11 @@ def test_silent_speech_or_noise_gives_no_nan():
 
 def test_noise_folder_errors_name_the_folder(tmp_path):
     (tmp_path / "readme.txt").write_text("no audio here")
-    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no noise files"):
+    with pytest.raises(AugmentError, match=f"{tmp_path}: no noise files"):
         NoiseBank(tmp_path)
-    with pytest.raises(FileNotFoundError, match="missing: noise folder not found"):
+    with pytest.raises(AugmentError, match="missing: noise folder not found"):
         NoiseBank(tmp_path / "missing")
-    with pytest.raises(ValueError, match="noise_prob=0.5 needs noise_dir"):
+    with pytest.raises(AugmentError, match="noise_prob=0.5 needs noise_dir"):
         WaveformAugment(noise_prob=0.5)
     with pytest.raises(ValueError, match="needs noise=NoiseBank"):
         augment_waveform(sine(440, 0.1), WaveformAugment(noise_prob=1.0, noise_dir="x"), None)

@@ -60,7 +60,7 @@ def test_fit_test_export_transcribe_end_to_end(corpus, tmp_path):
     with predictions.open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     test_ids = [json.loads(line)["id"] for line in corpus["test"].read_text().splitlines()]
-    assert [r["id"] for r in rows] == test_ids
+    assert [r["id"] for r in rows] == sorted(test_ids)
     assert metrics["n_utterances"] == 3 and metrics["base_model"] == "random:micro"
 
     export = run(["export", str(ckpt), "model.pt"], tmp_path)
@@ -95,6 +95,16 @@ def test_print_config_shows_defaults(tmp_path):
     out = run(["fit", "--print_config"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert "base_model: tiny" in out.stdout and "lr: 0.0005" in out.stdout
+
+
+def test_augmentation_settings_are_flags_and_bad_ones_are_refused(tmp_path):
+    flags = ["--data.augment.speed_prob", "0.5", "--model.spec_augment.prob", "0.3"]
+    out = run(["fit", *flags, "--print_config"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "speed_prob: 0.5" in out.stdout and "prob: 0.3" in out.stdout
+    bad = run(["fit", "--data.augment.noise_prob", "0.5", "--data.train_manifest", "x"], tmp_path)
+    assert bad.returncode == 1 and "\nerror: augmentation setting noise_prob" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -87,7 +87,7 @@ def test_full_fine_tuning_changes_the_encoder_too(micro, corpus, make_trainer):
 
 
 def test_overfitting_four_utterances_drives_the_loss_down(micro, corpus):
-    dataset = UtteranceDataset(corpus["train"], micro.tokenizer, 448)
+    dataset = UtteranceDataset.from_manifest(corpus["train"], micro.tokenizer)
     batch = Collator(micro.tokenizer.eot)([dataset[i] for i in range(4)])
     optimizer = torch.optim.AdamW([p for p in micro.parameters() if p.requires_grad], lr=3e-3)
     micro.train()
@@ -118,6 +118,22 @@ def test_test_writes_predictions_and_corpus_cer_matching_jiwer(
     assert logged["test_cer"] == pytest.approx(recomputed)
     assert all(r["reference"] and "。" not in r["reference"] for r in rows)  # as scored
     assert {"wer", "wer_meaning", "base_model"} <= metrics.keys()
+    # kana targets: kana CER is the primary rate; morae scored too; no orthography to compare
+    assert metrics["kana_cer"] == metrics["cer"] and 0 < metrics["morae"] < metrics["kana_chars"]
+    assert metrics["ortho_cer"] is None and metrics["n_text_utterances"] == 0
+    assert metrics["excluded_by_data_check"] == 0 and metrics["skipped_unreadable_audio"] == 0
+    assert logged["test_mora_er"] == pytest.approx(metrics["mora_er"])
+
+
+@pytest.mark.parametrize("micro", [{"spec_augment": {"prob": 1.0}}], indirect=True)
+def test_spec_augment_masks_training_features_only(micro, corpus):
+    dataset = UtteranceDataset.from_manifest(corpus["train"], micro.tokenizer)
+    batch = Collator(micro.tokenizer.eot)([dataset[i] for i in range(2)])
+    plain = micro.encode(batch["audio"])
+    augmented = micro.encode(batch["audio"], batch["audio_lengths"], augment=True)
+    assert not torch.equal(plain, augmented)
+    torch.testing.assert_close(micro.encode(batch["audio"], batch["audio_lengths"]), plain)
+    assert micro.hparams.spec_augment["prob"] == 1.0  # a plain dict in checkpoints
 
 
 def test_validation_decodes_every_nth_run(micro, corpus, make_trainer):

@@ -22,14 +22,20 @@ from whisper_ft.audio import load_audio
 NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # noise files NoiseBank lists (any case)
 
 
+class AugmentError(ValueError):
+    """An augmentation setting that cannot work; the message names it and what to give."""
+
+
 def _check_prob(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"augmentation setting {name}={value}: a probability lies in [0, 1].")
+        raise AugmentError(f"augmentation setting {name}={value}: a probability lies in [0, 1].")
 
 
 def _check_range(name: str, value: tuple[float, float]) -> None:
     if len(value) != 2 or value[0] > value[1]:
-        raise ValueError(f"augmentation setting {name}={value}: give [low, high] with low <= high.")
+        raise AugmentError(
+            f"augmentation setting {name}={value}: give [low, high] with low <= high."
+        )
 
 
 @dataclass(frozen=True)
@@ -38,15 +44,24 @@ class WaveformAugment:
 
     Applied in this order, each drawn independently: speed, noise, volume; then the result is
     clipped to [-1, 1]. Noise before gain keeps the drawn SNR exact.
+
+    Args:
+        speed_prob: Chance an item is speed-perturbed (resampled: tempo and pitch move).
+        speeds: Factors drawn uniformly; 1.1 plays 1.1× faster.
+        volume_prob: Chance an item's gain is changed.
+        gain_db: Gain range in dB, drawn uniformly.
+        noise_prob: Chance noise from noise_dir is added.
+        noise_dir: Folder searched recursively for wav/flac/ogg/mp3 noise files.
+        snr_db: Speech-to-noise power ratio range in dB.
     """
 
-    speed_prob: float = 0.0  # chance an item is speed-perturbed (resampled: tempo and pitch move)
-    speeds: tuple[float, ...] = (0.9, 1.0, 1.1)  # factors drawn uniformly; 1.1 plays 1.1× faster
-    volume_prob: float = 0.0  # chance an item's gain is changed
-    gain_db: tuple[float, float] = (-6.0, 6.0)  # gain range in dB, drawn uniformly
-    noise_prob: float = 0.0  # chance noise from noise_dir is added
-    noise_dir: str | None = None  # folder searched recursively for wav/flac/ogg/mp3 noise files
-    snr_db: tuple[float, float] = (10.0, 30.0)  # speech-to-noise power ratio range in dB
+    speed_prob: float = 0.0
+    speeds: tuple[float, ...] = (0.9, 1.0, 1.1)
+    volume_prob: float = 0.0
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    noise_prob: float = 0.0
+    noise_dir: str | None = None
+    snr_db: tuple[float, float] = (10.0, 30.0)
 
     def __post_init__(self) -> None:
         for name in ("speed_prob", "volume_prob", "noise_prob"):
@@ -54,9 +69,9 @@ class WaveformAugment:
         _check_range("gain_db", self.gain_db)
         _check_range("snr_db", self.snr_db)
         if not self.speeds or min(self.speeds) <= 0:
-            raise ValueError(f"augmentation setting speeds={self.speeds}: give factors > 0.")
+            raise AugmentError(f"augmentation setting speeds={self.speeds}: give factors > 0.")
         if self.noise_prob > 0 and not self.noise_dir:
-            raise ValueError(
+            raise AugmentError(
                 f"augmentation setting noise_prob={self.noise_prob} needs noise_dir, a folder of "
                 "noise recordings (wav, flac, ogg, mp3), e.g. MUSAN's noise/."
             )
@@ -76,7 +91,7 @@ class NoiseBank:
     def __init__(self, noise_dir: str | Path, max_cached: int = 16) -> None:
         self.noise_dir = Path(noise_dir)
         if not self.noise_dir.is_dir():
-            raise FileNotFoundError(
+            raise AugmentError(
                 f"{self.noise_dir}: noise folder not found; set augment.noise_dir to a folder of "
                 "noise recordings."
             )
@@ -84,7 +99,7 @@ class NoiseBank:
             p for p in self.noise_dir.rglob("*") if p.suffix.lower() in NOISE_SUFFIXES
         )
         if not self.files:
-            raise FileNotFoundError(
+            raise AugmentError(
                 f"{self.noise_dir}: no noise files ({', '.join(NOISE_SUFFIXES)}) in this folder "
                 "or below; point augment.noise_dir at a folder of noise recordings."
             )
@@ -225,21 +240,29 @@ class SpecAugment:
 
     Widths are drawn uniformly from 0..F (0..T), starts uniformly where the mask fits; masks
     may overlap. Masked cells take the row's mean log-mel over its valid frames.
+
+    Args:
+        prob: Chance each utterance of a training batch is masked.
+        n_freq_masks: Frequency masks per masked utterance (mF).
+        freq_mask_bins: Widest frequency mask in mel bins (F).
+        n_time_masks: Time masks per masked utterance (mT).
+        time_mask_frames: Widest time mask in 10-ms frames (T).
+        max_time_mask_fraction: A time mask spans at most this share of valid frames (p).
     """
 
-    prob: float = 0.0  # chance each utterance of a training batch is masked
-    n_freq_masks: int = 2  # frequency masks per masked utterance (mF)
-    freq_mask_bins: int = 27  # widest frequency mask in mel bins (F)
-    n_time_masks: int = 2  # time masks per masked utterance (mT)
-    time_mask_frames: int = 70  # widest time mask in 10-ms frames (T)
-    max_time_mask_fraction: float = 0.2  # a time mask spans at most this share of valid frames (p)
+    prob: float = 0.0
+    n_freq_masks: int = 2
+    freq_mask_bins: int = 27
+    n_time_masks: int = 2
+    time_mask_frames: int = 70
+    max_time_mask_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         _check_prob("prob", self.prob)
         _check_prob("max_time_mask_fraction", self.max_time_mask_fraction)
         for name in ("n_freq_masks", "freq_mask_bins", "n_time_masks", "time_mask_frames"):
             if getattr(self, name) < 0:
-                raise ValueError(f"SpecAugment setting {name}={getattr(self, name)}: give >= 0.")
+                raise AugmentError(f"SpecAugment setting {name}={getattr(self, name)}: give >= 0.")
 
     @property
     def enabled(self) -> bool:

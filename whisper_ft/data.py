@@ -1,5 +1,13 @@
-"""Datasets over manifests and the LightningDataModule that feeds the module."""
+"""Datasets over checked manifests and the LightningDataModule that feeds the module.
 
+manifest ──check_manifest──▶ usable utterances ──UtteranceDataset──▶ BucketingBatchSampler
+(bad lines reported and     (kana, duration    (audio per item,      (length-grouped batches,
+ excluded, cached)           filled)            waveform augment)     disjoint per process)
+"""
+
+import os
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -10,52 +18,75 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
 from whisper.tokenizer import Tokenizer
 
-from whisper_ft.audio import load_audio
+from whisper_ft.audio import AudioError, load_audio
+from whisper_ft.augment import NoiseBank, WaveformAugment, WorkerRng, augment_waveform
+from whisper_ft.check import CheckResult, check_manifest, write_report
 from whisper_ft.collate import Collator, decoder_tokens
-from whisper_ft.manifest import ManifestError, read_manifest
+from whisper_ft.manifest import ManifestError, Utterance, read_manifest
+from whisper_ft.sampler import BucketingBatchSampler
+
+SPLITS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 class UtteranceDataset(Dataset):
-    """The utterances of one manifest: audio loaded per item, targets tokenised once.
+    """Utterances (already checked: see `whisper_ft.check`): audio read per item, targets
+    tokenised once.
 
     Each item is `{"id": str, "audio": np.ndarray (n_samples,) float32 at 16 kHz,
-    "tokens": list[int] (SOT sequence + target tokens), "text": str (the target)}`.
+    "tokens": list[int] (SOT sequence + target tokens), "text": str (the target)}`, or
+    `{"id": str, "error": str}` when the audio file cannot be read any more: the collator
+    leaves it out and the module counts it, so one file that breaks during a long run does
+    not end it.
     """
 
     def __init__(
         self,
+        utterances: list[Utterance],
         manifest: str | Path,
         tokenizer: Tokenizer,
-        n_text_ctx: int,
         target: Literal["kana", "text"] = "kana",
+        augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
     ) -> None:
-        self.manifest = Path(manifest)
-        self.utterances = read_manifest(self.manifest)
+        self.manifest = Path(manifest)  # relative audio paths start at its folder
+        self.utterances = utterances
         self.targets: list[str] = []
-        self.tokens: list[list[int]] = []
-        for utterance in self.utterances:
-            where = f"{self.manifest}:{utterance.line}"
+        for utterance in utterances:
             text = getattr(utterance, target)
             if text is None:
                 raise ManifestError(
-                    f"{where}: no {target!r} field. Make manifests with `python -m whisper_ft "
-                    "prepare …`, which fills the katakana target and the duration."
-                )
-            tokens = decoder_tokens(tokenizer, text)
-            if len(tokens) > n_text_ctx:
-                raise ManifestError(
-                    f"{where}: {utterance.id} has {len(tokens)} decoder tokens, more than the "
-                    f"model's {n_text_ctx}; split the utterance or drop it from the manifest."
+                    f"{self.manifest}:{utterance.line}: no {target!r} field; run the manifest "
+                    "through `python -m whisper_ft check-data`, or make it with `prepare`."
                 )
             self.targets.append(text)
-            self.tokens.append(tokens)
+        self.tokens = [decoder_tokens(tokenizer, text) for text in self.targets]
+        self.durations_s = [u.duration or 0.0 for u in utterances]
+        self.augment = augment if augment is not None and augment.enabled else None
+        noisy = self.augment is not None and self.augment.noise_prob > 0
+        self.noise = NoiseBank(self.augment.noise_dir) if noisy else None
+        self.rng = WorkerRng()  # per worker and epoch: DataLoader reseeds torch in each
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: str | Path, tokenizer: Tokenizer, target: Literal["kana", "text"] = "kana"
+    ) -> "UtteranceDataset":
+        """Every line of a manifest `prepare` wrote, without the data check (errors stop)."""
+        return cls(read_manifest(manifest), manifest, tokenizer, target)
 
     def __len__(self) -> int:
         return len(self.utterances)
 
     def __getitem__(self, index: int) -> dict:
         utterance = self.utterances[index]
-        audio: np.ndarray = load_audio(utterance.audio_path(self.manifest.parent))
+        try:
+            audio: np.ndarray = load_audio(utterance.audio_path(self.manifest.parent))
+        except AudioError as e:
+            warnings.warn(
+                f"{self.manifest}:{utterance.line}: {utterance.id} skipped, the run goes on: {e}",
+                stacklevel=1,
+            )
+            return {"id": utterance.id, "error": str(e)}
+        if self.augment is not None:
+            audio = augment_waveform(audio, self.augment, self.rng(), self.noise)
         return {
             "id": utterance.id,
             "audio": audio,
@@ -65,10 +96,13 @@ class UtteranceDataset(Dataset):
 
 
 class WhisperDataModule(pl.LightningDataModule):
-    """Train/val/test manifests → padded batches (schema in `whisper_ft.collate`).
+    """Train/val/test manifests → checked, length-bucketed, padded batches (schema in
+    `whisper_ft.collate`).
 
-    The tokenizer and the decoder's context length come from the module being trained, so the
-    language and task are set once, on the model.
+    At start-up every manifest goes through `check_manifest` (cached by the manifest's hash, so
+    a restart does not pay again): bad lines are excluded and reported in one line, the full
+    report is written beside the run's logs. The tokenizer and the decoder's context length
+    come from the module being trained, so the language and task are set once, on the model.
 
     Args:
         train_manifest: JSONL manifest to train on (fit).
@@ -76,9 +110,15 @@ class WhisperDataModule(pl.LightningDataModule):
         test_manifest: JSONL manifest for test.
         batch_size: Utterances per training batch.
         eval_batch_size: Utterances per validation/test batch (decoding); None: batch_size.
-        num_workers: DataLoader processes that read and resample audio.
+        max_duration_s: Train on batches of at most this many seconds of audio instead of
+            batch_size utterances (the encoder still takes 30 s per utterance).
+        num_buckets: Length buckets of the batch sampler: utterances of similar token length
+            share a batch, so little padding is computed; 1 batches at random.
+        num_workers: DataLoader processes that read, resample and augment audio.
         target: Manifest field to train on: kana (katakana from prepare) or text (the
-            original orthography).
+            original orthography); None: what the manifest's lines record, else kana.
+        augment: Waveform augmentation of training audio (speed, volume, noise); off by
+            default.
     """
 
     def __init__(
@@ -88,53 +128,125 @@ class WhisperDataModule(pl.LightningDataModule):
         test_manifest: str | None = None,
         batch_size: int = 16,
         eval_batch_size: int | None = None,
+        max_duration_s: float | None = None,
+        num_buckets: int = 10,
         num_workers: int = 2,
-        target: Literal["kana", "text"] = "kana",
+        target: Literal["kana", "text"] | None = None,
+        augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if isinstance(augment, dict):  # as stored in a checkpoint's hyperparameters
+            augment = WaveformAugment(**augment)
+        self.augment = augment or WaveformAugment()
+        self.save_hyperparameters(ignore=["augment"])
+        # A plain dict: checkpoints stay loadable with torch.load(weights_only=True).
+        self.hparams["augment"] = asdict(self.augment)
+        self.checks: dict[str, CheckResult] = {}
+        self.exclusions: dict[str, dict] = {}  # split → what the check left out (for reports)
         self.datasets: dict[str, UtteranceDataset] = {}
+        self.collators: dict[str, Collator] = {}
 
-    def setup(self, stage: str) -> None:
+    def _splits(self, stage: str) -> list[str]:
         stage = TrainerFn(stage).value  # Lightning passes an enum that prints as TrainerFn.X
-        module = self.trainer.lightning_module
-        tokenizer, n_text_ctx = module.tokenizer, module.model.dims.n_text_ctx
-        self.collator = Collator(eot=tokenizer.eot)
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ())
-        for split in wanted:
-            manifest = self.hparams[f"{split}_manifest"]
-            if manifest is None:
-                if split == "val" and stage == "fit":  # fit without validation is fine
-                    continue
+        splits = []
+        for split in SPLITS_OF_STAGE.get(stage, ()):
+            if self.hparams[f"{split}_manifest"] is not None:
+                splits.append(split)
+            elif not (split == "val" and stage == "fit"):  # fit without validation is fine
                 raise ManifestError(
                     f"{stage} needs --data.{split}_manifest <file.jsonl>; make one with "
                     "`python -m whisper_ft prepare …`."
                 )
-            if split not in self.datasets:
-                self.datasets[split] = UtteranceDataset(
-                    manifest, tokenizer, n_text_ctx, self.hparams.target
-                )
+        return splits
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _check(self, split: str) -> CheckResult:
+        if split not in self.checks:
+            module = self.trainer.lightning_module
+            self.checks[split] = check_manifest(
+                self.hparams[f"{split}_manifest"],
+                target=self.hparams.target,
+                tokenizer=module.tokenizer,
+                n_text_ctx=module.model.dims.n_text_ctx,
+            )
+        return self.checks[split]
+
+    def prepare_data(self) -> None:
+        # One process per node: fills the check's cache before the others read it in setup.
+        for split in self._splits(self.trainer.state.fn):
+            self._check(split)
+
+    def setup(self, stage: str) -> None:
+        module = self.trainer.lightning_module
+        for split in self._splits(stage):
+            if split in self.datasets:
+                continue
+            result = self._check(split)
+            self._report(split, result)
+            self.datasets[split] = UtteranceDataset(
+                result.utterances,
+                result.manifest,
+                module.tokenizer,
+                result.target,
+                self.augment if split == "train" else None,
+            )
+            self.collators[split] = Collator(
+                eot=module.tokenizer.eot,
+                n_text_ctx=module.model.dims.n_text_ctx,
+                target=result.target,
+            )
+
+    def _report(self, split: str, result: CheckResult) -> None:
+        """One line per manifest; the full report of excluded lines beside the run's logs."""
+        report = None
+        if result.problems and self.trainer.is_global_zero:
+            out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            report = write_report(result, out_dir / f"data_check_{split}.tsv").resolve()
+        self.exclusions[split] = {
+            "excluded_by_data_check": result.n_excluded,
+            "data_check_report": None if report is None else str(report),
+        }
+        if self.trainer.is_global_zero:
+            print(result.summary(report), flush=True)
+        if not result.utterances:
+            raise ManifestError(
+                f"{result.manifest}: none of its {result.n_lines} lines can be used; "
+                f"`python -m whisper_ft check-data {result.manifest}` lists why."
+            )
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset, train = self.datasets[split], split == "train"
         batch_size = self.hparams.batch_size
-        if split != "train":
+        if not train:
             batch_size = self.hparams.eval_batch_size or batch_size
+        by_duration = train and self.hparams.max_duration_s is not None
+        # Built here, inside the *_dataloader hook: Lightning records its arguments there and
+        # re-creates it with its own DistributedSampler's rank under DDP (see sampler.py).
+        batches = BucketingBatchSampler(
+            [len(tokens) for tokens in dataset.tokens],
+            batch_size=None if by_duration else batch_size,
+            max_duration_s=self.hparams.max_duration_s if by_duration else None,
+            durations_s=dataset.durations_s,
+            shuffle=train,
+            seed=int(
+                os.environ.get("PL_GLOBAL_SEED", 0)
+            ),  # seed_everything's (CLI: --seed_everything)
+            num_buckets=self.hparams.num_buckets,
+        )
         workers = self.hparams.num_workers
         return DataLoader(
-            self.datasets[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
+            dataset,
+            batch_sampler=batches,
             num_workers=workers,
-            collate_fn=self.collator,
+            collate_fn=self.collators[split],
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False) if "val" in self.datasets else []
+        return self._loader("val") if "val" in self.datasets else []
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

@@ -3,6 +3,7 @@
 import csv
 import json
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,10 +13,12 @@ from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 
 from whisper_ft.audio import log_mel_batch
+from whisper_ft.augment import SpecAugment, spec_augment, valid_frame_counts
 from whisper_ft.collate import IGNORE_INDEX
 from whisper_ft.decoding import decode_texts, decoding_options, sample_len_for
-from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, score
+from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, rates_for_json, score
 from whisper_ft.model import freeze, load_base_model
+from whisper_ft.text import LongVowel
 
 WER_MEANING = (
     "word error rate over whitespace-separated words after normalisation; Japanese is written "
@@ -75,6 +78,9 @@ class WhisperFineTuner(pl.LightningModule):
             Trainer's estimated last step.
         decode_every_n_val: Decode (val_cer, val_wer) on every Nth validation run; 0 never.
             Decoding costs far more than the teacher-forced val_loss, which is always logged.
+        spec_augment: SpecAugment frequency/time masks on the training log-mel (prob 0: off).
+        long_vowel: Scoring: the long-vowel mark ー kept, dropped, or written as the vowel
+            before it (see text.normalize).
     """
 
     def __init__(
@@ -88,9 +94,16 @@ class WhisperFineTuner(pl.LightningModule):
         adam_eps: float = 1e-8,
         lr_warmup_steps: int = 2,
         decode_every_n_val: int = 1,
+        spec_augment: SpecAugment = SpecAugment(),  # noqa: B008 (frozen: one shared default is safe)
+        long_vowel: LongVowel = "keep",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if isinstance(spec_augment, dict):  # as stored in a checkpoint's hyperparameters
+            spec_augment = SpecAugment(**spec_augment)
+        self.spec_augment = spec_augment or SpecAugment()
+        self.save_hyperparameters(ignore=["spec_augment"])
+        # A plain dict: checkpoints stay loadable with torch.load(weights_only=True).
+        self.hparams["spec_augment"] = asdict(self.spec_augment)
         self.model: Whisper = load_base_model(base_model)
         self.tokenizer = get_tokenizer(
             self.model.is_multilingual,
@@ -104,6 +117,7 @@ class WhisperFineTuner(pl.LightningModule):
         self.test_rates = CorpusErrorRates()
         self.test_records: list[tuple[str, UtteranceScore]] = []
         self._val_runs = 0
+        self.skipped: dict[str, int] = {"train": 0, "val": 0, "test": 0}  # unreadable audio
 
     def train(self, mode: bool = True) -> "WhisperFineTuner":
         # Lightning switches the whole module to train mode each epoch; a frozen encoder stays
@@ -119,9 +133,20 @@ class WhisperFineTuner(pl.LightningModule):
             # fit about the encoder that train() keeps in eval mode on purpose.
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio (batch, n_samples) → encoder output (batch, n_audio_ctx, n_audio_state)."""
+    def encode(
+        self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None, augment: bool = False
+    ) -> torch.Tensor:
+        """Log-mel on this module's device, SpecAugment when `augment`, then the encoder.
+
+        audio : torch.Tensor, shape = (batch, n_samples), 16-kHz waveforms padded to 30 s
+        audio_lengths : torch.Tensor, shape = (batch,), real samples per row (time masks stay
+            inside them); None: the whole row
+        returns : torch.Tensor, shape = (batch, n_audio_ctx, n_audio_state)
+        """
         mel = log_mel_batch(audio, self.model.dims.n_mels)
+        if augment and self.spec_augment.enabled:
+            valid = None if audio_lengths is None else valid_frame_counts(audio_lengths)
+            mel = spec_augment(mel, self.spec_augment, valid)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
             return self.model.encoder(mel)
 
@@ -130,12 +155,25 @@ class WhisperFineTuner(pl.LightningModule):
         n_vocab)."""
         return self.model.decoder(dec_input_ids, self.encode(audio))
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = token_loss(self(batch["audio"], batch["dec_input_ids"]), batch["labels"])
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        if not self._count_skipped(batch, "train"):
+            return None  # every file of the batch became unreadable: Lightning skips the step
+        features = self.encode(batch["audio"], batch.get("audio_lengths"), augment=True)
+        loss = token_loss(self.model.decoder(batch["dec_input_ids"], features), batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
 
+    def _count_skipped(self, batch: dict, stage: str) -> int:
+        """Counts the batch's unreadable items (the dataset warned with their files); returns
+        how many utterances are left to use."""
+        self.skipped[stage] += len(batch.get("skipped", ()))
+        if self.skipped[stage]:
+            self.log(f"{stage}_skipped_audio", float(self.skipped[stage]), reduce_fx="max")
+        return len(batch["ids"])
+
     def _evaluate(self, batch: dict, stage: str, decode: bool) -> list[UtteranceScore]:
+        if not self._count_skipped(batch, stage):
+            return []
         features = self.encode(batch["audio"])
         loss = token_loss(self.model.decoder(batch["dec_input_ids"], features), batch["labels"])
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
@@ -148,7 +186,11 @@ class WhisperFineTuner(pl.LightningModule):
             self.hparams.language, self.hparams.task, features.device, sample_len
         )
         hypotheses = decode_texts(self.model, features, options)
-        return [score(ref, hyp) for ref, hyp in zip(batch["texts"], hypotheses, strict=True)]
+        target, long_vowel = batch.get("target", "kana"), self.hparams.long_vowel
+        return [
+            score(ref, hyp, target=target, long_vowel=long_vowel)
+            for ref, hyp in zip(batch["texts"], hypotheses, strict=True)
+        ]
 
     def _decoding_this_validation(self) -> bool:
         every = self.hparams.decode_every_n_val
@@ -162,6 +204,8 @@ class WhisperFineTuner(pl.LightningModule):
             rates = self.val_rates.compute()
             self.log("val_cer", rates["cer"], prog_bar=True)
             self.log("val_wer", rates["wer"])
+            self.log("val_kana_cer", rates["kana_cer"])
+            self.log("val_mora_er", rates["mora_er"])
         self.val_rates.reset()
         if not self.trainer.sanity_checking:
             self._val_runs += 1
@@ -173,17 +217,17 @@ class WhisperFineTuner(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         rates = self.test_rates.compute()
-        self.log("test_cer", rates["cer"])
-        self.log("test_wer", rates["wer"])
+        for name in ("cer", "wer", "kana_cer", "mora_er"):
+            self.log(f"test_{name}", rates[name])
         records = self._gather(self.test_records)
+        skipped = self._gather([self.skipped["test"]])
         if self.trainer.is_global_zero:
             metrics = {
-                "cer": rates["cer"].item(),
-                "wer": rates["wer"].item(),
-                "n_utterances": int(rates["n_utterances"]),
-                "char_errors": int(self.test_rates.char_errors),
-                "reference_chars": int(self.test_rates.chars),
+                **rates_for_json(rates),  # counts summed over processes by compute()
                 "wer_meaning": WER_MEANING,
+                "long_vowel": self.hparams.long_vowel,
+                "skipped_unreadable_audio": sum(skipped),
+                **excluded_by_data_check(self.trainer, "test"),
                 "base_model": self.hparams.base_model,
                 "language": self.hparams.language,
             }
@@ -228,17 +272,24 @@ class WhisperFineTuner(pl.LightningModule):
         checkpoint["whisper_dims"] = vars(self.model.dims).copy()
 
 
+def excluded_by_data_check(trainer: pl.Trainer, split: str) -> dict:
+    """How many lines of `split`'s manifest the start-up data check excluded, and where its
+    report is; {} when the data did not come through `WhisperDataModule`."""
+    return getattr(getattr(trainer, "datamodule", None), "exclusions", {}).get(split, {})
+
+
 def write_test_report(
     out_dir: Path, records: list[tuple[str, UtteranceScore]], metrics: dict
 ) -> tuple[Path, Path]:
-    """Write `predictions.tsv` (id, reference, hypothesis, cer: the strings exactly as scored)
-    and `metrics.json` into `out_dir`; returns their paths."""
+    """Write `predictions.tsv` (id, reference, hypothesis, cer: the strings exactly as scored,
+    sorted by id whatever order batches and processes ran in) and `metrics.json` into
+    `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions, metrics_path = out_dir / "predictions.tsv", out_dir / "metrics.json"
     with predictions.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(["id", "reference", "hypothesis", "cer"])
-        for utterance_id, s in records:
+        for utterance_id, s in sorted(records, key=lambda record: record[0]):
             writer.writerow([utterance_id, s.reference, s.hypothesis, f"{s.cer:.6f}"])
     metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
     return predictions, metrics_path
