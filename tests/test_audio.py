@@ -36,3 +36,15 @@ def test_batch_log_mel_equals_whisper_per_item_not_whole_batch():
         torch.testing.assert_close(mel[row], whisper.log_mel_spectrogram(audio, 80))
     # whisper's own call on the batch clamps the quiet item against the loud one's maximum
     assert not torch.allclose(whisper.log_mel_spectrogram(batch, 80)[1], mel[1])
+
+
+def test_log_mel_stays_float32_under_mixed_precision_autocast():
+    torch.manual_seed(0)
+    audio = torch.randn(2, 16000)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mel = log_mel_batch(audio, 80)
+        # what an unprotected call computes: its mel-filter matmul rounded to bfloat16
+        rounded = whisper.log_mel_spectrogram(audio[0], 80)
+    assert mel.dtype == torch.float32
+    torch.testing.assert_close(mel, log_mel_batch(audio, 80))
+    assert not torch.allclose(rounded.float(), mel[0], atol=1e-4, rtol=0)

@@ -60,4 +60,7 @@ def log_mel_batch(audio: torch.Tensor, n_mels: int) -> torch.Tensor:
     -------
     torch.Tensor, shape = (batch, n_mels, n_samples // HOP_LENGTH)
     """
-    return torch.stack([whisper.log_mel_spectrogram(row, n_mels) for row in audio])
+    # Always in float32: under mixed precision, autocast would run the mel-filter matmul in
+    # bf16/fp16 and round the features before the encoder ever sees them.
+    with torch.autocast(audio.device.type, enabled=False):
+        return torch.stack([whisper.log_mel_spectrogram(row, n_mels) for row in audio.float()])
