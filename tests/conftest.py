@@ -62,6 +62,7 @@ def make_trainer(tmp_path):
             "enable_progress_bar": False,
             "enable_model_summary": False,
             "num_sanity_val_steps": 0,
+            "default_root_dir": tmp_path,  # where the encoder-feature cache goes by default
         }
         return pl.Trainer(**(defaults | kwargs))
 

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from whisper_ft.augment import WaveformAugment
 from whisper_ft.data import UtteranceDataset, WhisperDataModule
@@ -145,3 +146,39 @@ def test_loaders_bucket_by_length_and_augment_training_audio_only(micro, corpus,
     np.testing.assert_allclose(dataset[0]["audio"], np.clip(plain[0]["audio"] * 10**0.3, -1, 1))
     assert datamodule.datasets["val"].augment is None
     assert datamodule.hparams["augment"]["volume_prob"] == 1.0  # a plain dict in checkpoints
+
+
+def test_fit_trains_from_the_feature_cache_as_it_would_live(corpus, make_trainer, tmp_path):
+    import pytorch_lightning as pl
+
+    from whisper_ft.module import WhisperFineTuner
+
+    weights = {}
+    for setting in ("off", "auto"):
+        pl.seed_everything(0, verbose=False)
+        module = WhisperFineTuner(base_model="random:micro", lr_warmup_steps=0)
+        datamodule = _data(corpus, feature_cache=setting)
+        trainer = make_trainer(max_epochs=2, limit_val_batches=1, default_root_dir=tmp_path)
+        trainer.fit(module, datamodule)
+        weights[setting] = module.model.decoder.token_embedding.weight.detach().clone()
+        batch = next(iter(datamodule.train_dataloader()))
+        assert ("features" in batch) == (setting == "auto")
+    [folder] = [p for p in (tmp_path / "feature_cache").iterdir() if p.name.startswith("train-")]
+    assert (folder / "features.f16").stat().st_size == 24 * 1500 * 64 * 2  # micro: 64 wide
+    # 12 decoder steps from float16-stored features end where live encoding ends
+    torch.testing.assert_close(weights["auto"], weights["off"], atol=2e-4, rtol=0)
+
+
+def test_auto_cache_stays_off_when_it_cannot_apply_or_pay(micro, corpus, make_trainer, capsys):
+    from whisper_ft.features import FeatureCacheError
+
+    one_pass = _data(corpus)
+    make_trainer(max_steps=2, limit_val_batches=0).fit(micro, one_pass)
+    assert "fit reads the training set 0.3 times" in capsys.readouterr().out
+    augmented = _data(corpus, augment=WaveformAugment(volume_prob=0.5))
+    make_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=0).fit(micro, augmented)
+    for datamodule in (one_pass, augmented):
+        assert isinstance(datamodule.datasets["train"], UtteranceDataset)
+    refused = _data(corpus, augment=WaveformAugment(volume_prob=0.5), feature_cache="cache")
+    with pytest.raises(FeatureCacheError, match="augment.speed_prob/volume_prob"):
+        make_trainer(max_steps=1).fit(micro, refused)

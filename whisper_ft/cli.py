@@ -80,6 +80,7 @@ def demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from whisper_ft.check import add_check_command
+    from whisper_ft.features import add_cache_command
     from whisper_ft.prepare import add_prepare_command
 
     parser = argparse.ArgumentParser(
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prepare_command(commands)
     add_check_command(commands)
+    add_cache_command(commands)
 
     p = commands.add_parser("export", help="Lightning .ckpt → Whisper .pt (whisper.load_model)")
     p.add_argument("ckpt", help="checkpoint written by fit")
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     with one `error: …` line instead of a traceback."""
     from whisper_ft.audio import AudioError
     from whisper_ft.augment import AugmentError
+    from whisper_ft.features import FeatureCacheError
     from whisper_ft.manifest import ManifestError
     from whisper_ft.model import ModelLoadError
 
@@ -128,5 +131,5 @@ def main(argv: list[str] | None = None) -> None:
             return
         parsed = build_parser().parse_args(args)
         sys.exit(parsed.func(parsed))
-    except (AudioError, AugmentError, ManifestError, ModelLoadError) as e:
+    except (AudioError, AugmentError, FeatureCacheError, ManifestError, ModelLoadError) as e:
         sys.exit(f"error: {e}")

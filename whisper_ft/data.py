@@ -5,6 +5,7 @@ manifest ──check_manifest──▶ usable utterances ──UtteranceDataset�
  excluded, cached)           filled)            waveform augment)     disjoint per process)
 """
 
+import math
 import os
 import warnings
 from dataclasses import asdict
@@ -22,10 +23,18 @@ from whisper_ft.audio import AudioError, load_audio
 from whisper_ft.augment import NoiseBank, WaveformAugment, WorkerRng, augment_waveform
 from whisper_ft.check import CheckResult, check_manifest, write_report
 from whisper_ft.collate import Collator, decoder_tokens
+from whisper_ft.features import (
+    CachedFeatureDataset,
+    FeatureCache,
+    FeatureCollator,
+    build_feature_cache,
+    refuse_with_augmentation,
+)
 from whisper_ft.manifest import ManifestError, Utterance, read_manifest
 from whisper_ft.sampler import BucketingBatchSampler
 
 SPLITS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+CACHED_SPLITS = ("train", "val")  # read every epoch; test (and validate alone) read once
 
 
 class UtteranceDataset(Dataset):
@@ -46,6 +55,7 @@ class UtteranceDataset(Dataset):
         tokenizer: Tokenizer,
         target: Literal["kana", "text"] = "kana",
         augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
+        feature_cache: str | None = "auto",
     ) -> None:
         self.manifest = Path(manifest)  # relative audio paths start at its folder
         self.utterances = utterances
@@ -119,6 +129,11 @@ class WhisperDataModule(pl.LightningDataModule):
             original orthography); None: what the manifest's lines record, else kana.
         augment: Waveform augmentation of training audio (speed, volume, noise); off by
             default.
+        feature_cache: Encoder-feature cache for fit (train and val): auto stores the frozen
+            encoder's output once, under the Trainer's default_root_dir/feature_cache, then
+            trains decoder-only steps from it, when the encoder is frozen and no augmentation
+            is on (else the encoder runs every step); off never; a folder path uses or builds
+            the cache there (an error if it cannot apply).
     """
 
     def __init__(
@@ -133,6 +148,7 @@ class WhisperDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         target: Literal["kana", "text"] | None = None,
         augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
+        feature_cache: str | None = "auto",
     ) -> None:
         super().__init__()
         if isinstance(augment, dict):  # as stored in a checkpoint's hyperparameters
@@ -143,8 +159,8 @@ class WhisperDataModule(pl.LightningDataModule):
         self.hparams["augment"] = asdict(self.augment)
         self.checks: dict[str, CheckResult] = {}
         self.exclusions: dict[str, dict] = {}  # split → what the check left out (for reports)
-        self.datasets: dict[str, UtteranceDataset] = {}
-        self.collators: dict[str, Collator] = {}
+        self.datasets: dict[str, UtteranceDataset | CachedFeatureDataset] = {}
+        self.collators: dict[str, Collator | FeatureCollator] = {}
 
     def _splits(self, stage: str) -> list[str]:
         stage = TrainerFn(stage).value  # Lightning passes an enum that prints as TrainerFn.X
@@ -177,23 +193,84 @@ class WhisperDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         module = self.trainer.lightning_module
+        fitting = TrainerFn(stage) == TrainerFn.FITTING
+        cache_dir = None
         for split in self._splits(stage):
             if split in self.datasets:
                 continue
             result = self._check(split)
             self._report(split, result)
-            self.datasets[split] = UtteranceDataset(
+            dataset = UtteranceDataset(
                 result.utterances,
                 result.manifest,
                 module.tokenizer,
                 result.target,
                 self.augment if split == "train" else None,
             )
-            self.collators[split] = Collator(
+            collator = Collator(
                 eot=module.tokenizer.eot,
                 n_text_ctx=module.model.dims.n_text_ctx,
                 target=result.target,
             )
+            if split == "train" and fitting:
+                cache_dir = self._feature_cache_dir(dataset)
+            if cache_dir is not None and split in CACHED_SPLITS:
+                cache = self._feature_cache(dataset, cache_dir)
+                dataset = CachedFeatureDataset(dataset, cache)
+                collator = FeatureCollator(collator, cache.feature_shape, cache.torch_dtype)
+            self.datasets[split], self.collators[split] = dataset, collator
+
+    def _feature_cache_dir(self, train: UtteranceDataset) -> Path | None:
+        """Where fit's encoder-feature cache lives, or None when fit encodes live."""
+        module, setting = self.trainer.lightning_module, self.hparams.feature_cache
+        frozen = module.hparams.freeze_encoder
+        if setting in (None, "off"):
+            return None
+        if setting == "auto":
+            augmented = self.augment.enabled or module.spec_augment.enabled
+            # Building costs one encoder pass over the data: it pays from the second pass on.
+            if not frozen or augmented:
+                return None
+            if (passes := self._expected_passes(train)) < 2:
+                if self.trainer.is_global_zero:
+                    print(
+                        f"encoder-feature cache: not built, fit reads the training set "
+                        f"{passes:.1f} times (it pays from 2); the encoder runs every step",
+                        flush=True,
+                    )
+                return None
+            return Path(self.trainer.default_root_dir) / "feature_cache"
+        refuse_with_augmentation(self.augment, module.spec_augment, freeze_encoder=frozen)
+        return Path(setting)
+
+    def _expected_passes(self, train: UtteranceDataset) -> float:
+        """How many times fit will read the training set, from max_epochs and max_steps."""
+        trainer = self.trainer
+        passes = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            per_step = self.hparams.batch_size
+            if self.hparams.max_duration_s is not None:  # utterances of about average length
+                per_step = self.hparams.max_duration_s / max(1e-3, np.mean(train.durations_s))
+            per_step *= trainer.accumulate_grad_batches * trainer.world_size
+            passes = min(passes, trainer.max_steps * per_step / max(1, len(train)))
+        return passes
+
+    def _feature_cache(self, dataset: UtteranceDataset, cache_dir: Path) -> FeatureCache:
+        """The first process builds (or resumes, or reuses) the cache on the training device;
+        the others open it after it is done. Several nodes need cache_dir on a shared disk."""
+        model, strategy = self.trainer.lightning_module.model, self.trainer.strategy
+        settings = {
+            "device": strategy.root_device,
+            "batch_size": self.hparams.eval_batch_size or self.hparams.batch_size,
+            "num_workers": self.hparams.num_workers,
+        }
+        cache = None
+        if self.trainer.is_global_zero:
+            cache = build_feature_cache(model, dataset, cache_dir, **settings)
+        strategy.barrier("whisper_ft.feature_cache")
+        if cache is None:
+            cache = build_feature_cache(model, dataset, cache_dir, progress=False, **settings)
+        return cache
 
     def _report(self, split: str, result: CheckResult) -> None:
         """One line per manifest; the full report of excluded lines beside the run's logs."""

@@ -158,10 +158,20 @@ class WhisperFineTuner(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         if not self._count_skipped(batch, "train"):
             return None  # every file of the batch became unreadable: Lightning skips the step
-        features = self.encode(batch["audio"], batch.get("audio_lengths"), augment=True)
+        features = self.features(batch, augment=True)
         loss = token_loss(self.model.decoder(batch["dec_input_ids"], features), batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
+
+    def features(self, batch: dict, augment: bool = False) -> torch.Tensor:
+        """The batch's encoder output: read from the encoder-feature cache when the batch
+        carries `features` (stored float16), else encoded from its `audio`.
+
+        returns : torch.Tensor, shape = (batch, n_audio_ctx, n_audio_state), float32
+        """
+        if "features" in batch:
+            return batch["features"].float()  # autocast picks the decoder's compute dtype
+        return self.encode(batch["audio"], batch.get("audio_lengths"), augment=augment)
 
     def _count_skipped(self, batch: dict, stage: str) -> int:
         """Counts the batch's unreadable items (the dataset warned with their files); returns
@@ -174,7 +184,7 @@ class WhisperFineTuner(pl.LightningModule):
     def _evaluate(self, batch: dict, stage: str, decode: bool) -> list[UtteranceScore]:
         if not self._count_skipped(batch, stage):
             return []
-        features = self.encode(batch["audio"])
+        features = self.features(batch)
         loss = token_loss(self.model.decoder(batch["dec_input_ids"], features), batch["labels"])
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         if not decode:
