@@ -240,6 +240,24 @@ def test_tsv_single_file_is_named_after_it(tmp_path):
     )
 
 
+def test_tsv_reazonspeech_lines_without_a_header(tmp_path, capsys):
+    root = tmp_path / "reazon"
+    seconds = {"a1": write_audio(root / "000" / "a1.flac", 0.5, rate=24_000)}
+    seconds["a2"] = write_audio(root / "001" / "a2.flac", 0.7)
+    (root / "train.tsv").write_text(
+        f"000/a1.flac\t{SENTENCES[0]}\n001/a2.flac\t{SENTENCES[1]}\n002/a3.flac\n",
+        encoding="utf-8",
+    )
+    paths = prepare_tsv(root / "train.tsv", tmp_path / "out")
+    utterances = read_manifest(paths["train"])
+    assert [u.id for u in utterances] == ["a1", "a2"]
+    assert_utterance(utterances[1], paths["train"], text=SENTENCES[1], seconds=seconds["a2"])
+    assert utterances[0].speaker is None
+    assert f"line without 2 fields (audio, transcript), e.g. {root / 'train.tsv'}:3" in (
+        capsys.readouterr().out
+    )
+
+
 def test_tsv_without_split_files_says_what_to_pass(tmp_path):
     with pytest.raises(FileNotFoundError, match="no train.tsv, dev.tsv or test.tsv"):
         prepare_tsv(tmp_path, tmp_path / "out")

@@ -204,10 +204,13 @@ def _header_entry(
 
 
 def read_tsv(path: str | Path, clips: str | Path | None = None) -> tuple[list[Utterance], Skipped]:
-    """Utterances of one Common Voice TSV, and what was skipped.
+    """Utterances of one TSV, and what was skipped.
 
-    Columns used: `path` (file name under `clips`, default `<TSV folder>/clips`), `sentence`
-    and `client_id` (the speaker). Read without quoting: Common Voice sentences hold quotes.
+    Common Voice: a header row; columns used: `path` (file name under `clips`, default
+    `<TSV folder>/clips`), `sentence` and `client_id` (the speaker). ReazonSpeech: no header,
+    two columns `audio<TAB>transcript`, the audio path relative to the TSV's folder (or
+    absolute), no speaker; recognised by its first field naming an audio file. Read without
+    quoting: sentences hold quotes.
     """
     path = Path(os.path.abspath(path))
     clips = path.parent / CV_CLIPS if clips is None else Path(os.path.abspath(clips))
@@ -218,11 +221,14 @@ def read_tsv(path: str | Path, clips: str | Path | None = None) -> tuple[list[Ut
     with path.open(encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(rows, [])
+        if len(header) == 2 and Path(header[0]).suffix.lower() in AUDIO_SUFFIXES:
+            return _read_headerless_tsv(path, header, rows)
         missing = [name for name in ("path", "sentence") if name not in header]
         if missing:
             raise ValueError(
                 f"{path}:1: no {' or '.join(missing)} column; a Common Voice TSV has path, "
-                f"sentence and client_id (found: {', '.join(header) or 'nothing'})."
+                f"sentence and client_id (found: {', '.join(header) or 'nothing'}), a "
+                "ReazonSpeech TSV no header and two columns, audio<TAB>transcript."
             )
         for row in rows:
             where = f"{path}:{rows.line_num}"
@@ -234,6 +240,23 @@ def read_tsv(path: str | Path, clips: str | Path | None = None) -> tuple[list[Ut
             record = dict(zip(header, row, strict=True))
             speaker = record.get("client_id", "").strip() or None
             entries.append(_Entry(where, clips / record["path"], record["sentence"], speaker))
+    return _utterances(entries, skipped), skipped
+
+
+def _read_headerless_tsv(
+    path: Path, first: list[str], rows: Iterator[list[str]]
+) -> tuple[list[Utterance], Skipped]:
+    """The rest of `read_tsv` for ReazonSpeech's `audio<TAB>transcript` lines."""
+    skipped = Skipped()
+    entries: list[_Entry] = []
+    for number, row in enumerate(itertools.chain([first], rows), start=1):
+        where = f"{path}:{number}"
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != 2:
+            skipped.add("line without 2 fields (audio, transcript)", where)
+            continue
+        entries.append(_Entry(where, path.parent / row[0], row[1], None))
     return _utterances(entries, skipped), skipped
 
 
@@ -428,7 +451,8 @@ def prepare_tsv(path: str | Path, out: str | Path, *, target: str = "kana") -> d
     `path` is a Common Voice language folder: its train.tsv, dev.tsv and test.tsv (those
     present) become `<out>/{train,val,test}.jsonl`, audio from its `clips/`; Common Voice
     made these splits disjoint by speaker and sentence. Or `path` is one TSV file (e.g.
-    validated.tsv), written to `<out>/<its name>.jsonl`. Returns name → manifest.
+    Common Voice's validated.tsv, or a ReazonSpeech TSV), written to `<out>/<its name>.jsonl`.
+    Returns name → manifest.
     """
     check_target(target)
     path = Path(os.path.abspath(path))
@@ -876,11 +900,14 @@ def add_source_commands(corpora: argparse._SubParsersAction) -> None:
     add_target_option(p)
     p.set_defaults(func=_run(_prepare_csv_from_args))
 
-    p = corpora.add_parser("tsv", help="Common Voice: train/dev/test.tsv and clips/")
+    p = corpora.add_parser(
+        "tsv", help="Common Voice (train/dev/test.tsv and clips/) or ReazonSpeech-style TSVs"
+    )
     p.add_argument(
         "path",
         help="a Common Voice language folder (→ train/val/test.jsonl) or one TSV file "
-        "(→ <its name>.jsonl); audio from clips/ beside the TSVs",
+        "(→ <its name>.jsonl): Common Voice's (audio from clips/ beside it) or ReazonSpeech's "
+        "header-less audio<TAB>transcript lines (audio relative to the TSV's folder)",
     )
     p.add_argument("--out", required=True, help="folder for the manifests")
     add_target_option(p)
