@@ -1,5 +1,6 @@
 import pytest
 import torch
+import whisper
 
 from whisper_ft.model import RANDOM_DIMS, ModelLoadError, freeze, load_base_model
 
@@ -57,3 +58,31 @@ def test_freeze_stops_gradients_and_sets_eval():
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert all(p.requires_grad for p in model.decoder.parameters())
     assert not model.encoder.training
+
+
+def test_checkpointed_blocks_give_the_same_loss_and_gradients():
+    from whisper_ft.model import checkpoint_blocks
+
+    torch.manual_seed(0)
+    mel, tokens = torch.randn(2, 80, 3000), torch.randint(0, 50000, (2, 12))
+
+    def loss_and_grads(model):
+        logits = model.decoder(tokens, model.encoder(mel))
+        loss = logits.float().logsumexp(-1).mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    plain, checkpointed = load_base_model("random:micro"), load_base_model("random:micro")
+    checkpointed.load_state_dict(plain.state_dict())
+    assert checkpoint_blocks(checkpointed) == 4  # 2 encoder + 2 decoder blocks
+    expected, checked = loss_and_grads(plain), loss_and_grads(checkpointed)
+    torch.testing.assert_close(checked[0], expected[0])
+    for got, want in zip(checked[1], expected[1], strict=True):
+        torch.testing.assert_close(got, want)
+    # decoding (kv_cache, no gradients) goes through the blocks as before
+    options = whisper.DecodingOptions(language="ja", sample_len=5, without_timestamps=True)
+    with torch.no_grad():
+        features = plain.encoder(mel[:1])
+        [want] = plain.decode(features, options)
+        [got] = checkpointed.decode(features, options)
+    assert got.tokens == want.tokens and len(got.tokens) <= 5

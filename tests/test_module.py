@@ -143,3 +143,33 @@ def test_validation_decodes_every_nth_run(micro, corpus, make_trainer):
     second = run.validate(micro, data(corpus), verbose=False)[0]
     assert "val_cer" in first and "val_loss" in first
     assert "val_cer" not in second and second["val_loss"] == pytest.approx(first["val_loss"])
+
+
+def test_compile_decoder_compiles_training_steps_only(monkeypatch, corpus):
+    import pytorch_lightning as pl
+
+    from whisper_ft.module import WhisperFineTuner
+
+    compiled, calls = [], []
+
+    def fake_compile(module):
+        compiled.append(module)
+
+        def stand_in(*args):  # what the compiled decoder computes: the module's output
+            calls.append(args)
+            return module(*args)
+
+        return stand_in
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    pl.seed_everything(0, verbose=False)
+    tuner = WhisperFineTuner(base_model="random:micro", compile_decoder=True)
+    assert compiled == [tuner.model.decoder] and tuner.train_decoder is not tuner.model.decoder
+    # no second copy of the decoder in the state dict (checkpoints, export)
+    assert not any("_orig_mod" in key for key in tuner.state_dict())
+    assert "train_decoder" not in dict(tuner.named_modules())
+    dataset = UtteranceDataset.from_manifest(corpus["train"], tuner.tokenizer)
+    batch = Collator(tuner.tokenizer.eot)([dataset[i] for i in range(2)])
+    assert torch.isfinite(tuner.training_step(batch, 0)) and len(calls) == 1
+    tuner._evaluate(batch, "val", decode=True)  # loss and decoding run the eager decoder
+    assert len(calls) == 1

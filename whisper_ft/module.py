@@ -17,7 +17,7 @@ from whisper_ft.augment import SpecAugment, spec_augment, valid_frame_counts
 from whisper_ft.collate import IGNORE_INDEX
 from whisper_ft.decoding import decode_texts, decoding_options, sample_len_for
 from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, rates_for_json, score
-from whisper_ft.model import freeze, load_base_model
+from whisper_ft.model import checkpoint_blocks, freeze, load_base_model
 from whisper_ft.text import LongVowel
 
 WER_MEANING = (
@@ -81,6 +81,11 @@ class WhisperFineTuner(pl.LightningModule):
         spec_augment: SpecAugment frequency/time masks on the training log-mel (prob 0: off).
         long_vowel: Scoring: the long-vowel mark ー kept, dropped, or written as the vowel
             before it (see text.normalize).
+        compile_decoder: torch.compile the decoder for training steps (decoding stays eager:
+            its kv-cache hooks change shapes every token). Pays on GPUs over long runs.
+        gradient_checkpointing: Recompute each trainable block's activations in backward
+            instead of storing them: less memory for full fine-tuning of big models, ~1/3
+            more compute.
     """
 
     def __init__(
@@ -96,6 +101,8 @@ class WhisperFineTuner(pl.LightningModule):
         decode_every_n_val: int = 1,
         spec_augment: SpecAugment = SpecAugment(),  # noqa: B008 (frozen: one shared default is safe)
         long_vowel: LongVowel = "keep",
+        compile_decoder: bool = False,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(spec_augment, dict):  # as stored in a checkpoint's hyperparameters
@@ -113,6 +120,12 @@ class WhisperFineTuner(pl.LightningModule):
         )
         if freeze_encoder:
             freeze(self.model.encoder)
+        if gradient_checkpointing:
+            checkpoint_blocks(self.model)  # a frozen encoder runs without gradients: unaffected
+        # Kept outside nn.Module's registry: as a submodule it would add a second copy of every
+        # decoder weight (`_orig_mod.…`) to the state dict and to checkpoints.
+        compiled = torch.compile(self.model.decoder) if compile_decoder else self.model.decoder
+        object.__setattr__(self, "train_decoder", compiled)
         self.val_rates = CorpusErrorRates()
         self.test_rates = CorpusErrorRates()
         self.test_records: list[tuple[str, UtteranceScore]] = []
@@ -159,7 +172,7 @@ class WhisperFineTuner(pl.LightningModule):
         if not self._count_skipped(batch, "train"):
             return None  # every file of the batch became unreadable: Lightning skips the step
         features = self.features(batch, augment=True)
-        loss = token_loss(self.model.decoder(batch["dec_input_ids"], features), batch["labels"])
+        loss = token_loss(self.train_decoder(batch["dec_input_ids"], features), batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
 
