@@ -173,3 +173,21 @@ def test_compile_decoder_compiles_training_steps_only(monkeypatch, corpus):
     assert torch.isfinite(tuner.training_step(batch, 0)) and len(calls) == 1
     tuner._evaluate(batch, "val", decode=True)  # loss and decoding run the eager decoder
     assert len(calls) == 1
+
+
+def test_adamw_uses_the_fused_kernel_and_updates_as_the_default_does():
+    from whisper_ft.module import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.randn(8, 4, requires_grad=True) for _ in range(2)]
+    copies = [w.detach().clone().requires_grad_() for w in weights]
+    fused = adamw([{"params": weights, "weight_decay": 0.01}], lr=1e-2)
+    plain = torch.optim.AdamW([{"params": copies, "weight_decay": 0.01}], lr=1e-2)
+    assert fused.defaults["fused"] is True  # CPU has a fused AdamW from torch 2.4
+    for _ in range(3):
+        for w, c in zip(weights, copies, strict=True):
+            w.grad = c.grad = torch.randn(8, 4)
+        fused.step()
+        plain.step()
+    for w, c in zip(weights, copies, strict=True):
+        torch.testing.assert_close(w, c)

@@ -19,6 +19,7 @@ from whisper_ft.decoding import decode_texts, decoding_options, sample_len_for
 from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, rates_for_json, score
 from whisper_ft.model import checkpoint_blocks, freeze, load_base_model
 from whisper_ft.text import LongVowel
+from whisper_ft.throughput import ThroughputLogger
 
 WER_MEANING = (
     "word error rate over whitespace-separated words after normalisation; Japanese is written "
@@ -47,6 +48,17 @@ def decay_parameter_names(model: torch.nn.Module) -> tuple[list[str], list[str]]
             exempt = name == "bias" or isinstance(module, torch.nn.LayerNorm)
             (no_decay if exempt else decay).append(full_name)
     return decay, no_decay
+
+
+def adamw(param_groups: list[dict], **settings) -> torch.optim.AdamW:
+    """AdamW with its fused kernel where torch has one for the parameters' device (CUDA; CPU
+    from torch 2.4): one kernel for all tensors instead of a dozen small ops per tensor; on the
+    tiny decoder's 30M parameters on a 2-core CPU, 14 ms per step instead of 131 (torch's
+    default there) or 81 (foreach). Else torch's default implementation."""
+    try:
+        return torch.optim.AdamW(param_groups, fused=True, **settings)
+    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(param_groups, **settings)
 
 
 def warmup_then_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -270,7 +282,7 @@ class WhisperFineTuner(pl.LightningModule):
     def configure_optimizers(self) -> dict:
         parameters = dict(self.model.named_parameters())
         decay, no_decay = decay_parameter_names(self.model)
-        optimizer = torch.optim.AdamW(
+        optimizer = adamw(
             [
                 {
                     "params": [parameters[n] for n in decay],
@@ -289,6 +301,10 @@ class WhisperFineTuner(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # Every fit logs samples_per_s (and mfu on GPUs with a known peak), CLI or Trainer.fit.
+        return [ThroughputLogger()]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lets `export` and `transcribe` rebuild the Whisper model without the base weights.
