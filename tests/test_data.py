@@ -182,3 +182,17 @@ def test_auto_cache_stays_off_when_it_cannot_apply_or_pay(micro, corpus, make_tr
     refused = _data(corpus, augment=WaveformAugment(volume_prob=0.5), feature_cache="cache")
     with pytest.raises(FeatureCacheError, match="augment.speed_prob/volume_prob"):
         make_trainer(max_steps=1).fit(micro, refused)
+
+
+def test_validate_reads_val_features_from_a_cache_folder(micro, corpus, make_trainer, tmp_path):
+    folder = str(tmp_path / "features")
+    first = _data({"val": corpus["val"]}, feature_cache=folder)
+    [live] = make_trainer().validate(micro, _data({"val": corpus["val"]}), verbose=False)
+    [built] = make_trainer().validate(micro, first, verbose=False)  # builds the cache
+    again = _data({"val": corpus["val"]}, feature_cache=folder)
+    [cached] = make_trainer().validate(micro, again, verbose=False)
+    assert "features" in next(iter(again.val_dataloader()))
+    assert len(list((tmp_path / "features").glob("val-*/features.f16"))) == 1
+    # float16-stored features: the same loss to ~1e-3 relative
+    assert cached["val_loss"] == pytest.approx(live["val_loss"], rel=1e-3)
+    assert built["val_loss"] == pytest.approx(cached["val_loss"], rel=1e-6)

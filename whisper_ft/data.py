@@ -119,7 +119,10 @@ class WhisperDataModule(pl.LightningDataModule):
         val_manifest: JSONL manifest for validation during fit, and for validate.
         test_manifest: JSONL manifest for test.
         batch_size: Utterances per training batch.
-        eval_batch_size: Utterances per validation/test batch (decoding); None: batch_size.
+        eval_batch_size: Utterances per validation/test batch. Decoding keeps no activations
+            for a backward pass, so it fits far more than training does, and each decoding
+            step reads every decoder weight once for the whole batch: larger is faster. Lower
+            it for large models on small GPUs.
         max_duration_s: Train on batches of at most this many seconds of audio instead of
             batch_size utterances (the encoder still takes 30 s per utterance).
         num_buckets: Length buckets of the batch sampler: utterances of similar token length
@@ -129,11 +132,12 @@ class WhisperDataModule(pl.LightningDataModule):
             original orthography); None: what the manifest's lines record, else kana.
         augment: Waveform augmentation of training audio (speed, volume, noise); off by
             default.
-        feature_cache: Encoder-feature cache for fit (train and val): auto stores the frozen
-            encoder's output once, under the Trainer's default_root_dir/feature_cache, then
-            trains decoder-only steps from it, when the encoder is frozen and no augmentation
-            is on (else the encoder runs every step); off never; a folder path uses or builds
-            the cache there (an error if it cannot apply).
+        feature_cache: Encoder-feature cache of the train and val manifests: auto (fit only)
+            stores the frozen encoder's output once, under the Trainer's
+            default_root_dir/feature_cache, then trains decoder-only steps from it, when the
+            encoder is frozen, no augmentation is on and fit reads the data at least twice
+            (else the encoder runs every step); off never; a folder path uses or builds the
+            cache there, for fit and validate (an error if it cannot apply).
     """
 
     def __init__(
@@ -142,7 +146,7 @@ class WhisperDataModule(pl.LightningDataModule):
         val_manifest: str | None = None,
         test_manifest: str | None = None,
         batch_size: int = 16,
-        eval_batch_size: int | None = None,
+        eval_batch_size: int = 32,
         max_duration_s: float | None = None,
         num_buckets: int = 10,
         num_workers: int = 2,
@@ -195,6 +199,8 @@ class WhisperDataModule(pl.LightningDataModule):
         module = self.trainer.lightning_module
         fitting = TrainerFn(stage) == TrainerFn.FITTING
         cache_dir = None
+        if TrainerFn(stage) == TrainerFn.VALIDATING:
+            cache_dir = self._feature_cache_dir(train=None)
         for split in self._splits(stage):
             if split in self.datasets:
                 continue
@@ -220,11 +226,12 @@ class WhisperDataModule(pl.LightningDataModule):
                 collator = FeatureCollator(collator, cache.feature_shape, cache.torch_dtype)
             self.datasets[split], self.collators[split] = dataset, collator
 
-    def _feature_cache_dir(self, train: UtteranceDataset) -> Path | None:
-        """Where fit's encoder-feature cache lives, or None when fit encodes live."""
+    def _feature_cache_dir(self, train: UtteranceDataset | None) -> Path | None:
+        """Where the encoder-feature cache lives, or None to encode live. `train`: fit's
+        training set (auto decides by it); None: validate (only a folder given applies)."""
         module, setting = self.trainer.lightning_module, self.hparams.feature_cache
         frozen = module.hparams.freeze_encoder
-        if setting in (None, "off"):
+        if setting in (None, "off") or (setting == "auto" and train is None):
             return None
         if setting == "auto":
             augmented = self.augment.enabled or module.spec_augment.enabled
@@ -261,7 +268,7 @@ class WhisperDataModule(pl.LightningDataModule):
         model, strategy = self.trainer.lightning_module.model, self.trainer.strategy
         settings = {
             "device": strategy.root_device,
-            "batch_size": self.hparams.eval_batch_size or self.hparams.batch_size,
+            "batch_size": self.hparams.eval_batch_size,
             "num_workers": self.hparams.num_workers,
         }
         cache = None
@@ -294,7 +301,7 @@ class WhisperDataModule(pl.LightningDataModule):
         dataset, train = self.datasets[split], split == "train"
         batch_size = self.hparams.batch_size
         if not train:
-            batch_size = self.hparams.eval_batch_size or batch_size
+            batch_size = self.hparams.eval_batch_size
         by_duration = train and self.hparams.max_duration_s is not None
         # Built here, inside the *_dataloader hook: Lightning records its arguments there and
         # re-creates it with its own DistributedSampler's rank under DDP (see sampler.py).
