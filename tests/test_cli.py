@@ -34,19 +34,23 @@ def test_fit_test_export_transcribe_end_to_end(corpus, tmp_path):
         tmp_path,
     )  # fmt: skip
     assert fit.returncode == 0, fit.stderr
-    [ckpt] = (tmp_path / "checkpoints" / "lightning_logs").rglob("*.ckpt")
+    run_dir = tmp_path / "checkpoints" / "lightning_logs" / "version_0"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"  # written at the epoch's end
     assert torch.load(ckpt, weights_only=True)["global_step"] == 2
+    [best] = (run_dir / "checkpoints").glob("epoch=0-step=2-*.ckpt")  # top-k by val_cer
+    assert float(best.stem.split("val_cer=")[1]) >= 0
 
-    # resume: the same command with --ckpt_path continues from step 2 to the new limit
+    # resume: the same command with --ckpt_path last continues from step 2 to the new limit,
+    # in the same run folder (TensorBoard curves go on)
     resume = run(
         ["fit", "--data.batch_size", "4", "--data.train_manifest", str(corpus["train"]),
          "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
-         "--ckpt_path", str(ckpt), *quiet],
+         "--ckpt_path", "last", *quiet],
         tmp_path,
     )  # fmt: skip
     assert resume.returncode == 0, resume.stderr
-    [resumed] = (tmp_path / "checkpoints" / "lightning_logs" / "version_1").rglob("*.ckpt")
-    state = torch.load(resumed, weights_only=True)
+    assert not (run_dir.parent / "version_1").exists()
+    state = torch.load(ckpt, weights_only=True)
     assert state["global_step"] == 4 and state["hyper_parameters"]["base_model"] == "random:micro"
 
     test = run(

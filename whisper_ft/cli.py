@@ -22,23 +22,68 @@ def run_lightning(args: list[str] | None) -> None:
     module is an option (`--model.*`, `--data.*`), as is every `--trainer.*` flag."""
     from pytorch_lightning.cli import LightningCLI
 
+    from whisper_ft.checkpointing import (
+        BestCheckpoint,
+        ResumableCheckpoint,
+        continue_logs,
+        logger_version,
+        resolve_ckpt_path,
+    )
     from whisper_ft.data import WhisperDataModule
     from whisper_ft.module import WhisperFineTuner
 
     class WhisperFTCLI(LightningCLI):
+        def _parse_ckpt_path(self) -> None:
+            # `--ckpt_path last` becomes the newest last.ckpt under default_root_dir before
+            # Lightning (2.6, a private hook) reads the checkpoint's hyperparameters into the
+            # config, so that a resumed fit gets them as it does with an explicit path.
+            if self.config.get("subcommand"):
+                config = self.config[self.config.subcommand]
+                config["ckpt_path"] = resolve_ckpt_path(config.get("ckpt_path"), config["trainer"])
+            super()._parse_ckpt_path()
+
         def before_instantiate_classes(self) -> None:
             # With --ckpt_path the checkpoint holds the dims and every weight: build the model
             # from it instead of downloading (or finding) the base model only to overwrite it.
             # The base model's name is kept in the hyperparameters and reports.
             config = self.config[self.subcommand]
             self.base_model = config["model"]["base_model"]
-            ckpt_path = config.get("ckpt_path")
+            ckpt_path = resolve_ckpt_path(config.get("ckpt_path"), config["trainer"])
+            config["ckpt_path"] = ckpt_path
+            self.resume_version = None if ckpt_path is None else logger_version(ckpt_path)
             if ckpt_path and Path(ckpt_path).suffix == ".ckpt" and Path(ckpt_path).is_file():
                 config["model"]["base_model"] = str(ckpt_path)
 
         def instantiate_classes(self) -> None:
             super().instantiate_classes()
             self.model.hparams.base_model = self.base_model
+            logger = self.trainer.logger
+            if self.resume_version is not None and getattr(logger, "_version", 0) is None:
+                # The resumed run logs on in the checkpoint's version folder (TensorBoard curves
+                # continue); Lightning would otherwise start a new version_N.
+                logger._version = self.resume_version
+            if self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path"):
+                continue_logs(self.trainer.loggers, self.config[self.subcommand]["ckpt_path"])
+
+        def add_arguments_to_parser(self, parser) -> None:
+            # last.ckpt every 10 min and at epoch ends (--checkpoint.every_n_minutes,
+            # --checkpoint.every_n_train_steps, --checkpoint.mirror_dir for a second copy on
+            # e.g. Google Drive), top-3 by val_cer (--best_checkpoint.save_top_k), a clean stop
+            # on SIGTERM/Ctrl-C. BestCheckpoint first: it is the Trainer's checkpoint_callback.
+            parser.add_lightning_class_args(BestCheckpoint, "best_checkpoint")
+            parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
+            parser.add_argument(
+                "--tune_batch_size",
+                type=bool,
+                default=False,
+                help="fit: first find the largest --data.batch_size that trains without running "
+                "out of memory (Lightning's Tuner, doubling from --data.batch_size), then train "
+                "with it",
+            )
+
+        def before_fit(self) -> None:
+            if self.config[self.subcommand].get("tune_batch_size"):
+                tune_batch_size(self.trainer, self.model, self.datamodule)
 
     WhisperFTCLI(
         WhisperFineTuner,
@@ -51,6 +96,25 @@ def run_lightning(args: list[str] | None) -> None:
         parser_kwargs={"prog": "python -m whisper_ft"},
         seed_everything_default=0,
     )
+
+
+def tune_batch_size(trainer, model, datamodule) -> int:
+    """Lightning's Tuner in power mode: from the data module's batch_size, doubles it while 3
+    training steps fit in memory (halves it on the first out-of-memory error), leaves the
+    largest that fit in `datamodule.hparams.batch_size` and returns it. The model and
+    optimizer are restored afterwards: the trials do not count as training."""
+    from pytorch_lightning.tuner import Tuner
+
+    if datamodule.hparams.max_duration_s is not None:
+        sys.exit(
+            "error: --tune_batch_size tunes --data.batch_size, but --data.max_duration_s makes "
+            "batches by seconds of audio; drop one of the two."
+        )
+    size = Tuner(trainer).scale_batch_size(
+        model, datamodule=datamodule, mode="power", init_val=datamodule.hparams.batch_size
+    )
+    print(f"--tune_batch_size: training with --data.batch_size {size}", flush=True)
+    return size
 
 
 def export(args: argparse.Namespace) -> int:
@@ -116,8 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run one command. Errors about the user's input (model, manifest, audio) end the process
-    with one `error: …` line instead of a traceback."""
+    """Run one command. Errors about the user's input (model, manifest, audio), a full disk,
+    running out of memory and a diverging loss end the process with one `error: …` line
+    instead of a traceback."""
+    import errno
+
     from whisper_ft.audio import AudioError
     from whisper_ft.augment import AugmentError
     from whisper_ft.features import FeatureCacheError
@@ -133,3 +200,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(parsed.func(parsed))
     except (AudioError, AugmentError, FeatureCacheError, ManifestError, ModelLoadError) as e:
         sys.exit(f"error: {e}")
+    except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
+        # Imported here: pytorch_lightning would slow down every other command's start.
+        from whisper_ft.module import NonFiniteLossError, is_out_of_memory, out_of_memory_message
+
+        if isinstance(e, NonFiniteLossError):
+            sys.exit(f"error: {e}")
+        if is_out_of_memory(e):
+            sys.exit(f"error: {out_of_memory_message(e)}")
+        raise
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        sys.exit(
+            f"error: no space left on the device{where}. What was stored before is kept (the "
+            "previous checkpoint; encoder-feature cache rows already written, which the next "
+            "run reuses). Free space, or point --out / --trainer.default_root_dir / "
+            "--data.feature_cache at a larger disk."
+        )

@@ -165,6 +165,7 @@ class WhisperDataModule(pl.LightningDataModule):
         self.exclusions: dict[str, dict] = {}  # split → what the check left out (for reports)
         self.datasets: dict[str, UtteranceDataset | CachedFeatureDataset] = {}
         self.collators: dict[str, Collator | FeatureCollator] = {}
+        self._train_sampler_state: dict | None = None  # from a checkpoint, until train_dataloader
 
     def _splits(self, stage: str) -> list[str]:
         stage = TrainerFn(stage).value  # Lightning passes an enum that prints as TrainerFn.X
@@ -282,9 +283,11 @@ class WhisperDataModule(pl.LightningDataModule):
     def _report(self, split: str, result: CheckResult) -> None:
         """One line per manifest; the full report of excluded lines beside the run's logs."""
         report = None
-        if result.problems and self.trainer.is_global_zero:
+        if result.problems:  # the same on every process: the check's result is shared
+            # Every process asks: under DDP, Trainer.log_dir is a broadcast from rank 0.
             out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-            report = write_report(result, out_dir / f"data_check_{split}.tsv").resolve()
+            if self.trainer.is_global_zero:
+                report = write_report(result, out_dir / f"data_check_{split}.tsv").resolve()
         self.exclusions[split] = {
             "excluded_by_data_check": result.n_excluded,
             "data_check_report": None if report is None else str(report),
@@ -316,6 +319,8 @@ class WhisperDataModule(pl.LightningDataModule):
             ),  # seed_everything's (CLI: --seed_everything)
             num_buckets=self.hparams.num_buckets,
         )
+        if train:
+            self._resume_sampler(batches)
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
@@ -325,6 +330,33 @@ class WhisperDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
         )
+
+    def _resume_sampler(self, sampler: BucketingBatchSampler) -> None:
+        """Loads a checkpoint's sampler state into the training sampler as it is made: Lightning
+        draws the first batches (`iter()`) before any later hook could (sampler.py)."""
+        state = self._train_sampler_state
+        self._train_sampler_state = None  # a later reload starts its epoch from the beginning
+        if state is None:
+            return
+        if state["batches_done"] >= len(sampler) * state["num_replicas"] / sampler.num_replicas:
+            # Saved at the epoch's last batch: the next epoch is drawn before set_epoch moves on.
+            state = state | {"epoch": state["epoch"] + 1, "batches_done": 0}
+        sampler.load_state_dict(state)
+
+    def state_dict(self) -> dict:
+        """The training sampler's position (in checkpoints, for a mid-epoch resume): the
+        batches the training loop finished, not those DataLoader workers drew ahead."""
+        # The DataLoader in use: under DDP Lightning re-created it, with its own sampler.
+        loader = None if self.trainer is None else self.trainer.train_dataloader
+        sampler = getattr(loader, "batch_sampler", None)
+        if not isinstance(sampler, BucketingBatchSampler):
+            return {}
+        state = sampler.state_dict()
+        state["batches_done"] = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_sampler": state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train_sampler_state = state_dict.get("train_sampler")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

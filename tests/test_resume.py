@@ -1,0 +1,200 @@
+"""Resume with nothing lost: a run killed (SIGKILL, SIGTERM, a kill inside a checkpoint write)
+and resumed ends with the same weights, bit for bit, as the run that was never stopped, and its
+metrics log has every step exactly once.
+
+Each run is a subprocess of this file (`python tests/test_resume.py <root> <manifest> …`): a
+fit of a random micro Whisper on the CPU, 24 utterances in batches of 4 (6 steps an epoch),
+15 steps, a checkpoint every 2 steps and at each epoch's end.
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from whisper_ft.checkpointing import (
+    AtomicCheckpointIO,
+    BestCheckpoint,
+    find_last_checkpoint,
+    logger_version,
+    resolve_ckpt_path,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_STEPS = 15
+
+
+def fit(root: Path, manifest: str, action: str, at_step: int, resume: bool) -> None:
+    """One fit (in a subprocess): `action` at the start of step `at_step` is none, sigkill,
+    sigterm or kill_in_write (SIGKILL in the middle of the next checkpoint write)."""
+    import pytorch_lightning as pl
+
+    from whisper_ft.checkpointing import continue_logs, resilient_callbacks
+    from whisper_ft.data import WhisperDataModule
+    from whisper_ft.module import WhisperFineTuner
+
+    class Stop(pl.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if trainer.global_step != at_step:
+                return
+            if action == "sigkill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif action == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+            elif action == "kill_in_write":
+                real_save = torch.save
+
+                def half_then_kill(obj, f, *args, **kwargs) -> None:
+                    real_save(obj, f, *args, **kwargs)
+                    Path(f).write_bytes(Path(f).read_bytes()[:1000])  # the write half done
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+                torch.save = half_then_kill
+
+    pl.seed_everything(0, verbose=False)
+    model = WhisperFineTuner(base_model="random:micro", lr_warmup_steps=2)
+    data = WhisperDataModule(train_manifest=manifest, batch_size=4, num_workers=1)
+    data.hparams.feature_cache = "off"
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=MAX_STEPS,
+        deterministic=True,
+        logger=pl.loggers.CSVLogger(root, version=0),
+        callbacks=[*resilient_callbacks(every_n_train_steps=2), Stop()],
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    ckpt = find_last_checkpoint(root) if resume else None
+    if ckpt is not None:
+        continue_logs(trainer.loggers, ckpt)
+    trainer.fit(model, data, ckpt_path=ckpt)
+    torch.save(model.state_dict(), root / "final.pt")
+
+
+def run(root: Path, corpus: dict, action: str = "none", at_step: int = -1, resume: bool = False):
+    args = [str(root), str(corpus["train"]), action, str(at_step), str(int(resume))]
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, __file__, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def logged_losses(root: Path) -> list[tuple[int, str]]:
+    with (root / "lightning_logs" / "version_0" / "metrics.csv").open(newline="") as f:
+        return [(int(r["step"]), r["train_loss"]) for r in csv.DictReader(f) if r["train_loss"]]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    weights_a, weights_b = torch.load(a / "final.pt"), torch.load(b / "final.pt")
+    assert weights_a.keys() == weights_b.keys()
+    for name, value in weights_a.items():
+        assert torch.equal(value, weights_b[name]), name
+    losses = logged_losses(b)
+    assert [step for step, _ in losses] == list(range(MAX_STEPS))  # every step exactly once
+    assert losses == logged_losses(a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("a")
+    out = run(root, corpus)
+    assert out.returncode == 0, out.stderr
+    return root
+
+
+# 5: one step after the checkpoint at 4; 7: after the epoch-end checkpoint at 6 (next epoch's
+# order); 13: in the third epoch.
+@pytest.mark.parametrize("at_step", [5, 7, 13])
+def test_sigkill_then_resume_gives_the_same_weights_and_log(
+    uninterrupted, corpus, tmp_path, at_step
+):
+    killed = run(tmp_path, corpus, "sigkill", at_step)
+    assert killed.returncode == -signal.SIGKILL
+    ckpt = torch.load(find_last_checkpoint(tmp_path), weights_only=True)
+    assert ckpt["global_step"] == at_step - at_step % 2  # the checkpoint before the kill
+    resumed = run(tmp_path, corpus, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(uninterrupted, tmp_path)
+
+
+def test_sigterm_saves_where_it_stopped_and_says_how_to_resume(uninterrupted, corpus, tmp_path):
+    stopped = run(tmp_path, corpus, "sigterm", 8)
+    assert stopped.returncode == 1
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert "stopped at step 9 (SIGTERM)" in stopped.stderr
+    assert f"--ckpt_path {last}" in stopped.stderr
+    assert (
+        torch.load(last, weights_only=True)["global_step"] == 9
+    )  # the step it was in finished, none lost
+    resumed = run(tmp_path, corpus, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(uninterrupted, tmp_path)
+
+
+def test_kill_inside_a_checkpoint_write_keeps_the_previous_last_ckpt(
+    uninterrupted, corpus, tmp_path
+):
+    killed = run(tmp_path, corpus, "kill_in_write", 3)
+    assert killed.returncode == -signal.SIGKILL
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2  # the one before, whole
+    resumed = run(tmp_path, corpus, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(uninterrupted, tmp_path)
+
+
+def test_disk_full_names_the_folder_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "run" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, path)
+
+    def no_space(obj, f, *args, **kwargs) -> None:
+        Path(f).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(OSError, match=f"last.ckpt in {path.parent}: .*No space left"):
+        io.save_checkpoint({"global_step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"global_step": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_mirror_dir_gets_every_checkpoint_and_loses_removed_ones(tmp_path):
+    io = AtomicCheckpointIO(mirror_dir=tmp_path / "drive")
+    io.save_checkpoint({"global_step": 3}, tmp_path / "run" / "a.ckpt")
+    assert torch.load(tmp_path / "drive" / "a.ckpt", weights_only=True) == {"global_step": 3}
+    io.remove_checkpoint(tmp_path / "run" / "a.ckpt")
+    assert not (tmp_path / "drive" / "a.ckpt").exists()
+
+
+def test_best_checkpoint_skips_validations_without_val_cer(tmp_path):
+    best = BestCheckpoint(dirpath=str(tmp_path))
+    best._save_topk_checkpoint(trainer=None, monitor_candidates={"val_loss": torch.tensor(1.0)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_last_resolves_to_the_newest_last_ckpt_and_its_logger_version(tmp_path):
+    for version in (0, 3):
+        folder = tmp_path / "lightning_logs" / f"version_{version}" / "checkpoints"
+        folder.mkdir(parents=True)
+        (folder / "last.ckpt").write_bytes(b"x")
+        os.utime(folder / "last.ckpt", (version, version))
+    found = resolve_ckpt_path("last", {"default_root_dir": str(tmp_path)})
+    assert found == str(tmp_path / "lightning_logs" / "version_3" / "checkpoints" / "last.ckpt")
+    assert logger_version(found) == 3
+    assert resolve_ckpt_path("x.ckpt", {}) == "x.ckpt"
+    with pytest.raises(FileNotFoundError, match="no last.ckpt under"):
+        resolve_ckpt_path("last", {"default_root_dir": str(tmp_path / "empty")})
+
+
+if __name__ == "__main__":
+    root, manifest, action, at_step, resume = sys.argv[1:]
+    fit(Path(root), manifest, action, int(at_step), bool(int(resume)))
