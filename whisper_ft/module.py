@@ -9,6 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from whisper.audio import SAMPLE_RATE
 from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 
@@ -20,6 +21,15 @@ from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, rates_for_json,
 from whisper_ft.model import checkpoint_blocks, freeze, load_base_model
 from whisper_ft.text import LongVowel
 from whisper_ft.throughput import ThroughputLogger
+
+MAX_LISTED_IDS = 8  # utterance ids named per batch in a failure message
+CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"  # in torch's RuntimeError
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped after `max_nonfinite_steps` consecutive steps with a nan/inf loss; the
+    message names the steps' utterances and what to change."""
+
 
 WER_MEANING = (
     "word error rate over whitespace-separated words after normalisation; Japanese is written "
@@ -98,6 +108,9 @@ class WhisperFineTuner(pl.LightningModule):
         gradient_checkpointing: Recompute each trainable block's activations in backward
             instead of storing them: less memory for full fine-tuning of big models, ~1/3
             more compute.
+        max_nonfinite_steps: A training step whose loss is nan or inf is skipped (no update)
+            and counted (train_nonfinite_steps); this many in a row stop training with a
+            message naming their utterances. 1 stops at the first.
     """
 
     def __init__(
@@ -115,8 +128,11 @@ class WhisperFineTuner(pl.LightningModule):
         long_vowel: LongVowel = "keep",
         compile_decoder: bool = False,
         gradient_checkpointing: bool = False,
+        max_nonfinite_steps: int = 3,
     ) -> None:
         super().__init__()
+        if max_nonfinite_steps < 1:
+            raise ValueError(f"max_nonfinite_steps must be at least 1, got {max_nonfinite_steps}")
         if isinstance(spec_augment, dict):  # as stored in a checkpoint's hyperparameters
             spec_augment = SpecAugment(**spec_augment)
         self.spec_augment = spec_augment or SpecAugment()
@@ -143,6 +159,9 @@ class WhisperFineTuner(pl.LightningModule):
         self.test_records: list[tuple[str, UtteranceScore]] = []
         self._val_runs = 0
         self.skipped: dict[str, int] = {"train": 0, "val": 0, "test": 0}  # unreadable audio
+        self.nonfinite_steps = 0  # training steps skipped for a nan/inf loss, in all
+        self._nonfinite_run: list[tuple[int, list[str]]] = []  # (step, ids), consecutive ones
+        self._in_flight: dict | None = None  # the last batch a step began: for OOM messages
 
     def train(self, mode: bool = True) -> "WhisperFineTuner":
         # Lightning switches the whole module to train mode each epoch; a frozen encoder stays
@@ -181,12 +200,51 @@ class WhisperFineTuner(pl.LightningModule):
         return self.model.decoder(dec_input_ids, self.encode(audio))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        self._note_in_flight(batch, "training")
         if not self._count_skipped(batch, "train"):
             return None  # every file of the batch became unreadable: Lightning skips the step
         features = self.features(batch, augment=True)
         loss = token_loss(self.train_decoder(batch["dec_input_ids"], features), batch["labels"])
+        if not self._loss_is_finite(loss, batch["ids"]):
+            return None  # Lightning skips backward and the optimizer (and GradScaler) step
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
+
+    def _loss_is_finite(self, loss: torch.Tensor, ids: list[str]) -> bool:
+        """Counts a nan/inf loss and warns; raises NonFiniteLossError at the
+        `max_nonfinite_steps`-th in a row. Costs one host-device sync per step on a GPU (the
+        decision to skip needs the value); the progress bar's train_loss syncs as often."""
+        if torch.isfinite(loss).item():
+            self._nonfinite_run = []
+            return True
+        self.nonfinite_steps += 1
+        self._nonfinite_run.append((self.global_step, list(ids)))
+        self.log("train_nonfinite_steps", float(self.nonfinite_steps), reduce_fx="max")
+        if len(self._nonfinite_run) >= self.hparams.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                nonfinite_message(self._nonfinite_run, self.hparams.lr, str(self.trainer.precision))
+            )
+        warnings.warn(
+            f"step {self.global_step}: training loss is {loss.item()}; the step is skipped "
+            f"(utterances {listed(ids)}).",
+            stacklevel=2,
+        )
+        return False
+
+    def _note_in_flight(self, batch: dict, stage: str) -> None:
+        # Shapes only (and the small (B,) lengths tensor): holding the batch itself would keep
+        # its audio in memory past the step.
+        self._in_flight = {
+            "stage": stage,
+            "n": len(batch["ids"]),
+            "tokens": tuple(batch["dec_input_ids"].shape),
+            "audio_lengths": batch.get("audio_lengths"),
+            "cached": "features" in batch,
+        }
+
+    def out_of_memory_advice(self) -> str:
+        """What was in flight when memory ran out, and what to try; '' before any step."""
+        return out_of_memory_advice(self._in_flight) if self._in_flight else ""
 
     def features(self, batch: dict, augment: bool = False) -> torch.Tensor:
         """The batch's encoder output: read from the encoder-feature cache when the batch
@@ -207,6 +265,7 @@ class WhisperFineTuner(pl.LightningModule):
         return len(batch["ids"])
 
     def _evaluate(self, batch: dict, stage: str, decode: bool) -> list[UtteranceScore]:
+        self._note_in_flight(batch, {"val": "validation", "test": "test"}[stage])
         if not self._count_skipped(batch, stage):
             return []
         features = self.features(batch)
@@ -256,6 +315,8 @@ class WhisperFineTuner(pl.LightningModule):
             self.log(f"test_{name}", rates[name])
         records = self._gather(self.test_records)
         skipped = self._gather([self.skipped["test"]])
+        # Every process asks: under DDP, Trainer.log_dir is a broadcast from rank 0.
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir).resolve()
         if self.trainer.is_global_zero:
             metrics = {
                 **rates_for_json(rates),  # counts summed over processes by compute()
@@ -266,7 +327,6 @@ class WhisperFineTuner(pl.LightningModule):
                 "base_model": self.hparams.base_model,
                 "language": self.hparams.language,
             }
-            out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir).resolve()
             paths = write_test_report(out_dir, records, metrics)
             print(f"predictions: {paths[0]}\nmetrics:     {paths[1]}")
         self.test_rates.reset()
@@ -304,11 +364,82 @@ class WhisperFineTuner(pl.LightningModule):
 
     def configure_callbacks(self) -> list[pl.Callback]:
         # Every fit logs samples_per_s (and mfu on GPUs with a known peak), CLI or Trainer.fit.
-        return [ThroughputLogger()]
+        return [ThroughputLogger(), OutOfMemoryNote()]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lets `export` and `transcribe` rebuild the Whisper model without the base weights.
         checkpoint["whisper_dims"] = vars(self.model.dims).copy()
+
+
+class OutOfMemoryNote(pl.Callback):
+    """Adds the module's `out_of_memory_advice` to an out-of-memory error as a note: shown
+    under the traceback (Trainer.fit in a notebook) and by `python -m whisper_ft` as its one
+    `error:` line."""
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        advice = getattr(pl_module, "out_of_memory_advice", lambda: "")()
+        if is_out_of_memory(exception) and advice:
+            exception.add_note(advice)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A CUDA out-of-memory error, or the CPU allocator's."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and CPU_OUT_OF_MEMORY in str(error)
+    )
+
+
+def out_of_memory_message(error: BaseException) -> str:
+    """One line: the allocator's first sentence, then the notes OutOfMemoryNote added."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    first = first.split(". ")[0].rstrip(".")
+    return " ".join([f"{first}.", *getattr(error, "__notes__", [])])
+
+
+def out_of_memory_advice(in_flight: dict) -> str:
+    """`in_flight`: stage, n (utterances), tokens ((B, L) decoder tokens), audio_lengths ((B,)
+    samples, or None), cached (features from the cache instead of audio)."""
+    n, (_, n_tokens) = in_flight["n"], in_flight["tokens"]
+    if in_flight["cached"]:
+        audio = "cached encoder features"
+    else:
+        audio = f"{n} × 30-s encoder windows"
+        lengths = in_flight["audio_lengths"]
+        if lengths is not None and len(lengths):
+            seconds = lengths.detach().to("cpu", torch.float64) / SAMPLE_RATE
+            audio += f" (audio: longest {seconds.max():.1f} s, {seconds.sum():.1f} s in all)"
+    return (
+        f"It happened in {in_flight['stage']} on a batch of {n} utterances, {n_tokens} decoder "
+        f"tokens each, {audio}. Try a smaller --data.batch_size (with "
+        "--trainer.accumulate_grad_batches N to keep the effective batch), "
+        "--data.max_duration_s to cap the seconds of audio per batch, --data.eval_batch_size "
+        "for validation/test, or --tune_batch_size to find the largest batch that fits; "
+        "--model.gradient_checkpointing true and bf16-mixed precision also save memory."
+    )
+
+
+def listed(ids: list[str]) -> str:
+    """The first MAX_LISTED_IDS ids, comma-separated, and how many more."""
+    more = len(ids) - MAX_LISTED_IDS
+    return ", ".join(ids[:MAX_LISTED_IDS]) + (f" and {more} more" if more > 0 else "")
+
+
+def nonfinite_message(run: list[tuple[int, list[str]]], lr: float, precision: str) -> str:
+    """The NonFiniteLossError message for `run`, the consecutive (step, utterance ids)."""
+    steps = "; ".join(f"step {step}: {listed(ids)}" for step, ids in run)
+    fp16 = (
+        " or --trainer.precision bf16-mixed (or 32-true) instead of 16-mixed"
+        if precision.startswith("16")
+        else ""
+    )
+    return (
+        f"training stopped: the loss was nan or inf for {len(run)} steps in a row "
+        f"(--model.max_nonfinite_steps); they were skipped, so the weights and the last "
+        f"checkpoint are from before them. Utterances: {steps}. Lower --model.lr (now {lr:g}), "
+        f"lengthen --model.lr_warmup_steps{fp16}, and check those utterances' audio and text."
+    )
 
 
 def excluded_by_data_check(trainer: pl.Trainer, split: str) -> dict:
