@@ -162,8 +162,10 @@ class CorpusErrorRates(torchmetrics.Metric):
         for name in _COUNTS:
             # `or 0`: the ortho counts of kana targets are None (no orthography to compare).
             setattr(self, name, getattr(self, name) + sum(getattr(s, name) or 0 for s in scores))
-        self.utterances += len(scores)
-        self.text_utterances += sum(s.target == "text" for s in scores)
+        # Rebound, not changed in place: under ddp_spawn on the CPU the default state tensors
+        # are shared between processes, and `+=` made each process add to the others' counts.
+        self.utterances = self.utterances + len(scores)
+        self.text_utterances = self.text_utterances + sum(s.target == "text" for s in scores)
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}

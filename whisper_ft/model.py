@@ -57,27 +57,45 @@ def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
             raise ModelLoadError(
                 f"unknown random size {size!r}; choose one of {', '.join(RANDOM_DIMS)}."
             )
-        return init_random_weights(Whisper(RANDOM_DIMS[size])).to(device)
+        return dense_alignment_heads(init_random_weights(Whisper(RANDOM_DIMS[size]))).to(device)
     path = Path(spec).expanduser()
     if path.suffix == ".ckpt":
-        return model_from_checkpoint(path)[0].to(device)
+        return dense_alignment_heads(model_from_checkpoint(path)[0]).to(device)
     if path.suffix == ".pt" or path.is_file():
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such checkpoint file.")
-        return whisper.load_model(str(path), device=device)
+        return dense_alignment_heads(whisper.load_model(str(path), device=device))
     if spec not in whisper.available_models():
         raise ModelLoadError(
             f"{spec!r} is not a Whisper model name ({', '.join(whisper.available_models())}), "
             "an existing .pt/.ckpt file, or random:<size>."
         )
     try:
-        return whisper.load_model(spec, device=device)
+        return dense_alignment_heads(whisper.load_model(spec, device=device))
     except (urllib.error.URLError, OSError) as e:
         raise ModelLoadError(
             f"could not download the Whisper {spec!r} weights ({e}). Offline, use "
             f"random:{spec if spec in RANDOM_DIMS else 'tiny'} (random weights, same size) or the "
             "path to a local Whisper .pt file."
         ) from e
+
+
+def dense_alignment_heads(model: Whisper) -> Whisper:
+    """Store `model.alignment_heads` as a dense bool buffer instead of Whisper's sparse one.
+
+    DDP, FSDP and DeepSpeed broadcast every buffer from rank 0 when they wrap a model, and
+    torch.distributed refuses sparse tensors ("RuntimeError: No support for sparse tensors.").
+    The mask (which decoder heads follow the audio, for word timestamps) is kept as it is; the
+    buffer is non-persistent, so state dicts, checkpoints and exports do not change, and
+    `whisper.load_model` of an exported `.pt` builds Whisper's sparse buffer again, which
+    `whisper.timing.find_alignment` reads with `.indices()`. Returns `model`, changed in place.
+
+    alignment_heads : torch.Tensor, shape = (n_text_layer, n_text_head), bool
+    """
+    heads = model.alignment_heads
+    dense = heads.to_dense() if heads.layout != torch.strided else heads
+    model.register_buffer("alignment_heads", dense, persistent=False)
+    return model
 
 
 def init_random_weights(model: Whisper) -> Whisper:
@@ -124,8 +142,15 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, 
     """The Whisper dims, state dict and module hyperparameters in a `WhisperFineTuner` `.ckpt`."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e:
-        raise ModelLoadError(f"{path}: cannot read checkpoint ({e}).") from e
+    # A truncated file fails in the zip reader (RuntimeError), an empty one with EOFError,
+    # other bytes in the unpickler (UnpicklingError, IndexError, …): one line for them all.
+    except Exception as e:  # noqa: BLE001
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise ModelLoadError(
+            f"{path}: cannot read this checkpoint ({reason}); the file is truncated, corrupt or "
+            "not a PyTorch checkpoint. Use another checkpoint of the run (e.g. last.ckpt) or "
+            "copy it again."
+        ) from e
     if "whisper_dims" not in checkpoint:
         raise ModelLoadError(
             f"{path}: not a whisper-ft checkpoint (no 'whisper_dims'); export needs a .ckpt "
