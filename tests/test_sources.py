@@ -30,6 +30,15 @@ SENTENCES = ["今日はいい天気ですね。", "駅までバスで行きま�
 MORE = ["猫が庭で寝ています。", "お茶を一杯ください。", "海で泳ぎました。"]
 
 
+def hf_datasets():
+    """Hugging Face `datasets`, or skip: run from a clone without it, `import datasets` finds
+    this repository's datasets/ folder as an empty namespace package."""
+    datasets = pytest.importorskip("datasets")
+    if getattr(datasets, "__file__", None) is None:
+        pytest.skip("Hugging Face datasets is not installed (requirements-optional.txt)")
+    return datasets
+
+
 def write_audio(path: Path, seconds: float, rate: int = 16_000, channels: int = 1) -> float:
     """A 220-Hz sine of `seconds` at `rate` with `channels` (24 kHz stereo is left as it is:
     prepare only reads the header; conversion happens when the audio is loaded)."""
@@ -327,7 +336,7 @@ def audio_bytes(seconds: float, rate: int = 16_000, fmt: str = "WAV") -> bytes:
 
 
 def test_hf_saved_dataset_writes_bytes_and_refers_to_paths(tmp_path, capsys):
-    datasets = pytest.importorskip("datasets")
+    datasets = hf_datasets()
     train_audio = [
         {"bytes": audio_bytes(0.5, 24_000), "path": "clips/t1.wav"},
         {"bytes": audio_bytes(0.6, fmt="FLAC"), "path": None},  # suffix from the bytes
@@ -379,7 +388,7 @@ def test_hf_saved_dataset_writes_bytes_and_refers_to_paths(tmp_path, capsys):
 
 
 def test_hf_audiofolder_without_decoding(tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets")
+    datasets = hf_datasets()
     # Finding an audiofolder's splits leaves a lock file in the datasets cache: keep it here.
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
     root = tmp_path / "af"
@@ -415,7 +424,7 @@ def test_hf_audiofolder_without_decoding(tmp_path, monkeypatch):
 
 
 def test_hf_one_split_is_all_or_split(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = hf_datasets()
     rows = [(s, f"s{k // 2}") for k, s in enumerate(SENTENCES + MORE)]
     saved = tmp_path / "ds"
     datasets.Dataset.from_dict(
@@ -448,6 +457,16 @@ def test_hf_without_datasets_says_what_to_install(tmp_path, monkeypatch, capsys)
         main(["prepare", "hf", str(tmp_path), "--out", str(tmp_path / "out")])
     assert done.value.code == 1
     assert "error: prepare hf reads" in capsys.readouterr().err
+
+
+def test_hf_is_not_fooled_by_the_repositorys_datasets_folder(tmp_path, monkeypatch):
+    import types
+
+    namespace = types.ModuleType("datasets")  # what `import datasets` finds without the package
+    namespace.__path__ = [str(Path(__file__).parents[1] / "datasets")]
+    monkeypatch.setitem(sys.modules, "datasets", namespace)
+    with pytest.raises(ModuleNotFoundError, match="requirements-optional.txt"):
+        prepare_hf(tmp_path, tmp_path / "out")
 
 
 def make_manifest(folder: Path, rows: list[tuple[str, float | None, str]], **fields) -> Path:

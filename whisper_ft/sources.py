@@ -526,10 +526,16 @@ def prepare_hf(
     check_target(target)
     try:
         import datasets  # optional: only this source needs it
+
+        # Without the package, run from a clone, `import datasets` finds this repository's
+        # datasets/ folder (corpus download scripts) as an empty namespace package.
+        if getattr(datasets, "__file__", None) is None:
+            raise ImportError("only a namespace package named datasets was found")
     except ImportError as e:
         raise ModuleNotFoundError(
             "prepare hf reads Hugging Face datasets with the optional `datasets` package, "
-            "which is not installed: pip install datasets",
+            "which is not installed: pip install -r requirements-optional.txt (or pip install "
+            "datasets)",
             name="datasets",
         ) from e
     path = Path(os.path.abspath(path))
