@@ -157,3 +157,23 @@ def test_sharded_full_fine_tuning_smoke_on_gpus(strategy, corpus, tmp_path):
     )
     trainer.fit(module, _data(corpus))
     assert trainer.global_step == 2
+
+
+class NanOnRank1(WhisperFineTuner):
+    """Its loss is nan on process 1 at step 1 (module level: ddp_spawn pickles it)."""
+
+    def features(self, batch: dict, augment: bool = False) -> torch.Tensor:
+        features = super().features(batch, augment)
+        if self.global_rank == 1 and self.global_step == 1:
+            return features * float("nan")
+        return features
+
+
+def test_a_nan_loss_on_one_process_skips_its_share_and_training_goes_on(corpus, tmp_path):
+    pl.seed_everything(0, verbose=False)
+    module = NanOnRank1(base_model="random:micro", lr_warmup_steps=0)
+    trainer = _trainer(tmp_path, devices=2, strategy="ddp_spawn", max_steps=3)
+    trainer.fit(module, _data(corpus))  # Lightning refuses a None step under DDP: not returned
+    assert trainer.state.finished  # ddp_spawn hands back the state and weights, not the step
+    assert all(torch.isfinite(v).all() for v in module.state_dict().values())
+    assert _max_difference(module, _micro()) > 0  # it trained

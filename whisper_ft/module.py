@@ -201,26 +201,48 @@ class WhisperFineTuner(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         self._note_in_flight(batch, "training")
-        if not self._count_skipped(batch, "train"):
-            return None  # every file of the batch became unreadable: Lightning skips the step
+        if not self._count_skipped(batch, "train"):  # every file of the batch became unreadable
+            self._loss_is_finite(torch.zeros(()), [])  # still takes part in the stop decision
+            return self._skipped_step()
         features = self.features(batch, augment=True)
         loss = token_loss(self.train_decoder(batch["dec_input_ids"], features), batch["labels"])
         if not self._loss_is_finite(loss, batch["ids"]):
-            return None  # Lightning skips backward and the optimizer (and GradScaler) step
+            return self._skipped_step()
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
+
+    def _skipped_step(self) -> torch.Tensor | None:
+        """What a training step that must not learn returns. One process: None, and Lightning
+        skips backward and the optimizer (and GradScaler) step. Under DDP every process must
+        run backward each step (gradients are averaged there) and Lightning refuses None: a
+        zero loss over the trainable parameters, so this process adds zero gradients to the
+        step's average and the other processes' batches still count."""
+        if self.trainer.world_size == 1:
+            return None
+        return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
 
     def _loss_is_finite(self, loss: torch.Tensor, ids: list[str]) -> bool:
         """Counts a nan/inf loss and warns; raises NonFiniteLossError at the
         `max_nonfinite_steps`-th in a row. Costs one host-device sync per step on a GPU (the
         decision to skip needs the value); the progress bar's train_loss syncs as often."""
-        if torch.isfinite(loss).item():
+        finite = bool(torch.isfinite(loss).item())
+        if finite:
             self._nonfinite_run = []
+        else:
+            self.nonfinite_steps += 1
+            self._nonfinite_run.append((self.global_step, list(ids)))
+            self.log("train_nonfinite_steps", float(self.nonfinite_steps), reduce_fx="max")
+        stop = len(self._nonfinite_run) >= self.hparams.max_nonfinite_steps
+        if self.trainer.world_size > 1:  # all processes stop together, or none waits forever
+            stop = self.trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if finite and not stop:
             return True
-        self.nonfinite_steps += 1
-        self._nonfinite_run.append((self.global_step, list(ids)))
-        self.log("train_nonfinite_steps", float(self.nonfinite_steps), reduce_fx="max")
-        if len(self._nonfinite_run) >= self.hparams.max_nonfinite_steps:
+        if stop and not self._nonfinite_run:  # this process's losses were fine
+            raise NonFiniteLossError(
+                "training stopped: another process's loss was nan or inf for "
+                f"{self.hparams.max_nonfinite_steps} steps in a row (its error names them)."
+            )
+        if stop:
             raise NonFiniteLossError(
                 nonfinite_message(self._nonfinite_run, self.hparams.lr, str(self.trainer.precision))
             )
