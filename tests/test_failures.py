@@ -155,12 +155,15 @@ def test_an_unreadable_checkpoint_is_one_error_line(micro, tmp_path, kind):
     bad.write_bytes(
         {"truncated": data[: len(data) // 2], "random bytes": os.urandom(4096), "empty": b""}[kind]
     )
-    for command in (["export", str(bad), str(tmp_path / "out.pt")],
-                    ["transcribe", "--model", str(bad), "x.wav"]):  # fmt: skip
+    bad_pt = tmp_path / "bad.pt"  # a Whisper .pt, read by whisper.load_model
+    bad_pt.write_bytes(bad.read_bytes())
+    for path, command in ((bad, ["export", str(bad), str(tmp_path / "out.pt")]),
+                          (bad, ["transcribe", "--model", str(bad), "x.wav"]),
+                          (bad_pt, ["transcribe", "--model", str(bad_pt), "x.wav"])):  # fmt: skip
         with pytest.raises(SystemExit) as exit_:
             main(command)
         line = str(exit_.value.code)
-        assert line.startswith(f"error: {bad}: cannot read this checkpoint (") and "\n" not in line
+        assert line.startswith(f"error: {path}: cannot read this checkpoint (") and "\n" not in line
         assert "truncated, corrupt or not a PyTorch checkpoint" in line
     assert not (tmp_path / "out.pt").exists()
 

@@ -64,7 +64,11 @@ def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
     if path.suffix == ".pt" or path.is_file():
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such checkpoint file.")
-        return dense_alignment_heads(whisper.load_model(str(path), device=device))
+        try:
+            model = whisper.load_model(str(path), device=device)
+        except Exception as e:  # noqa: BLE001 (as for .ckpt: truncated, empty or other bytes)
+            raise unreadable_checkpoint(path, e) from e
+        return dense_alignment_heads(model)
     if spec not in whisper.available_models():
         raise ModelLoadError(
             f"{spec!r} is not a Whisper model name ({', '.join(whisper.available_models())}), "
@@ -78,6 +82,17 @@ def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
             f"random:{spec if spec in RANDOM_DIMS else 'tiny'} (random weights, same size) or the "
             "path to a local Whisper .pt file."
         ) from e
+
+
+def unreadable_checkpoint(path: str | Path, error: Exception) -> ModelLoadError:
+    """The one-line error for a .ckpt or .pt that torch cannot read (truncated, corrupt, not a
+    PyTorch file), with the first sentence of torch's own message."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+    return ModelLoadError(
+        f"{path}: cannot read this checkpoint ({reason}); the file is truncated, corrupt or "
+        "not a PyTorch checkpoint. Use another checkpoint of the run (e.g. last.ckpt) or "
+        "copy it again."
+    )
 
 
 def dense_alignment_heads(model: Whisper) -> Whisper:
@@ -145,12 +160,7 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, 
     # A truncated file fails in the zip reader (RuntimeError), an empty one with EOFError,
     # other bytes in the unpickler (UnpicklingError, IndexError, …): one line for them all.
     except Exception as e:  # noqa: BLE001
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
-        raise ModelLoadError(
-            f"{path}: cannot read this checkpoint ({reason}); the file is truncated, corrupt or "
-            "not a PyTorch checkpoint. Use another checkpoint of the run (e.g. last.ckpt) or "
-            "copy it again."
-        ) from e
+        raise unreadable_checkpoint(path, e) from e
     if "whisper_dims" not in checkpoint:
         raise ModelLoadError(
             f"{path}: not a whisper-ft checkpoint (no 'whisper_dims'); export needs a .ckpt "
