@@ -217,9 +217,13 @@ class WhisperFineTuner(pl.LightningModule):
         run backward each step (gradients are averaged there) and Lightning refuses None: a
         zero loss over the trainable parameters, so this process adds zero gradients to the
         step's average and the other processes' batches still count."""
-        if self.trainer.world_size == 1:
+        if not self._distributed():
             return None
         return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
+
+    def _distributed(self) -> bool:
+        """Several processes train (a step called outside a Trainer is one process)."""
+        return self._trainer is not None and self.trainer.world_size > 1
 
     def _loss_is_finite(self, loss: torch.Tensor, ids: list[str]) -> bool:
         """Counts a nan/inf loss and warns; raises NonFiniteLossError at the
@@ -233,7 +237,7 @@ class WhisperFineTuner(pl.LightningModule):
             self._nonfinite_run.append((self.global_step, list(ids)))
             self.log("train_nonfinite_steps", float(self.nonfinite_steps), reduce_fx="max")
         stop = len(self._nonfinite_run) >= self.hparams.max_nonfinite_steps
-        if self.trainer.world_size > 1:  # all processes stop together, or none waits forever
+        if self._distributed():  # all processes stop together, or none waits forever
             stop = self.trainer.strategy.reduce_boolean_decision(stop, all=False)
         if finite and not stop:
             return True
