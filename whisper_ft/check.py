@@ -98,6 +98,14 @@ class CheckResult:
         counts = Counter(p.reason for p in self.problems)
         return {reason: counts[reason] for reason in REASONS if counts[reason]}
 
+    def require_usable(self) -> None:
+        """ManifestError when no line of the manifest can be used (nothing to train on)."""
+        if not self.utterances:
+            raise ManifestError(
+                f"{self.manifest}: none of its {self.n_lines} lines can be used; "
+                f"`python -m whisper_ft check-data {self.manifest}` lists why."
+            )
+
     def summary(self, report: str | Path | None = None) -> str:
         """One line: `data check train.jsonl: 3 of 120 lines excluded (missing_audio 2,
         too_long_audio 1); report: /abs/train.check.tsv`."""

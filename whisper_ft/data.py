@@ -294,11 +294,7 @@ class WhisperDataModule(pl.LightningDataModule):
         }
         if self.trainer.is_global_zero:
             print(result.summary(report), flush=True)
-        if not result.utterances:
-            raise ManifestError(
-                f"{result.manifest}: none of its {result.n_lines} lines can be used; "
-                f"`python -m whisper_ft check-data {result.manifest}` lists why."
-            )
+        result.require_usable()
 
     def _loader(self, split: str) -> DataLoader:
         dataset, train = self.datasets[split], split == "train"

@@ -659,7 +659,6 @@ def _cache_from_args(args: argparse.Namespace) -> int:
 
     from whisper_ft.check import check_manifest
     from whisper_ft.data import UtteranceDataset
-    from whisper_ft.manifest import ManifestError
     from whisper_ft.model import load_base_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -674,11 +673,7 @@ def _cache_from_args(args: argparse.Namespace) -> int:
             manifest, target=args.target, tokenizer=tokenizer, n_text_ctx=model.dims.n_text_ctx
         )
         print(result.summary(), flush=True)
-        if not result.utterances:
-            raise ManifestError(
-                f"{result.manifest}: none of its {result.n_lines} lines can be used; "
-                f"`python -m whisper_ft check-data {result.manifest}` lists why."
-            )
+        result.require_usable()
         dataset = UtteranceDataset(result.utterances, result.manifest, tokenizer, result.target)
         cache = build_feature_cache(
             model,
