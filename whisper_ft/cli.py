@@ -9,12 +9,16 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 def default_precision() -> str:
     """bf16 mixed precision on GPUs that support it, fp16 mixed on older ones (Colab's T4),
-    fp32 on the CPU. `--trainer.precision` overrides it."""
+    fp32 on the CPU. `--trainer.precision` overrides it. The same choice as the encoder-feature
+    cache's build (`features.autocast_dtype`), so cached features match training's."""
     import torch
 
-    if not torch.cuda.is_available():
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    from whisper_ft.features import autocast_dtype
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[
+        autocast_dtype(device)
+    ]
 
 
 def run_lightning(args: list[str] | None) -> None:
@@ -48,8 +52,7 @@ def run_lightning(args: list[str] | None) -> None:
             # The base model's name is kept in the hyperparameters and reports.
             config = self.config[self.subcommand]
             self.base_model = config["model"]["base_model"]
-            ckpt_path = resolve_ckpt_path(config.get("ckpt_path"), config["trainer"])
-            config["ckpt_path"] = ckpt_path
+            ckpt_path = config.get("ckpt_path")  # `last` already resolved by _parse_ckpt_path
             self.resume_version = None if ckpt_path is None else logger_version(ckpt_path)
             if ckpt_path and Path(ckpt_path).suffix == ".ckpt" and Path(ckpt_path).is_file():
                 config["model"]["base_model"] = str(ckpt_path)
