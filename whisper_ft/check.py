@@ -23,7 +23,6 @@ import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -370,7 +369,7 @@ def _check_job(job: _Job) -> _Outcome:
     outcome = _Outcome(job.line, job.kana, None, target_ok=False)
     if job.check_target:
         if job.target == "kana":
-            outcome.kana = job.kana if job.kana is not None else _kana(job.text)
+            outcome.kana = job.kana if job.kana is not None else to_kana(job.text)
             issue = _kana_issue(job.text, outcome.kana, made=job.kana is None)
         else:
             issue = None if normalize(job.text) else ("empty_target", _only_punctuation(job.text))
@@ -382,12 +381,6 @@ def _check_job(job: _Job) -> _Outcome:
     except _AudioIssue as e:
         outcome.problems.append((e.reason, e.detail))
     return outcome
-
-
-@lru_cache(maxsize=65536)
-def _kana(text: str) -> str:
-    """OpenJTalk's kana, once per distinct text in a process (JVS repeats its sentences)."""
-    return to_kana(text)
 
 
 def _only_punctuation(text: str) -> str:

@@ -502,17 +502,15 @@ def fill_target(utterances: list[Utterance], target: str, skipped: Counter[str])
 
 
 def _fill_kana(utterances: list[Utterance], skipped: Counter[str]) -> list[Utterance]:
-    """Set each utterance's `kana` (OpenJTalk, once per distinct text); keep those with any.
+    """Set each utterance's `kana` (OpenJTalk; `to_kana` reads each distinct text once); keep
+    those with any.
 
     An utterance whose text OpenJTalk reads as nothing has no target to learn: it is counted
     in `skipped` and left out.
     """
-    kana_of: dict[str, str] = {}
     kept = []
     for u in utterances:
-        if u.text not in kana_of:
-            kana_of[u.text] = to_kana(u.text)
-        u.kana = kana_of[u.text]
+        u.kana = to_kana(u.text)
         if normalize(u.kana):
             kept.append(u)
         else:

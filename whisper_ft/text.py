@@ -2,6 +2,7 @@
 and the split of kana into morae for the mora error rate."""
 
 import unicodedata
+from functools import lru_cache
 from typing import Literal
 
 LongVowel = Literal["keep", "drop", "vowel"]
@@ -32,6 +33,7 @@ _GLIDES = frozenset("ァィゥェォャュョヮ")
 _GLIDE_BASES = frozenset(_VOWEL_OF) - _GLIDES - frozenset("ヵヶ")
 
 
+@lru_cache(maxsize=65536)  # corpora repeat sentences (JVS: 100 in every speaker's parallel100)
 def to_kana(text: str) -> str:
     """Katakana pronunciation of Japanese text, as OpenJTalk reads it.
 
