@@ -100,10 +100,11 @@ def test_pad_to_multiple_of_must_be_positive(ja_tokenizer):
 def test_unreadable_items_are_left_out_and_listed(ja_tokenizer):
     good = _items(ja_tokenizer, ["ア", "コンニチワセカイ"])
     bad1, bad2 = {"id": "bad1", "error": "unreadable: x.wav"}, {"id": "bad2", "error": "gone"}
-    items = [good[0], bad1, good[1], bad2]
+    items = [good[0] | {"speaker": "spk1"}, bad1, good[1], bad2]  # good[1]: no speaker
     batch = Collator(eot=ja_tokenizer.eot)(items)
     assert batch["skipped"] == ["bad1", "bad2"]
     assert batch["ids"] == ["u0", "u1"] and batch["texts"] == ["ア", "コンニチワセカイ"]
+    assert batch["speakers"] == ["spk1", ""]
     assert batch["audio"].shape[0] == batch["dec_input_ids"].shape[0] == 2
     assert batch["dec_input_ids"][1, : len(good[1]["tokens"])].tolist() == good[1]["tokens"]
 
@@ -116,4 +117,4 @@ def test_a_batch_of_only_unreadable_items_is_empty(ja_tokenizer):
     assert batch["audio_lengths"].shape == (0,)
     assert batch["dec_input_ids"].shape == batch["labels"].shape == (0, 0)
     assert batch["dec_input_ids"].dtype == batch["labels"].dtype == torch.long
-    assert batch["ids"] == [] and batch["texts"] == []
+    assert batch["ids"] == [] and batch["texts"] == [] and batch["speakers"] == []

@@ -123,6 +123,9 @@ def test_test_writes_predictions_and_corpus_cer_matching_jiwer(
     assert metrics["ortho_cer"] is None and metrics["n_text_utterances"] == 0
     assert metrics["excluded_by_data_check"] == 0 and metrics["skipped_unreadable_audio"] == 0
     assert logged["test_mora_er"] == pytest.approx(metrics["mora_er"])
+    manifest = [json.loads(line) for line in corpus["test"].read_text().splitlines()]
+    assert {r["id"]: r["speaker"] for r in rows} == {u["id"]: u["speaker"] for u in manifest}
+    assert metrics["checkpoint"] is None  # tested in memory: no fit run to take curves from
 
 
 @pytest.mark.parametrize("micro", [{"spec_augment": {"prob": 1.0}}], indirect=True)

@@ -12,13 +12,14 @@ not past the decoder's `n_text_ctx`:
 | `labels`        | (B, L)         | int64   | `dec_input_ids` shifted left + `eot`, pad = -100   |
 | `ids`           | list[str]      |         | utterance ids                                      |
 | `texts`         | list[str]      |         | the target strings (references for scoring)        |
+| `speakers`      | list[str]      |         | speaker ids ("" where the manifest has none)       |
 | `skipped`       | list[str]      |         | ids of unreadable items, left out (see below)      |
 | `target`        | str            |         | what `texts` are: "kana" or "text" (orthography)   |
 
 An item `{"id", "error": reason}` (audio that became unreadable during a run) is left out of the
 tensors and its id listed in `skipped` (usually empty). If every item was skipped, B = 0 and
 L = 0: `audio` is (0, n_samples), `audio_lengths` (0,), `dec_input_ids` and `labels` (0, 0),
-`ids` and `texts` [].
+`ids`, `texts` and `speakers` [].
 """
 
 from dataclasses import dataclass
@@ -40,8 +41,8 @@ def decoder_tokens(tokenizer: Tokenizer, text: str) -> list[int]:
 
 @dataclass
 class Collator:
-    """Pads a list of dataset items (`{"id", "audio", "tokens", "text"}`, or `{"id", "error"}`
-    for an unreadable one) into one batch."""
+    """Pads a list of dataset items (`{"id", "audio", "tokens", "text"}`, optionally
+    `"speaker"`; `{"id", "error"}` for an unreadable one) into one batch."""
 
     eot: int  # the tokenizer's end-of-text id: pads inputs and ends every label sequence
     n_samples: int = N_SAMPLES  # waveform length the encoder takes (30 s at 16 kHz)
@@ -79,6 +80,7 @@ class Collator:
             "labels": labels,
             "ids": [item["id"] for item in items],
             "texts": [item["text"] for item in items],
+            "speakers": [item.get("speaker", "") for item in items],
             "skipped": skipped,
             "target": self.target,
         }

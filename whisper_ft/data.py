@@ -102,6 +102,7 @@ class UtteranceDataset(Dataset):
             "audio": audio,
             "tokens": self.tokens[index],
             "text": self.targets[index],
+            "speaker": utterance.speaker or "",
         }
 
 

@@ -581,6 +581,7 @@ class CachedFeatureDataset(Dataset):
             "features": self.cache.features(index),
             "tokens": self.dataset.tokens[index],
             "text": self.dataset.targets[index],
+            "speaker": self.dataset.utterances[index].speaker or "",
         }
 
 

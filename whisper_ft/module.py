@@ -156,7 +156,7 @@ class WhisperFineTuner(pl.LightningModule):
         object.__setattr__(self, "train_decoder", compiled)
         self.val_rates = CorpusErrorRates()
         self.test_rates = CorpusErrorRates()
-        self.test_records: list[tuple[str, UtteranceScore]] = []
+        self.test_records: list[tuple[str, str, UtteranceScore]] = []  # (id, speaker, score)
         self._val_runs = 0
         self.skipped: dict[str, int] = {"train": 0, "val": 0, "test": 0}  # unreadable audio
         self.nonfinite_steps = 0  # training steps skipped for a nan/inf loss, in all
@@ -333,7 +333,8 @@ class WhisperFineTuner(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         scores = self._evaluate(batch, "test", decode=True)
         self.test_rates.update(scores)
-        self.test_records.extend(zip(batch["ids"], scores, strict=True))
+        speakers = batch.get("speakers", [""] * len(scores))
+        self.test_records.extend(zip(batch["ids"], speakers, scores, strict=True))
 
     def on_test_epoch_end(self) -> None:
         rates = self.test_rates.compute()
@@ -352,6 +353,10 @@ class WhisperFineTuner(pl.LightningModule):
                 **excluded_by_data_check(self.trainer, "test"),
                 "base_model": self.hparams.base_model,
                 "language": self.hparams.language,
+                # The fit's run folder holds the learning curves `report` plots.
+                "checkpoint": str(Path(self.trainer.ckpt_path).resolve())
+                if self.trainer.ckpt_path
+                else None,
             }
             paths = write_test_report(out_dir, records, metrics)
             print(f"predictions: {paths[0]}\nmetrics:     {paths[1]}")
@@ -475,17 +480,17 @@ def excluded_by_data_check(trainer: pl.Trainer, split: str) -> dict:
 
 
 def write_test_report(
-    out_dir: Path, records: list[tuple[str, UtteranceScore]], metrics: dict
+    out_dir: Path, records: list[tuple[str, str, UtteranceScore]], metrics: dict
 ) -> tuple[Path, Path]:
-    """Write `predictions.tsv` (id, reference, hypothesis, cer: the strings exactly as scored,
-    sorted by id whatever order batches and processes ran in) and `metrics.json` into
-    `out_dir`; returns their paths."""
+    """Write `predictions.tsv` (id, reference, hypothesis, cer: the strings exactly as scored;
+    speaker; sorted by id whatever order batches and processes ran in) and `metrics.json`
+    into `out_dir`; returns their paths. `records`: (id, speaker, score) per utterance."""
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions, metrics_path = out_dir / "predictions.tsv", out_dir / "metrics.json"
     with predictions.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["id", "reference", "hypothesis", "cer"])
-        for utterance_id, s in sorted(records, key=lambda record: record[0]):
-            writer.writerow([utterance_id, s.reference, s.hypothesis, f"{s.cer:.6f}"])
+        writer.writerow(["id", "reference", "hypothesis", "cer", "speaker"])
+        for utterance_id, speaker, s in sorted(records, key=lambda record: record[0]):
+            writer.writerow([utterance_id, s.reference, s.hypothesis, f"{s.cer:.6f}", speaker])
     metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
     return predictions, metrics_path

@@ -4,6 +4,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 import whisper
 from whisper.audio import N_SAMPLES, SAMPLE_RATE
@@ -23,6 +24,32 @@ def load_for_transcription(model_spec: str, device: torch.device) -> tuple[Whisp
     return load_base_model(model_spec, device=device).eval(), "ja"
 
 
+class Transcriber:
+    """A model loaded once that decodes batches of waveforms as evaluation does: greedy,
+    no timestamps, the language token of the checkpoint (or `language`), fp16 on CUDA.
+    Shared by `transcribe` and `serve`; not thread-safe (one caller at a time)."""
+
+    def __init__(
+        self, model_spec: str, language: str | None = None, device: str | None = None
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model, model_language = load_for_transcription(model_spec, self.device)
+        self.language = language or model_language
+        self.options = decoding_options(self.language, "transcribe", self.device)
+
+    @torch.inference_mode()
+    def __call__(self, waveforms: list[np.ndarray]) -> list[str]:
+        """One text per waveform (16-kHz mono float32 as `load_audio` returns it); each is
+        padded or trimmed to Whisper's 30-s window, so only a longer one's first 30 s count."""
+        if not waveforms:
+            return []
+        audio = torch.stack(
+            [torch.from_numpy(whisper.pad_or_trim(w, N_SAMPLES)) for w in waveforms]
+        )
+        mel = log_mel_batch(audio.to(self.device), self.model.dims.n_mels)
+        return decode_texts(self.model, mel, self.options)
+
+
 def transcribe_files(
     model_spec: str,
     paths: list[str],
@@ -35,9 +62,7 @@ def transcribe_files(
     Each file is read as 16-kHz mono and padded or trimmed to Whisper's 30-s window; only the
     first 30 s of a longer file are transcribed (a warning says so).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, model_language = load_for_transcription(model_spec, device)
-    options = decoding_options(language or model_language, "transcribe", device)
+    transcriber = Transcriber(model_spec, language=language, device=device)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         waveforms = []
@@ -50,6 +75,5 @@ def transcribe_files(
                     "long-form audio)",
                     file=sys.stderr,
                 )
-            waveforms.append(torch.from_numpy(whisper.pad_or_trim(audio, N_SAMPLES)))
-        mel = log_mel_batch(torch.stack(waveforms).to(device), model.dims.n_mels)
-        yield from zip(chunk, decode_texts(model, mel, options), strict=True)
+            waveforms.append(audio)
+        yield from zip(chunk, transcriber(waveforms), strict=True)
