@@ -66,6 +66,22 @@ def test_fit_test_export_transcribe_end_to_end(corpus, tmp_path):
     test_ids = [json.loads(line)["id"] for line in corpus["test"].read_text().splitlines()]
     assert [r["id"] for r in rows] == sorted(test_ids)
     assert metrics["n_utterances"] == 3 and metrics["base_model"] == "random:micro"
+    # the report beside them; `test` of the fit's checkpoint continues its run folder, so the
+    # learning curves come from the same logs
+    report = Path(test.stdout.split("report:")[1].split()[0])
+    assert report == predictions.parent / "report.md" == run_dir / "report.md"
+    text = report.read_text(encoding="utf-8")
+    for png in ("learning_curves.png", "cer_histogram.png", "cer_by_speaker.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in text
+        (run_dir / png).unlink()
+    assert "val_cer: last" in text and sorted(test_ids)[0] in text  # worst utterances listed
+    # `report` rebuilds it from the folder alone
+    rebuilt = run(["report", str(run_dir), "--worst", "1"], tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"wrote {report}" in rebuilt.stdout and (run_dir / "cer_by_speaker.png").exists()
+    assert "1. `" in report.read_text(encoding="utf-8")
+    assert "2. `" not in report.read_text(encoding="utf-8")
 
     export = run(["export", str(ckpt), "model.pt"], tmp_path)
     assert export.returncode == 0 and "whisper.load_model" in export.stdout

@@ -19,6 +19,7 @@ from whisper_ft.collate import IGNORE_INDEX
 from whisper_ft.decoding import decode_texts, decoding_options, sample_len_for
 from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, rates_for_json, score
 from whisper_ft.model import checkpoint_blocks, freeze, load_base_model
+from whisper_ft.report import write_report
 from whisper_ft.text import LongVowel
 from whisper_ft.throughput import ThroughputLogger
 
@@ -359,7 +360,8 @@ class WhisperFineTuner(pl.LightningModule):
                 else None,
             }
             paths = write_test_report(out_dir, records, metrics)
-            print(f"predictions: {paths[0]}\nmetrics:     {paths[1]}")
+            report = write_report(out_dir)
+            print(f"predictions: {paths[0]}\nmetrics:     {paths[1]}\nreport:      {report}")
         self.test_rates.reset()
         self.test_records = []
 

@@ -1,0 +1,427 @@
+"""The run report: `report.md` and its plots, from a run folder's logs and test results.
+
+A run folder is a logger's `…/version_N`. Its TensorBoard events (or CSVLogger's metrics.csv)
+give the learning curves; `predictions.tsv` and `metrics.json`, written by `test`, give the
+metrics table, the per-utterance CER histogram, CER by speaker and the worst utterances,
+aligned character by character. `test` on a checkpoint writes into a new version folder that
+has no training curves; they are then read from the checkpoint's run folder (metrics.json
+names the checkpoint). Plots hold ASCII only: fonts may lack Japanese glyphs.
+"""
+
+import argparse
+import csv
+import json
+import logging
+import unicodedata
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import jiwer
+
+from whisper_ft.files import atomic_write
+
+REPORT = "report.md"
+CURVES_PNG = "learning_curves.png"
+HISTOGRAM_PNG = "cer_histogram.png"
+SPEAKERS_PNG = "cer_by_speaker.png"
+CURVE_TAGS = ("train_loss", "val_loss", "val_cer")  # as WhisperFineTuner logs them
+PREDICTIONS_HEADER = ["id", "reference", "hypothesis", "cer", "speaker"]
+FULL_WIDTH_SPACE = "\u3000"  # stands for a missing character in a column of full-width ones
+
+
+class ReportError(ValueError):
+    """A run folder without anything to report, or a predictions.tsv that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str  # utterance id
+    reference: str  # reference exactly as `test` scored it (normalised)
+    hypothesis: str  # hypothesis exactly as scored
+    cer: float  # this utterance's CER, as `test` wrote it
+    speaker: str  # speaker id from the manifest; "" where it has none
+
+    @cached_property
+    def errors(self) -> int:
+        """Character edits (substitutions + deletions + insertions), as `metrics.score`."""
+        out = jiwer.process_characters(self.reference, self.hypothesis)
+        return out.substitutions + out.deletions + out.insertions
+
+
+def _rate(errors: int, length: int) -> float:
+    # As metrics._rate: against an empty reference, any hypothesis character is a whole error.
+    return errors / length if length else float(errors > 0)
+
+
+def read_predictions(path: str | Path) -> list[Prediction]:
+    """The rows of a predictions.tsv `test` wrote; a bad row raises ReportError naming file:line."""
+    path = Path(path)
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = csv.reader(f, delimiter="\t")
+        if next(rows, None) != PREDICTIONS_HEADER:
+            raise ReportError(
+                f"{path}:1: the header is not {' '.join(PREDICTIONS_HEADER)}; give the "
+                "predictions.tsv that `python -m whisper_ft test` wrote."
+            )
+        predictions = []
+        for row in rows:
+            try:
+                utterance_id, reference, hypothesis, cer, speaker = row
+                predictions.append(
+                    Prediction(utterance_id, reference, hypothesis, float(cer), speaker)
+                )
+            except ValueError as e:  # wrong field count or a cer that is not a number
+                raise ReportError(
+                    f"{path}:{rows.line_num}: expected 5 tab-separated fields "
+                    f"({', '.join(PREDICTIONS_HEADER)}) with a numeric cer, got {row!r} ({e}); "
+                    "run `python -m whisper_ft test` again to rewrite the file."
+                ) from e
+    return predictions
+
+
+def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar logged in `run_dir` itself (not its subfolders): tag → (step, value) sorted
+    by step, one value per step (the last logged). From TensorBoard event files (all of them,
+    in order; those of a resumed fit replace the steps it logged again), else from CSVLogger's
+    metrics.csv; {} when there are none. Files a running fit is writing are read as they are."""
+    run_dir = Path(run_dir)
+    by_step: dict[str, dict[int, float]] = {}
+    if any(run_dir.glob("events.out.tfevents.*")):
+        from tensorboard.backend.event_processing.event_accumulator import (
+            SCALARS,
+            EventAccumulator,
+        )
+
+        # A resumed fit's writer starts with `purge_step` (checkpointing.continue_logs), and
+        # TensorBoard warns about "a TensorFlow restart" while dropping the steps logged again:
+        # expected here, not worth a warning.
+        tb_logger = logging.getLogger("tensorboard")
+        level = tb_logger.level
+        tb_logger.setLevel(logging.ERROR)
+        try:
+            # 0: keep every point (the default keeps a random sample of 10000 per tag).
+            events = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0}).Reload()
+        finally:
+            tb_logger.setLevel(level)
+        for tag in events.Tags()["scalars"]:
+            by_step[tag] = {e.step: e.value for e in events.Scalars(tag)}
+    elif (run_dir / "metrics.csv").is_file():
+        with (run_dir / "metrics.csv").open(newline="") as f:
+            for row in csv.DictReader(f):
+                for tag, value in row.items():
+                    if tag != "step" and value:
+                        by_step.setdefault(tag, {})[int(row["step"])] = float(value)
+    return {tag: sorted(points.items()) for tag, points in by_step.items()}
+
+
+def _wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+def _full_width(char: str) -> str:
+    """`char` as one full-width character: kana and kanji as they are, ASCII as its full-width
+    form, nothing as a full-width space (anything else gets a space after it: two columns)."""
+    if not char:
+        return FULL_WIDTH_SPACE
+    if _wide(char):
+        return char
+    return chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char + " "
+
+
+def aligned(reference: str, hypothesis: str) -> tuple[str, str, str]:
+    """Reference, hypothesis and marker lines of jiwer's character alignment, one column per
+    aligned position: S under a substitution, D under a deletion (the hypothesis has a blank
+    there), I under an insertion (the reference has one). A column holding a full-width
+    character is written in full-width characters on all three lines (blank: U+3000, ASCII:
+    its full-width form, S/D/I: Ｓ/Ｄ/Ｉ), so the lines line up by character count in any
+    monospace font; a column of ASCII alone stays half-width."""
+    out = jiwer.process_characters(reference, hypothesis)
+    ref_chars, hyp_chars = out.references[0], out.hypotheses[0]
+    lines = ["", "", ""]
+    for chunk in out.alignments[0]:
+        ref = ref_chars[chunk.ref_start_idx : chunk.ref_end_idx]
+        hyp = hyp_chars[chunk.hyp_start_idx : chunk.hyp_end_idx]
+        for i in range(max(len(ref), len(hyp))):
+            r, h = (ref[i] if i < len(ref) else ""), (hyp[i] if i < len(hyp) else "")
+            mark = "" if chunk.type == "equal" else "I" if not r else "D" if not h else "S"
+            column = (r, h, mark)
+            if any(_wide(c) for c in (r, h) if c):
+                column = tuple(_full_width(c) for c in column)
+            for n, c in enumerate(column):
+                lines[n] += c or " "
+    return lines[0], lines[1], lines[2]
+
+
+def by_speaker(predictions: list[Prediction]) -> list[tuple[str, int, int, int, float]]:
+    """(speaker, utterances, character edits, reference characters, CER) per speaker, worst
+    CER first (ties by speaker id). The CER is the speaker's corpus CER: summed edits over
+    summed reference lengths, as the metrics compute it."""
+    sums: dict[str, tuple[int, int, int]] = {}
+    for p in predictions:
+        n, errors, chars = sums.get(p.speaker, (0, 0, 0))
+        sums[p.speaker] = (n + 1, errors + p.errors, chars + len(p.reference))
+    rows = [(s, n, e, chars, _rate(e, chars)) for s, (n, e, chars) in sums.items()]
+    return sorted(rows, key=lambda row: (-row[4], row[0]))
+
+
+def worst_utterances(predictions: list[Prediction], n: int) -> list[Prediction]:
+    """The `n` utterances with the most character edits (not the highest CER, which puts a
+    one-character utterance with one error above a long one with ten), ties by id; only
+    utterances with at least one error."""
+    wrong = [p for p in predictions if p.errors > 0]
+    return sorted(wrong, key=lambda p: (-p.errors, p.id))[:n]
+
+
+def _save(figure, path: Path) -> Path:
+    with atomic_write(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def plot_curves(scalars: dict[str, list[tuple[int, float]]], path: Path) -> Path:
+    """train_loss and val_loss over steps, val_cer beside them (whichever were logged)."""
+    from matplotlib.figure import Figure  # not pyplot: no global state, no GUI backend
+
+    panels = [
+        tags for tags in (("train_loss", "val_loss"), ("val_cer",)) if set(tags) & set(scalars)
+    ]
+    figure = Figure(figsize=(5.5 * len(panels), 3.8), layout="constrained")
+    for ax, tags in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        for tag in (t for t in tags if t in scalars):
+            steps, values = zip(*scalars[tag], strict=True)
+            style = {"linewidth": 0.8} if tag == "train_loss" else {"marker": "o", "markersize": 3}
+            ax.plot(steps, values, label=tag, **style)
+        ax.set(xlabel="step", ylabel="CER" if tags == ("val_cer",) else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(figure, path)
+
+
+def plot_histogram(predictions: list[Prediction], corpus_cer: float | None, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    cers = [p.cer for p in predictions]
+    ax = Figure(figsize=(6, 3.8), layout="constrained").subplots()
+    ax.hist(cers, bins=20, range=(0.0, max(1.0, *cers)), color="tab:blue")
+    if corpus_cer is not None:
+        ax.axvline(
+            corpus_cer, color="tab:red", linestyle="--", label=f"corpus CER {corpus_cer:.3f}"
+        )
+        ax.legend()
+    ax.set(xlabel="per-utterance CER", ylabel="utterances")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    return _save(ax.figure, path)
+
+
+def plot_speakers(rows: list[tuple[str, int, int, int, float]], path: Path) -> Path:
+    """One bar per speaker; an id with non-ASCII characters is shown by its row number in
+    report.md's table instead (fonts may lack its glyphs)."""
+    from matplotlib.figure import Figure
+
+    labels = [s if s.isascii() and s else f"#{i}" for i, (s, *_) in enumerate(rows, start=1)]
+    ax = Figure(figsize=(6, 1.2 + 0.25 * len(rows)), layout="constrained").subplots()
+    ax.barh(labels[::-1], [row[4] for row in rows][::-1], color="tab:blue")
+    ax.set(xlabel="CER (summed edits / summed reference characters)", ylabel="speaker")
+    return _save(ax.figure, path)
+
+
+def _cell(value: object) -> str:
+    return "—" if value is None else str(value).replace("|", "\\|")
+
+
+# metrics.json's rates, as (row name, rate, its edits, its reference length), then its settings.
+RATE_ROWS = [
+    ("CER (primary)", "cer", "char_errors", "chars"),
+    ("kana CER", "kana_cer", "kana_errors", "kana_chars"),
+    ("mora error rate", "mora_er", "mora_errors", "morae"),
+    ("orthographic CER", "ortho_cer", "ortho_errors", "ortho_chars"),  # null for kana targets
+    ("WER", "wer", "word_errors", "words"),
+]
+INFO_ROWS = {
+    "n_utterances": "utterances",
+    "skipped_unreadable_audio": "skipped (unreadable audio)",
+    "excluded_by_data_check": "excluded by the data check",
+    "base_model": "base model",
+    "language": "language",
+    "long_vowel": "long vowel ー",
+    "checkpoint": "checkpoint",
+}
+
+
+def _metrics_lines(metrics: dict) -> list[str]:
+    lines = ["| rate | value | edits / reference length |", "| --- | ---: | ---: |"]
+    for name, rate, errors, length in RATE_ROWS:
+        if metrics.get(rate) is not None:
+            value, counts = metrics[rate], f"{metrics.get(errors)} / {metrics.get(length)}"
+            lines.append(f"| {name} | {value:.3f} | {counts} |")
+    lines += ["", "| | |", "| --- | --- |"]
+    lines += [f"| {name} | {_cell(metrics[k])} |" for k, name in INFO_ROWS.items() if k in metrics]
+    return lines
+
+
+def _find_curves(run_dir: Path, metrics: dict) -> tuple[Path | None, dict]:
+    """The folder whose logs hold the training curves: the run folder, else (a `test` run of a
+    checkpoint) the checkpoint's folder or the one above it; (None, {}) when none has them."""
+    folders = [run_dir]
+    if metrics.get("checkpoint"):
+        ckpt = Path(metrics["checkpoint"])
+        folders += [ckpt.parent, ckpt.parent.parent]
+    for folder in folders:
+        scalars = read_scalars(folder)
+        if set(CURVE_TAGS) & set(scalars):
+            return folder, scalars
+    return None, {}
+
+
+def _curve_lines(run_dir: Path, folder: Path | None, scalars: dict) -> list[str]:
+    if folder is None:
+        return [
+            f"No learning curves: no {', '.join(CURVE_TAGS)} logged in {run_dir} (nor in the "
+            "run folder of the checkpoint metrics.json names)."
+        ]
+    lines = [] if folder == run_dir else [f"Curves from the fit's run folder `{folder}`.", ""]
+    lines.append(f"![learning curves]({CURVES_PNG})")
+    if val_cer := scalars.get("val_cer"):
+        (last_step, last), (best_step, best) = val_cer[-1], min(val_cer, key=lambda p: p[1])
+        lines += [
+            "",
+            f"val_cer: last {last:.3f} (step {last_step}), best {best:.3f} (step {best_step}).",
+        ]
+    return lines
+
+
+def _worst_lines(worst: list[Prediction], wrong: int) -> list[str]:
+    lines = [
+        f"{len(worst)} of the {wrong} utterances with errors, most character edits first (ties "
+        "by id). Under each column: S substitution, D deletion, I insertion."
+    ]
+    for rank, p in enumerate(worst, start=1):
+        speaker = f", speaker {p.speaker}" if p.speaker else ""
+        ref, hyp, marks = aligned(p.reference, p.hypothesis)
+        lines += ["", f"{rank}. `{p.id}`{speaker}: {p.errors} edits, CER {p.cer:.3f}", ""]
+        lines += ["   ```text", f"   REF  {ref}", f"   HYP  {hyp}", f"        {marks}", "   ```"]
+    return lines
+
+
+def write_report(run_dir: str | Path, worst: int = 10) -> Path:
+    """Write report.md and its PNGs into `run_dir` (each file atomically) and return
+    report.md's path. Without predictions.tsv (a fit running, or finished but not tested) the
+    report has the learning curves only. ReportError when the folder does not exist or has
+    neither logs nor predictions, or when its predictions.tsv or metrics.json is malformed."""
+    return _write_files(Path(run_dir), worst)[0]
+
+
+def _write_files(run_dir: Path, worst: int) -> list[Path]:
+    """write_report's work; returns every file written, report.md first."""
+    if not run_dir.is_dir():
+        raise ReportError(
+            f"{run_dir}: no such folder; give a run folder of fit or test "
+            "(e.g. checkpoints/lightning_logs/version_0)."
+        )
+    metrics = _read_metrics(run_dir / "metrics.json")
+    folder, scalars = _find_curves(run_dir, metrics)
+    has_logs = any(run_dir.glob("events.out.tfevents.*")) or (run_dir / "metrics.csv").is_file()
+    predictions_path = run_dir / "predictions.tsv"
+    if not predictions_path.is_file() and not has_logs and folder is None:
+        raise ReportError(
+            f"{run_dir}: neither training logs (events.out.tfevents.*, metrics.csv) nor "
+            "predictions.tsv; give the run folder of a fit (…/lightning_logs/version_N), or run "
+            "`python -m whisper_ft test --ckpt_path <checkpoint>` to write predictions.tsv."
+        )
+    written: list[Path] = []
+    lines = [f"# Run report: `{run_dir.resolve()}`", "", "## Learning curves", ""]
+    lines += _curve_lines(run_dir, folder, scalars)
+    if folder is not None:
+        written.append(plot_curves(scalars, run_dir / CURVES_PNG))
+    if predictions_path.is_file():
+        predictions = read_predictions(predictions_path)
+        lines += _test_sections(run_dir, metrics, predictions, worst, written)
+    else:
+        config = run_dir / "config.yaml"  # LightningCLI's copy of the fit's settings
+        options = f"--config {config} " if config.is_file() else ""
+        lines += [
+            "",
+            "## Test results",
+            "",
+            f"No predictions.tsv here yet: `python -m whisper_ft test {options}--ckpt_path "
+            "<checkpoint>` writes the metrics, CER by speaker and worst utterances, with this "
+            "report, into its own run folder.",
+        ]
+    report = run_dir / REPORT
+    with atomic_write(report) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [report, *written]
+
+
+def _read_metrics(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ReportError(
+            f"{path}:{e.lineno}: not JSON ({e.msg}); run `python -m whisper_ft test` again."
+        ) from e
+
+
+def _test_sections(
+    run_dir: Path, metrics: dict, predictions: list[Prediction], worst: int, written: list[Path]
+) -> list[str]:
+    """Metrics, CER histogram, CER by speaker and worst utterances; plots go to `written`."""
+    lines = ["", "## Metrics", ""]
+    lines += _metrics_lines(metrics) if metrics else [f"No metrics.json in {run_dir}."]
+    lines += ["", "## Per-utterance CER", ""]
+    if predictions:
+        written.append(plot_histogram(predictions, metrics.get("cer"), run_dir / HISTOGRAM_PNG))
+        lines.append(f"![per-utterance CER]({HISTOGRAM_PNG})")
+    else:
+        lines.append("No plot: predictions.tsv has no utterances.")
+    lines += ["", "## CER by speaker", ""]
+    rows = by_speaker(predictions)
+    if any(speaker for speaker, *_ in rows):
+        written.append(plot_speakers(rows, run_dir / SPEAKERS_PNG))
+        lines += [f"![CER by speaker]({SPEAKERS_PNG})", ""]
+        lines += [
+            "| # | speaker | utterances | edits / characters | CER |",
+            "| ---: | --- | ---: | ---: | ---: |",
+        ]
+        for i, (speaker, n, errors, chars, cer) in enumerate(rows, start=1):
+            name = _cell(speaker or "(none)")
+            lines.append(f"| {i} | {name} | {n} | {errors} / {chars} | {cer:.3f} |")
+    else:
+        lines.append("No plot: predictions.tsv names no speakers (the test manifest has none).")
+    wrong = sum(p.errors > 0 for p in predictions)
+    lines += ["", "## Worst utterances", ""]
+    if wrong:
+        lines += _worst_lines(worst_utterances(predictions, worst), wrong)
+    else:
+        lines.append("No utterance has an error.")
+    return lines
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: give 0 or more")
+    return value
+
+
+def add_report_command(subparsers: argparse._SubParsersAction) -> None:
+    """Add `report` to an argparse subparsers object; it sets `func`, a callable(args) → 0."""
+    p = subparsers.add_parser(
+        "report",
+        help="report.md and plots for a run folder: learning curves, CER by speaker, worst "
+        "utterances aligned (test writes it too)",
+    )
+    p.add_argument("run_dir", help="run folder of a fit or test (…/lightning_logs/version_N)")
+    p.add_argument(
+        "--worst", type=_non_negative_int, default=10, help="utterances listed with alignments"
+    )
+    p.set_defaults(func=_report_from_args)
+
+
+def _report_from_args(args: argparse.Namespace) -> int:
+    for path in _write_files(Path(args.run_dir), args.worst):
+        print(f"wrote {path}")
+    return 0
