@@ -30,7 +30,20 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         ) from e
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds no audio samples; remove it from the manifest.")
-    mono = data.mean(axis=1)
+    return to_mono(data, file_rate, sample_rate)
+
+
+def to_mono(frames: np.ndarray, file_rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decoded samples mixed to mono and resampled (soxr, HQ) to `sample_rate`, as
+    `load_audio` returns them; for audio decoded elsewhere (an upload held in memory).
+
+    frames : np.ndarray, shape = (n_frames, n_channels), float32
+
+    Returns
+    -------
+    np.ndarray, shape = (n_samples,), float32 in [-1, 1]
+    """
+    mono = frames.mean(axis=1)
     if file_rate != sample_rate:
         mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)

@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     from whisper_ft.check import add_check_command
     from whisper_ft.features import add_cache_command
     from whisper_ft.prepare import add_prepare_command
+    from whisper_ft.report import add_report_command
+    from whisper_ft.serve import add_serve_command
 
     parser = argparse.ArgumentParser(
         prog="python -m whisper_ft",
@@ -165,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_command(commands)
     add_check_command(commands)
     add_cache_command(commands)
+    add_report_command(commands)
+    add_serve_command(commands)
 
     p = commands.add_parser("export", help="Lightning .ckpt → Whisper .pt (whisper.load_model)")
     p.add_argument("ckpt", help="checkpoint written by fit")
@@ -193,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     from whisper_ft.features import FeatureCacheError
     from whisper_ft.manifest import ManifestError
     from whisper_ft.model import ModelLoadError
+    from whisper_ft.report import ReportError
+    from whisper_ft.serve import MissingExtrasError
 
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -201,7 +207,15 @@ def main(argv: list[str] | None = None) -> None:
             return
         parsed = build_parser().parse_args(args)
         sys.exit(parsed.func(parsed))
-    except (AudioError, AugmentError, FeatureCacheError, ManifestError, ModelLoadError) as e:
+    except (
+        AudioError,
+        AugmentError,
+        FeatureCacheError,
+        ManifestError,
+        ModelLoadError,
+        ReportError,
+        MissingExtrasError,
+    ) as e:
         sys.exit(f"error: {e}")
     except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
         # Imported here: pytorch_lightning would slow down every other command's start.

@@ -1,0 +1,337 @@
+"""The HTTP server, run for real by uvicorn on 127.0.0.1 and sent real requests (http.client).
+
+The model is `random:micro` (seeded) decoding 16 tokens (`sample_len=16`; a random model never
+emits eot, so it would otherwise sample 224 tokens per request).
+"""
+
+import argparse
+import dataclasses
+import http.client
+import io
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+EXTRAS = "serve needs the optional extras: pip install -r requirements-optional.txt"
+pytest.importorskip("fastapi", reason=EXTRAS)
+uvicorn = pytest.importorskip("uvicorn", reason=EXTRAS)
+pytest.importorskip("python_multipart", reason=EXTRAS)
+
+from whisper_ft.serve import (  # noqa: E402 (after the skips)
+    MissingExtrasError,
+    add_serve_command,
+    create_app,
+    decode_upload,
+    serve,
+)
+from whisper_ft.text import to_kana  # noqa: E402
+from whisper_ft.transcribe import Transcriber  # noqa: E402
+
+MAX_UPLOAD_MB = 0.25  # 262144 bytes: 1.5 s of 22-kHz stereo PCM_16 (132 kB) fits, 10 s (320 kB) not
+MAX_DURATION_S = 2.0
+
+
+class ControlledTranscriber:
+    """The real Transcriber, plus what a test needs: the batch sizes it was called with, a
+    failure on demand, and a gate that holds a decode until the test opens it."""
+
+    def __init__(self, transcriber: Transcriber) -> None:
+        self.inner = transcriber
+        self.device, self.language = transcriber.device, transcriber.language
+        self.batch_sizes: list[int] = []
+        self.fail_next = False
+        self.gate: threading.Event | None = None
+
+    def __call__(self, waveforms: list[np.ndarray]) -> list[str]:
+        self.batch_sizes.append(len(waveforms))
+        if self.gate is not None:
+            assert self.gate.wait(30), "the test never opened the gate"
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("simulated failure inside the model")
+        return self.inner(waveforms)
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> Transcriber:
+    torch.manual_seed(0)
+    t = Transcriber("random:micro", device="cpu")
+    t.options = dataclasses.replace(t.options, sample_len=16)
+    return t
+
+
+@contextmanager
+def running(app) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on a free loopback port; yields the port once the
+    server accepts connections (the lifespan, hence the batching worker, has started)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def controlled(transcriber) -> ControlledTranscriber:
+    return ControlledTranscriber(transcriber)
+
+
+@pytest.fixture(scope="module")
+def port(controlled) -> Iterator[int]:
+    app = create_app(
+        controlled,
+        max_upload_mb=MAX_UPLOAD_MB,
+        max_duration_s=MAX_DURATION_S,
+        max_batch=4,
+        batch_wait_ms=0,
+        model_name="random:micro",
+    )
+    with running(app) as p:
+        yield p
+
+
+def noise_wav(seconds: float, rate: int = 16000, channels: int = 1, seed: int = 0) -> bytes:
+    """A PCM_16 WAV of Gaussian noise (a random model answers noise of different levels with
+    different texts, sines all alike)."""
+    rng = np.random.default_rng(seed)
+    level = (0.05, 0.1, 0.3, 0.6, 0.9)[seed % 5]
+    wave = (level * rng.standard_normal((round(seconds * rate), channels))).clip(-1, 1)
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def multipart(fields: dict[str, tuple[str | None, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type; `(filename, data)` per field, a field
+    with filename None is a plain form field."""
+    boundary = "whisper-ft-test-boundary-7d1c"
+    parts = []
+    for name, (filename, data) in fields.items():
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if filename is not None:
+            head += "Content-Type: application/octet-stream\r\n"
+        parts.append(head.encode() + b"\r\n" + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers=None, chunked=False
+) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        if chunked:  # no Content-Length: the server must count the bytes itself
+            pieces = (body[i : i + 16384] for i in range(0, len(body), 16384))
+            conn.request(method, path, body=pieces, headers=headers or {}, encode_chunked=True)
+        else:
+            conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def post_file(port: int, filename: str, data: bytes, chunked: bool = False) -> tuple[int, dict]:
+    body, content_type = multipart({"file": (filename, data)})
+    return request(port, "POST", "/transcribe", body, {"Content-Type": content_type}, chunked)
+
+
+def expected(transcriber: Transcriber, data: bytes) -> str:
+    """What the model says about `data` decoded alone (call only while the server is idle:
+    the Transcriber is not thread-safe)."""
+    return transcriber([decode_upload(data, "x.wav", MAX_DURATION_S)])[0]
+
+
+def test_health(port):
+    status, body = request(port, "GET", "/health")
+    assert status == 200
+    assert body["status"] == "ok"
+    assert (body["model"], body["device"], body["language"]) == ("random:micro", "cpu", "ja")
+    assert (body["queued"], body["decoding"], body["max_batch"]) == (0, 0, 4)
+
+
+def test_transcribes_a_good_file(port, transcriber):
+    data = noise_wav(1.5, rate=22050, channels=2, seed=1)  # mixed to mono, resampled
+    status, body = post_file(port, "good.wav", data)
+    assert status == 200, body
+    assert set(body) == {"text", "kana", "duration_s", "elapsed_s", "batch_size"}
+    assert body["duration_s"] == pytest.approx(1.5, abs=1e-3)
+    assert body["text"] == expected(transcriber, data)
+    assert body["kana"] == to_kana(body["text"])
+    assert body["elapsed_s"] > 0
+    assert body["batch_size"] == 1
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "status", "words"),
+    [
+        ("garbage.wav", b"this is not audio " * 50, 415, ["garbage.wav", "cannot decode"]),
+        ("empty.wav", b"", 400, ["empty.wav", "empty"]),
+        ("long.wav", noise_wav(3.0), 422, ["long.wav", "3.0 s", "2 s"]),
+    ],
+    ids=["corrupt", "empty", "too_long"],
+)
+def test_refuses_bad_audio_and_serves_on(port, transcriber, filename, data, status, words):
+    code, body = post_file(port, filename, data)
+    assert code == status
+    assert all(word in body["detail"] for word in words), body["detail"]
+    good = noise_wav(0.5)
+    code, body = post_file(port, "after.wav", good)
+    assert code == 200 and body["text"] == expected(transcriber, good)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+def test_refuses_an_oversized_upload(port, controlled, chunked):
+    calls = len(controlled.batch_sizes)
+    code, body = post_file(port, "big.wav", noise_wav(10.0), chunked=chunked)  # 320 kB
+    assert code == 413
+    assert "0.25 MiB" in body["detail"]
+    assert len(controlled.batch_sizes) == calls  # never reached the model
+    assert post_file(port, "after.wav", noise_wav(0.5))[0] == 200
+
+
+def test_refuses_requests_without_a_file(port):
+    body, content_type = multipart({"audio": (None, b"hello")})
+    code, answer = request(port, "POST", "/transcribe", body, {"Content-Type": content_type})
+    assert code == 400 and "`file`" in answer["detail"]
+    code, answer = request(
+        port, "POST", "/transcribe", noise_wav(0.5), {"Content-Type": "audio/wav"}
+    )
+    assert code == 400 and "multipart/form-data" in answer["detail"]
+
+
+def test_a_failing_decode_is_a_500_and_the_server_lives_on(port, controlled):
+    controlled.fail_next = True
+    code, body = post_file(port, "a.wav", noise_wav(0.5))
+    assert code == 500
+    assert "simulated failure inside the model" in body["detail"]
+    assert post_file(port, "b.wav", noise_wav(0.5))[0] == 200
+
+
+def test_health_answers_while_the_model_decodes(port, controlled):
+    """The decode runs off the event loop: /health answers while a decode is held."""
+    controlled.gate = threading.Event()
+    answers = []
+    thread = threading.Thread(
+        target=lambda: answers.append(post_file(port, "held.wav", noise_wav(0.5)))
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (health := request(port, "GET", "/health")[1])["decoding"] != 1:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.02)
+    finally:
+        controlled.gate.set()
+        controlled.gate = None
+        thread.join(60)
+    assert answers[0][0] == 200
+
+
+def test_concurrent_requests_share_a_batch(transcriber):
+    """4 requests at once, a wait long enough for all of them: they are decoded together and
+    each answer is its own file's (as decoded alone)."""
+    uploads = [noise_wav(0.5 + 0.25 * i, seed=i + 1) for i in range(4)]
+    texts = [expected(transcriber, data) for data in uploads]
+    assert len(set(texts)) > 1, "the uploads must differ in text to catch swapped answers"
+    app = create_app(transcriber, max_batch=4, batch_wait_ms=5000)
+    answers: list = [None] * 4
+
+    def send(i: int) -> None:
+        answers[i] = post_file(port, f"{i}.wav", uploads[i])
+
+    with running(app) as port:
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert [code for code, _ in answers] == [200] * 4
+    assert max(body["batch_size"] for _, body in answers) > 1
+    assert [body["text"] for _, body in answers] == texts
+    assert [body["duration_s"] for _, body in answers] == [0.5, 0.75, 1.0, 1.25]
+
+
+def test_create_app_refuses_a_window_past_whisper(transcriber):
+    with pytest.raises(ValueError, match="30"):
+        create_app(transcriber, max_duration_s=31)
+
+
+def test_serve_command(monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_serve_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "--model", "random:micro", "--max-batch", "2"])
+    assert (args.host, args.port, args.max_batch, args.max_duration_s) == (
+        "127.0.0.1",
+        8000,
+        2,
+        30.0,
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--model", "m", "--max-duration-s", "31"])
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extras were not installed
+    with pytest.raises(MissingExtrasError, match="pip install -r requirements-optional.txt"):
+        args.func(args)
+    with pytest.raises(MissingExtrasError):
+        serve("random:micro")
+
+
+def test_the_serve_command_answers_then_stops_cleanly_on_sigterm(tmp_path):
+    """`python -m whisper_ft serve` as a user starts it: loads the model, prints where it
+    listens, answers /health and a file, and shuts down cleanly on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    free_port = sock.getsockname()[1]
+    sock.close()
+    command = [sys.executable, "-m", "whisper_ft", "serve", "--model", "random:micro"]
+    command += ["--port", str(free_port), "--device", "cpu"]
+    server = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": os.getcwd()},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, "the server did not start within 60 s"
+            try:
+                status, health = request(free_port, "GET", "/health")
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200 and health["model"] == "random:micro"
+        status, answer = post_file(free_port, "clip.wav", noise_wav(1.0))
+        assert status == 200 and answer["duration_s"] == 1.0, answer
+        assert {"text", "kana", "elapsed_s"} <= answer.keys()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    # uvicorn finishes in-flight requests and the lifespan, then re-raises the signal
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output and f"127.0.0.1:{free_port}" in output
