@@ -15,11 +15,20 @@ def test_demo_offline_falls_back_trains_evaluates_and_exports(
     assert len(fallback) == 1 and "continuing with random:micro" in fallback[0]
     assert result.base_model == "random:micro"
     assert result.checkpoint.is_file() and result.exported.is_file()
+    assert "![per-utterance CER](cer_histogram.png)" in result.report.read_text(encoding="utf-8")
+    assert (result.report.parent / "cer_histogram.png").is_file()
     monkeypatch.undo()
     assert whisper.load_model(str(result.exported)).dims.n_text_state == 64
     assert {"val_loss", "val_cer", "val_wer"} <= result.val_before.keys() <= result.val_after.keys()
     assert result.train_loss_first > 10  # random start: about ln(51865)
-    for line in ("train loss", "val CER", "test CER / WER", "exported .pt", "random weights"):
+    for line in (
+        "train loss",
+        "val CER",
+        "test CER / WER",
+        "exported .pt",
+        "report",
+        "random weights",
+    ):
         assert line in printed
 
 

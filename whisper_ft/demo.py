@@ -34,6 +34,7 @@ class DemoResult:
     test_metrics: dict  # test_loss/test_cer/test_wer after fine-tuning
     checkpoint: Path  # Lightning checkpoint (resumable)
     exported: Path  # Whisper .pt for whisper.load_model
+    report: Path  # report.md (and its plots) written by the test
     seconds: float  # wall time of the whole demo
 
 
@@ -120,6 +121,7 @@ def run_demo(
         test_metrics=test_metrics,
         checkpoint=checkpoint,
         exported=exported,
+        report=Path(trainer.log_dir) / "report.md",
         seconds=time.time() - started,
     )
     print_summary(result)
@@ -136,7 +138,8 @@ def print_summary(r: DemoResult) -> None:
         "(greedy decoding, kana)\n"
         f"test CER / WER  {r.test_metrics['test_cer']:.3f} / {r.test_metrics['test_wer']:.3f}\n"
         f"checkpoint      {r.checkpoint}\n"
-        f"exported .pt    {r.exported}  (whisper.load_model works on it)"
+        f"exported .pt    {r.exported}  (whisper.load_model works on it)\n"
+        f"report          {r.report}  (plots beside it)"
     )
     if r.base_model.startswith("random:"):
         print(
