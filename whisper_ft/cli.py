@@ -128,16 +128,6 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def transcribe(args: argparse.Namespace) -> int:
-    from whisper_ft.transcribe import transcribe_files
-
-    for path, text in transcribe_files(
-        args.model, args.audio, language=args.language, batch_size=args.batch_size
-    ):
-        print(f"{path}\t{text}", flush=True)
-    return 0
-
-
 def demo(args: argparse.Namespace) -> int:
     from whisper_ft.demo import run_demo
 
@@ -151,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     from whisper_ft.prepare import add_prepare_command
     from whisper_ft.report import add_report_command
     from whisper_ft.serve import add_serve_command
+    from whisper_ft.transcribe import add_transcribe_command
 
     parser = argparse.ArgumentParser(
         prog="python -m whisper_ft",
@@ -175,14 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="path of the .pt to write")
     p.set_defaults(func=export)
 
-    p = commands.add_parser("transcribe", help="print path<TAB>text for each audio file")
-    p.add_argument("--model", required=True, help="Whisper name, .pt, .ckpt or random:<size>")
-    p.add_argument(
-        "--language", default=None, help="language token (default: the checkpoint's, else ja)"
-    )
-    p.add_argument("--batch-size", type=int, default=8, help="files decoded together")
-    p.add_argument("audio", nargs="+", help="audio files")
-    p.set_defaults(func=transcribe)
+    add_transcribe_command(commands)
     return parser
 
 
