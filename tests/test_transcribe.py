@@ -22,6 +22,7 @@ from whisper_ft.transcribe import (
     TSV_COLUMNS,
     Transcriber,
     Transcript,
+    TranscriptionSummary,
     add_transcribe_command,
     collect_inputs,
     transcribe_inputs,
@@ -343,3 +344,17 @@ def test_output_formats_are_checked_before_the_model_loads(tmp_path, capsys, mon
 def test_srt_without_timestamps_is_refused_by_the_api(transcriber, tmp_path):
     with pytest.raises(ValueError, match="srt needs segment times"):
         transcribe_inputs(transcriber, [], out_dir=tmp_path, formats=("srt",))
+
+
+def test_summary_line_gives_rtf_speed_and_cer_as_fractions():
+    summary = TranscriptionSummary(
+        model="m.pt", language="ja", device="cpu", batch_size=8, timestamps=False, files=3,
+        skipped=1, audio_s=20.0, elapsed_s=5.0, model_load_s=2.0, scored=2, cer=0.25,
+        kana_cer=0.125,
+    )  # fmt: skip
+    assert summary.line() == (
+        "transcribed 3 files, 20.0 s of audio in 5.0 s: RTF 0.25 (4.0× faster than real time) "
+        "on cpu; 1 skipped (unreadable audio, see the warnings); CER 0.250, kana CER 0.125 "
+        "against the references of 2 files"
+    )
+    assert summary.to_dict()["rtf"] == 0.25

@@ -211,8 +211,9 @@ class TranscriptionSummary:
         if self.skipped:
             line += f"; {self.skipped} skipped (unreadable audio, see the warnings)"
         if self.cer is not None:
-            line += f"; CER {self.cer:.1%}"
-            line += "" if self.kana_cer is None else f", kana CER {self.kana_cer:.1%}"
+            # fractions, as test and metrics.json write them (1.000: as many edits as characters)
+            line += f"; CER {self.cer:.3f}"
+            line += "" if self.kana_cer is None else f", kana CER {self.kana_cer:.3f}"
             line += f" against the references of {_count(self.scored, 'file')}"
         return line
 
