@@ -2,7 +2,13 @@ import pytest
 import torch
 import whisper
 
-from whisper_ft.model import RANDOM_DIMS, ModelLoadError, freeze, load_base_model
+from whisper_ft.model import (
+    RANDOM_DIMS,
+    ModelLoadError,
+    freeze,
+    load_base_model,
+    suggest_model_size,
+)
 
 
 def test_random_sizes_match_openai_dims():
@@ -86,3 +92,11 @@ def test_checkpointed_blocks_give_the_same_loss_and_gradients():
         [want] = plain.decode(features, options)
         [got] = checkpointed.decode(features, options)
     assert got.tokens == want.tokens and len(got.tokens) <= 5
+
+
+@pytest.mark.parametrize(
+    ("gpu_gib", "size"),
+    [(None, "tiny"), (4.0, "tiny"), (5.0, "base"), (14.7, "small"), (22, "medium"), (80, "medium")],
+)
+def test_suggest_model_size_follows_gpu_memory(gpu_gib, size):
+    assert suggest_model_size(gpu_gib) == size

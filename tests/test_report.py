@@ -20,6 +20,7 @@ from whisper_ft.report import (
     aligned,
     read_predictions,
     read_scalars,
+    show_report,
     write_report,
 )
 
@@ -263,3 +264,22 @@ def test_report_command(tmp_path, capsys):
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["report", str(tmp_path), "--worst", "-1"])
+
+
+def test_show_report_displays_the_markdown_with_each_plot_in_its_place(tmp_path, monkeypatch):
+    display = pytest.importorskip("IPython.display", reason="IPython (notebooks) not installed")
+    write_events(tmp_path)
+    write_predictions(tmp_path)
+    write_metrics(tmp_path)
+    report = write_report(tmp_path)
+    shown = []
+    monkeypatch.setattr(display, "display", shown.append)
+    show_report(report)
+    kinds = [type(item).__name__ for item in shown]
+    # text, curves, text, histogram, text, speakers, text
+    assert kinds == ["Markdown", "Image"] * 3 + ["Markdown"]
+    assert shown[1].data == (tmp_path / "learning_curves.png").read_bytes()
+    assert shown[3].data == (tmp_path / "cer_histogram.png").read_bytes()
+    assert "## Worst utterances" in shown[-1].data and "![" not in "".join(
+        item.data for item in shown if type(item).__name__ == "Markdown"
+    )

@@ -20,6 +20,7 @@ import torch
 from whisper_ft.checkpointing import (
     AtomicCheckpointIO,
     BestCheckpoint,
+    find_best_checkpoint,
     find_last_checkpoint,
     logger_version,
     resolve_ckpt_path,
@@ -193,6 +194,29 @@ def test_last_resolves_to_the_newest_last_ckpt_and_its_logger_version(tmp_path):
     assert resolve_ckpt_path("x.ckpt", {}) == "x.ckpt"
     with pytest.raises(FileNotFoundError, match="no last.ckpt under"):
         resolve_ckpt_path("last", {"default_root_dir": str(tmp_path / "empty")})
+
+
+def test_best_resolves_to_the_lowest_val_cer_of_the_newest_run(tmp_path):
+    old = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    new = tmp_path / "lightning_logs" / "version_1" / "checkpoints"
+    for folder, names in (
+        (old, ["epoch=0-step=9-val_cer=0.0100.ckpt", "last.ckpt"]),  # best overall, older run
+        (new, ["epoch=0-step=10-val_cer=0.5000.ckpt", "epoch=1-step=20-val_cer=0.2500.ckpt",
+               "epoch=2-step=30-val_cer=0.3000.ckpt", "last.ckpt"]),
+    ):  # fmt: skip
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_bytes(b"x")
+    os.utime(old / "last.ckpt", (0, 0))
+    found = resolve_ckpt_path("best", {"default_root_dir": str(tmp_path)})
+    assert found == str(new / "epoch=1-step=20-val_cer=0.2500.ckpt")
+    # a run without kept val_cer checkpoints (no validation): its last.ckpt
+    for path in new.glob("*val_cer*"):
+        path.unlink()
+    assert find_best_checkpoint(new.parent) == new / "last.ckpt"
+    assert find_best_checkpoint(tmp_path / "nowhere") is None
+    with pytest.raises(FileNotFoundError, match="--ckpt_path best: no last.ckpt under"):
+        resolve_ckpt_path("best", {"default_root_dir": str(tmp_path / "empty")})
 
 
 if __name__ == "__main__":

@@ -263,17 +263,40 @@ def logger_version(ckpt: str | Path) -> int | str | None:
     return name
 
 
+def find_best_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint of lowest val_cer that `BestCheckpoint` kept in a run folder
+    (`<run_dir>/checkpoints/epoch=…-step=…-val_cer=….ckpt`; ties: the later step), else its
+    `last.ckpt`; None when it has neither."""
+    folder = Path(run_dir) / "checkpoints"
+    kept = []
+    for path in folder.glob("*-val_cer=*.ckpt"):
+        try:
+            kept.append((float(path.stem.rsplit("val_cer=", 1)[1]), -path.stat().st_mtime, path))
+        except ValueError:  # a hand-renamed file: not one BestCheckpoint wrote
+            continue
+    if kept:
+        return min(kept)[2]
+    last = folder / "last.ckpt"
+    return last if last.is_file() else None
+
+
 def resolve_ckpt_path(ckpt_path: str | None, trainer_config: dict) -> str | None:
     """`--ckpt_path last`: the newest last.ckpt under the Trainer's default_root_dir (Lightning's
-    own "last" looks only in the new run's checkpoint folder, which is empty); else unchanged."""
-    if ckpt_path != "last":
+    own "last" looks only in the new run's checkpoint folder, which is empty). `--ckpt_path
+    best`: the checkpoint of lowest val_cer in that newest run's folder (`find_best_checkpoint`;
+    for validate/test). Else unchanged."""
+    if ckpt_path not in ("last", "best"):
         return ckpt_path
     root = trainer_config.get("default_root_dir") or "."
     found = find_last_checkpoint(root)
     if found is None:
         raise FileNotFoundError(
-            f"--ckpt_path last: no last.ckpt under {Path(root).resolve()}; give the checkpoint's "
-            "path, or the --trainer.default_root_dir the run was started with"
+            f"--ckpt_path {ckpt_path}: no last.ckpt under {Path(root).resolve()}; give the "
+            "checkpoint's path, or the --trainer.default_root_dir the run was started with"
         )
-    print(f"resuming from {found}", flush=True)
+    if ckpt_path == "best":
+        found = find_best_checkpoint(found.parent.parent) or found
+        print(f"--ckpt_path best: {found}", flush=True)
+    else:
+        print(f"resuming from {found}", flush=True)
     return str(found)

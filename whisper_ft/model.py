@@ -41,6 +41,22 @@ RANDOM_DIMS: dict[str, ModelDimensions] = {
 }
 
 
+# (size, GPU GiB it needs): fine-tuning the decoder at batch 16 with the encoder frozen: the
+# fp32 weights, the decoder's gradients and AdamW state (medium 7.9 GiB, small 2.6, base 0.9)
+# plus activations and the logits over 51,865 tokens (a few GiB), with room to spare. An
+# estimate from the parameter counts, not a measurement on each GPU.
+GPU_GIB_FOR_SIZE = (("medium", 20.0), ("small", 10.0), ("base", 5.0))
+
+
+def suggest_model_size(gpu_gib: float | None) -> str:
+    """The largest Whisper size whose decoder fine-tunes at batch 16 in `gpu_gib` GiB of GPU
+    memory (`GPU_GIB_FOR_SIZE`); tiny with less, or without a GPU (None)."""
+    for size, needed in GPU_GIB_FOR_SIZE:
+        if gpu_gib is not None and gpu_gib >= needed:
+            return size
+    return "tiny"
+
+
 class ModelLoadError(RuntimeError):
     """A base model or checkpoint that cannot be loaded; the message says what to do instead."""
 

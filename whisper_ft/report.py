@@ -354,6 +354,24 @@ def _write_files(run_dir: Path, worst: int) -> list[Path]:
     return [report, *written]
 
 
+def show_report(report: str | Path) -> None:
+    """Display report.md in a notebook (IPython), each plot in its place: a notebook cannot
+    follow the report's relative image links, so the Markdown between the images is shown in
+    pieces and each image is read from the report's folder."""
+    from IPython.display import Image, Markdown, display
+
+    report = Path(report)
+    text: list[str] = []
+    for line in report.read_text(encoding="utf-8").splitlines():
+        if line.startswith("![") and line.endswith(".png)"):
+            display(Markdown("\n".join(text)))
+            display(Image(filename=str(report.parent / line[line.index("](") + 2 : -1])))
+            text = []
+        else:
+            text.append(line)
+    display(Markdown("\n".join(text)))
+
+
 def _read_metrics(path: Path) -> dict:
     if not path.is_file():
         return {}
