@@ -354,6 +354,10 @@ class WhisperDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._train_sampler_state = state_dict.get("train_sampler")
+        if self._train_sampler_state is not None:
+            # Lightning judges a plain DataLoader "not resumable" and warns on a mid-epoch
+            # resume; the sampler state restored here makes the data order continue exactly.
+            warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
