@@ -56,6 +56,8 @@ def test_export_refuses_a_foreign_checkpoint(tmp_path):
     with pytest.raises(ModelLoadError, match="not a whisper-ft checkpoint"):
         export_checkpoint(tmp_path / "other.ckpt", tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(ModelLoadError, match=r"missing.ckpt: no such checkpoint\. fit writes"):
+        export_checkpoint(tmp_path / "missing.ckpt", tmp_path / "x.pt")
 
 
 def test_ckpt_loads_as_a_base_model(micro, trained_checkpoint):

@@ -171,6 +171,11 @@ def checkpoint_blocks(model: torch.nn.Module) -> int:
 
 def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, dict]:
     """The Whisper dims, state dict and module hyperparameters in a `WhisperFineTuner` `.ckpt`."""
+    if not Path(path).is_file():
+        raise ModelLoadError(
+            f"{path}: no such checkpoint. fit writes them under <default_root_dir>/lightning_logs/"
+            "version_N/checkpoints/ (last.ckpt and the best by val_cer)."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     # A truncated file fails in the zip reader (RuntimeError), an empty one with EOFError,

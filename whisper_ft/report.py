@@ -3,9 +3,11 @@
 A run folder is a logger's `…/version_N`. Its TensorBoard events (or CSVLogger's metrics.csv)
 give the learning curves; `predictions.tsv` and `metrics.json`, written by `test`, give the
 metrics table, the per-utterance CER histogram, CER by speaker and the worst utterances,
-aligned character by character. `test` on a checkpoint writes into a new version folder that
-has no training curves; they are then read from the checkpoint's run folder (metrics.json
-names the checkpoint). Plots hold ASCII only: fonts may lack Japanese glyphs.
+aligned character by character. `python -m whisper_ft test --ckpt_path` of a checkpoint in a
+fit's run folder writes into that folder, beside its curves; a test run elsewhere (another
+`--trainer.default_root_dir`, `Trainer.test` with its own logger) has no training curves, and
+they are read from the checkpoint's run folder (metrics.json names the checkpoint). Plots hold
+ASCII only: fonts may lack Japanese glyphs.
 """
 
 import argparse
