@@ -414,7 +414,10 @@ class OutOfMemoryNote(pl.Callback):
     ) -> None:
         advice = getattr(pl_module, "out_of_memory_advice", lambda: "")()
         if is_out_of_memory(exception) and advice:
-            exception.add_note(advice)
+            if hasattr(exception, "add_note"):
+                exception.add_note(advice)
+            else:  # Python 3.10: no add_note; out_of_memory_message reads __notes__ all the same
+                exception.__notes__ = [*getattr(exception, "__notes__", []), advice]
 
 
 def is_out_of_memory(error: BaseException) -> bool:

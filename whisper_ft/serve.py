@@ -225,10 +225,12 @@ class Batcher:
             if not self.queue.empty():  # those that queued during the last decode join at once
                 batch.append(self.queue.get_nowait())
                 continue
-            try:
-                async with asyncio.timeout_at(deadline):
-                    batch.append(await self.queue.get())
-            except TimeoutError:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:  # not asyncio.timeout_at: that needs Python 3.11
+                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except asyncio.TimeoutError:  # = TimeoutError from 3.11 on; its own class before
                 break
         # A request whose client went away (handler cancelled) is not decoded.
         return [job for job in batch if not job.answer.done()]
