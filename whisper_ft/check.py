@@ -31,6 +31,7 @@ from tqdm import tqdm
 from whisper.audio import CHUNK_LENGTH
 from whisper.tokenizer import Tokenizer, get_tokenizer
 
+from whisper_ft.arguments import positive_int
 from whisper_ft.collate import decoder_tokens
 from whisper_ft.files import atomic_write
 from whisper_ft.manifest import REQUIRED_KEYS, ManifestError, Utterance, parse_line
@@ -499,7 +500,7 @@ def add_check_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target", choices=TARGETS, help="target to check (default: the lines' target, else kana)"
     )
-    p.add_argument("--workers", type=_positive_int, help="processes (default: every CPU core)")
+    p.add_argument("--workers", type=positive_int, help="processes (default: every CPU core)")
     p.add_argument(
         "--report",
         help="TSV of the problems (line, id, reason, detail); with several manifests a folder "
@@ -525,12 +526,6 @@ def _check_from_args(args: argparse.Namespace) -> int:
         print(result.summary(write_report(result, report) if report else None), flush=True)
         any_problem = any_problem or bool(result.problems)
     return 1 if args.strict and any_problem else 0
-
-
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
-    return int(value)
 
 
 def _report_paths(manifests: list[str], report: str | None) -> list[Path | None]:

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, SAMPLE_RATE
 from whisper.model import ModelDimensions, Whisper
 
+from whisper_ft.arguments import positive_int
 from whisper_ft.audio import log_mel_batch
 from whisper_ft.augment import SpecAugment, WaveformAugment
 from whisper_ft.collate import Collator
@@ -635,7 +636,7 @@ def add_cache_command(subparsers: argparse._SubParsersAction) -> None:
         "--manifest", required=True, nargs="+", help="JSONL manifests; one cache folder each"
     )
     p.add_argument("--out", required=True, help="folder of caches (give training the same)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="utterances per pass")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="utterances per pass")
     p.add_argument("--device", default=None, help="cuda, cpu, … (default: cuda if available)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader processes reading audio")
     p.add_argument("--dtype", choices=STORAGE_DTYPES, default="float16", help="storage dtype")
@@ -647,12 +648,6 @@ def add_cache_command(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rebuild", action="store_true", help="start afresh (audio changed in place)")
     p.set_defaults(func=_cache_from_args)
-
-
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
-    return int(value)
 
 
 def _cache_from_args(args: argparse.Namespace) -> int:

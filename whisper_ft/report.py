@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jiwer
 
+from whisper_ft.arguments import non_negative_int
 from whisper_ft.files import atomic_write
 
 REPORT = "report.md"
@@ -420,13 +421,6 @@ def _test_sections(
     return lines
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: give 0 or more")
-    return value
-
-
 def add_report_command(subparsers: argparse._SubParsersAction) -> None:
     """Add `report` to an argparse subparsers object; it sets `func`, a callable(args) → 0."""
     p = subparsers.add_parser(
@@ -436,7 +430,7 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", help="run folder of a fit or test (…/lightning_logs/version_N)")
     p.add_argument(
-        "--worst", type=_non_negative_int, default=10, help="utterances listed with alignments"
+        "--worst", type=non_negative_int, default=10, help="utterances listed with alignments"
     )
     p.set_defaults(func=_report_from_args)
 

@@ -43,7 +43,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -54,6 +54,7 @@ import numpy as np
 import soundfile as sf
 from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
 
+from whisper_ft.arguments import non_negative_float, positive_float, positive_int
 from whisper_ft.audio import to_mono
 from whisper_ft.text import to_kana
 
@@ -376,30 +377,13 @@ def serve(
     uvicorn.run(app, host=host, port=port)
 
 
-def _positive(kind: type) -> Callable[[str], float]:
-    def parse(value: str) -> float:
-        number = kind(value)
-        if number <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-        return number
-
-    return parse
-
-
 def _duration_s(value: str) -> float:
-    seconds = _positive(float)(value)
+    seconds = positive_float(value)
     if seconds > MAX_DURATION_S:
         raise argparse.ArgumentTypeError(
             f"at most {MAX_DURATION_S:g} s (Whisper's window), got {value}"
         )
     return seconds
-
-
-def _non_negative(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return number
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
@@ -420,7 +404,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument(
         "--max-upload-mb",
-        type=_positive(float),
+        type=positive_float,
         default=MAX_UPLOAD_MB,
         help="larger request bodies get 413 (MiB)",
     )
@@ -431,11 +415,11 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
         help=f"longer audio gets 422 (seconds, at most {MAX_DURATION_S:g})",
     )
     p.add_argument(
-        "--max-batch", type=_positive(int), default=MAX_BATCH, help="requests decoded together"
+        "--max-batch", type=positive_int, default=MAX_BATCH, help="requests decoded together"
     )
     p.add_argument(
         "--batch-wait-ms",
-        type=_non_negative,
+        type=non_negative_float,
         default=BATCH_WAIT_MS,
         help="how long a request waits for others to share its batch",
     )

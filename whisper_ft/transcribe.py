@@ -38,6 +38,7 @@ from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 from whisper.utils import WriteSRT
 
+from whisper_ft.arguments import positive_int
 from whisper_ft.audio import AudioError, load_audio, log_mel_batch
 from whisper_ft.decoding import decode_texts, decoding_options
 from whisper_ft.files import atomic_write
@@ -575,7 +576,7 @@ def add_transcribe_command(subparsers: argparse._SubParsersAction) -> None:
         "--language", default=None, help="language token (default: the checkpoint's, else ja)"
     )
     p.add_argument(
-        "--batch-size", type=_positive_int, default=8, help="files of up to 30 s decoded together"
+        "--batch-size", type=positive_int, default=8, help="files of up to 30 s decoded together"
     )
     p.add_argument("--device", default=None, help="cuda, cpu, … (default: cuda if available)")
     p.add_argument("--out-dir", default=None, help="folder for the output files")
@@ -596,12 +597,6 @@ def add_transcribe_command(subparsers: argparse._SubParsersAction) -> None:
         "--quiet", action="store_true", help="no progress bar or summary line (warnings stay)"
     )
     p.set_defaults(func=_transcribe_from_args)
-
-
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
-    return int(value)
 
 
 def _formats(value: str) -> tuple[str, ...]:
