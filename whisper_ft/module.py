@@ -360,8 +360,17 @@ class WhisperFineTuner(pl.LightningModule):
                 else None,
             }
             paths = write_test_report(out_dir, records, metrics)
-            report = write_report(out_dir)
-            print(f"predictions: {paths[0]}\nmetrics:     {paths[1]}\nreport:      {report}")
+            print(f"predictions: {paths[0]}\nmetrics:     {paths[1]}")
+            try:
+                print(f"report:      {write_report(out_dir)}")
+            # The results are written; a plot that fails (a broken matplotlib, a full disk)
+            # must not turn the finished test into an error.
+            except Exception as e:  # noqa: BLE001
+                warnings.warn(
+                    f"report.md was not written ({type(e).__name__}: {e}); the predictions and "
+                    f"metrics are. Retry with: python -m whisper_ft report {out_dir}",
+                    stacklevel=1,
+                )
         self.test_rates.reset()
         self.test_records = []
 
