@@ -30,8 +30,9 @@ from whisper_ft.text import LongVowel, normalize, normalize_words, split_morae, 
 Target = Literal["kana", "text"]
 
 
-def _rate(errors: int, length: int) -> float:
-    # An empty reference: any hypothesis character is an insertion, a whole error.
+def error_rate(errors: int, length: int) -> float:
+    """Edits over reference length. An empty reference: any hypothesis character is an
+    insertion, a whole error (1.0), and no hypothesis is none (0.0)."""
     return errors / length if length else float(errors > 0)
 
 
@@ -62,26 +63,29 @@ class UtteranceScore:
 
     @property
     def cer(self) -> float:
-        return _rate(self.char_errors, self.chars)
+        return error_rate(self.char_errors, self.chars)
 
     @property
     def kana_cer(self) -> float:
-        return _rate(self.kana_errors, self.kana_chars)
+        return error_rate(self.kana_errors, self.kana_chars)
 
     @property
     def mora_er(self) -> float:
-        return _rate(self.mora_errors, self.morae)
+        return error_rate(self.mora_errors, self.morae)
 
     @property
     def ortho_cer(self) -> float | None:
-        return None if self.ortho_errors is None else _rate(self.ortho_errors, self.ortho_chars)
+        if self.ortho_errors is None:
+            return None
+        return error_rate(self.ortho_errors, self.ortho_chars)
 
 
 def _edits(output) -> int:
     return output.substitutions + output.deletions + output.insertions
 
 
-def _char_edits(reference: str, hypothesis: str) -> int:
+def char_edits(reference: str, hypothesis: str) -> int:
+    """Character substitutions + deletions + insertions (jiwer's alignment)."""
     return _edits(jiwer.process_characters(reference, hypothesis))
 
 
@@ -119,11 +123,11 @@ def score(
         hypothesis=kana_hyp if ortho_hyp is None else ortho_hyp,
         kana_reference=kana_ref,
         kana_hypothesis=kana_hyp,
-        kana_errors=_char_edits(kana_ref, kana_hyp),
+        kana_errors=char_edits(kana_ref, kana_hyp),
         kana_chars=len(kana_ref),
         mora_errors=mora_edits,
         morae=len(morae_ref),
-        ortho_errors=None if ortho_ref is None else _char_edits(ortho_ref, ortho_hyp),
+        ortho_errors=None if ortho_ref is None else char_edits(ortho_ref, ortho_hyp),
         ortho_chars=None if ortho_ref is None else len(ortho_ref),
         word_errors=_edits(jiwer.process_words(ref_words, hyp_words)),
         words=len(ref_words.split()),

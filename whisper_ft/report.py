@@ -23,6 +23,7 @@ import jiwer
 
 from whisper_ft.arguments import non_negative_int
 from whisper_ft.files import atomic_write
+from whisper_ft.metrics import char_edits, error_rate
 
 REPORT = "report.md"
 CURVES_PNG = "learning_curves.png"
@@ -48,13 +49,7 @@ class Prediction:
     @cached_property
     def errors(self) -> int:
         """Character edits (substitutions + deletions + insertions), as `metrics.score`."""
-        out = jiwer.process_characters(self.reference, self.hypothesis)
-        return out.substitutions + out.deletions + out.insertions
-
-
-def _rate(errors: int, length: int) -> float:
-    # As metrics._rate: against an empty reference, any hypothesis character is a whole error.
-    return errors / length if length else float(errors > 0)
+        return char_edits(self.reference, self.hypothesis)
 
 
 def read_predictions(path: str | Path) -> list[Prediction]:
@@ -164,7 +159,7 @@ def by_speaker(predictions: list[Prediction]) -> list[tuple[str, int, int, int, 
     for p in predictions:
         n, errors, chars = sums.get(p.speaker, (0, 0, 0))
         sums[p.speaker] = (n + 1, errors + p.errors, chars + len(p.reference))
-    rows = [(s, n, e, chars, _rate(e, chars)) for s, (n, e, chars) in sums.items()]
+    rows = [(s, n, e, chars, error_rate(e, chars)) for s, (n, e, chars) in sums.items()]
     return sorted(rows, key=lambda row: (-row[4], row[0]))
 
 
