@@ -47,6 +47,7 @@ class ControlledTranscriber:
     def __init__(self, transcriber: Transcriber) -> None:
         self.inner = transcriber
         self.device, self.language = transcriber.device, transcriber.language
+        self.kana = transcriber.kana
         self.batch_sizes: list[int] = []
         self.fail_next = False
         self.gate: threading.Event | None = None

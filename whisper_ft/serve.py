@@ -56,7 +56,6 @@ from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
 
 from whisper_ft.arguments import non_negative_float, positive_float, positive_int
 from whisper_ft.audio import to_mono
-from whisper_ft.text import to_kana
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -237,9 +236,7 @@ class Batcher:
         return [job for job in batch if not job.answer.done()]
 
     def _decode(self, waveforms: list[np.ndarray]) -> list[tuple[str, str | None]]:
-        texts = self.transcriber(waveforms)
-        kana = self.transcriber.language == "ja"
-        return [(text, to_kana(text) if kana else None) for text in texts]
+        return [(text, self.transcriber.kana(text)) for text in self.transcriber(waveforms)]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -96,6 +96,11 @@ class Transcriber:
         mel = log_mel_batch(audio.to(self.device), self.model.dims.n_mels)
         return decode_texts(self.model, mel, self.options)
 
+    def kana(self, text: str) -> str | None:
+        """OpenJTalk's katakana reading of a transcript (`text.to_kana`) when decoding
+        Japanese; None for other languages."""
+        return to_kana(text) if self.language == "ja" else None
+
     @torch.inference_mode()
     def transcribe_long(self, waveform: np.ndarray, timestamps: bool = False) -> dict:
         """`whisper.transcribe` of one waveform of any length, with this transcriber's
@@ -371,7 +376,7 @@ def _transcribe_batch(
             item.path,
             text,
             duration_s=len(audio) / SAMPLE_RATE,
-            kana=to_kana(text) if transcriber.language == "ja" else None,
+            kana=transcriber.kana(text),
             reference=item.reference,
             segments=segments,
         )
@@ -464,8 +469,7 @@ def transcribe_inputs(
         formats = (*DEFAULT_FORMATS, "srt") if timestamps else DEFAULT_FORMATS
     if "srt" in formats and not timestamps:
         raise ValueError("srt needs segment times: transcribe with timestamps=True")
-    if transcriber.language == "ja":
-        to_kana("ア")  # OpenJTalk's dictionary loads now, not within the timed run
+    transcriber.kana("ア")  # Japanese: OpenJTalk's dictionary loads now, not in the timed run
     transcripts: list[Transcript] = []
     audio_s = 0.0
     with (
