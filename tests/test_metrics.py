@@ -122,3 +122,21 @@ def test_states_merged_across_processes_equal_one_process_that_saw_everything():
     first.merge_state(second)  # the "sum" reduction DDP applies
     assert rates_for_json(first.compute()) == rates_for_json(one.compute())
     assert rates_for_json(one.compute())["kana_errors"] == 1 + 1 + 2
+
+
+def test_pipeline_reads_the_raw_hypothesis_by_openjtalk_for_kana_targets():
+    # A pretrained model writes kanji: wrong as kana, right once OpenJTalk reads it. は is read
+    # as ワ from its context in the raw text, so the reading starts before normalisation.
+    s = score("キョーワイイテンキデスネ", "今日はいい天気ですね。")
+    assert (s.kana_errors, s.pipeline_errors, s.kana_chars) == (7, 0, 12)  # 今日ハイイ天気デスネ
+    rates = CorpusErrorRates()
+    rates.update([s, score("アイ", "アウ")])
+    out = rates_for_json(rates.compute())
+    assert (out["pipeline_errors"], out["kana_chars"]) == (1, 14)
+    assert out["pipeline_kana_cer"] == pytest.approx(1 / 14)
+    assert out["kana_cer"] == pytest.approx(8 / 14)
+
+
+def test_pipeline_equals_kana_cer_for_text_targets():
+    s = score("今日はいい天気", "今日は良い天気", target="text")
+    assert s.pipeline_errors == s.kana_errors

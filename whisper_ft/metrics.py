@@ -13,8 +13,13 @@ What is compared depends on the target the model was trained on:
 | `ortho_cer` | none (a kana model has no orthography) | characters of `normalize(text)` |
 | `cer` (primary) | `kana_cer` | `ortho_cer` |
 | `wer` | words of `normalize_words(text)` | the same |
+| `pipeline_kana_cer` | kana of `normalize(to_kana(raw hypothesis))` | = `kana_cer` |
 
-For kana targets a hypothesis is not read by OpenJTalk: kanji a kana model writes are errors.
+For kana targets a hypothesis is not read by OpenJTalk for `kana_cer`: kanji a kana model
+writes are errors. `pipeline_kana_cer` is the other reading, the honest baseline for a model
+that was not fine-tuned for kana: its own text (raw, before normalisation, so OpenJTalk sees
+the punctuation and context it reads by) turned into kana by OpenJTalk, as a user without a
+kana model would get it. For a kana model both are close.
 """
 
 import math
@@ -51,6 +56,7 @@ class UtteranceScore:
     ortho_chars: int | None
     word_errors: int  # the same in whitespace-separated words (see text.normalize_words)
     words: int
+    pipeline_errors: int  # kana edits after OpenJTalk reads the raw hypothesis (/ kana_chars)
 
     @property
     def char_errors(self) -> int:
@@ -106,10 +112,12 @@ def score(
     if target == "kana":
         kana_ref, kana_hyp = normalize(reference, long_vowel), normalize(hypothesis, long_vowel)
         ortho_ref = ortho_hyp = None
+        pipeline_hyp = normalize(to_kana(hypothesis), long_vowel)
     elif target == "text":
         kana_ref = normalize(to_kana(reference), long_vowel)
         kana_hyp = normalize(to_kana(hypothesis), long_vowel)
         ortho_ref, ortho_hyp = normalize(reference, long_vowel), normalize(hypothesis, long_vowel)
+        pipeline_hyp = kana_hyp
     else:
         raise ValueError(f"target={target!r}: use 'kana' or 'text'")
     morae_ref, morae_hyp = split_morae(kana_ref), split_morae(kana_hyp)
@@ -131,6 +139,7 @@ def score(
         ortho_chars=None if ortho_ref is None else len(ortho_ref),
         word_errors=_edits(jiwer.process_words(ref_words, hyp_words)),
         words=len(ref_words.split()),
+        pipeline_errors=char_edits(kana_ref, pipeline_hyp),
     )
 
 
@@ -141,8 +150,9 @@ _RATES = {
     "kana_cer": ("kana_errors", "kana_chars"),
     "mora_er": ("mora_errors", "morae"),
     "ortho_cer": ("ortho_errors", "ortho_chars"),  # text-target utterances only
+    "pipeline_kana_cer": ("pipeline_errors", "kana_chars"),  # raw hypothesis read by OpenJTalk
 }
-_COUNTS = [name for pair in _RATES.values() for name in pair]
+_COUNTS = list(dict.fromkeys(name for pair in _RATES.values() for name in pair))
 _ORTHO = ("ortho_cer", "ortho_errors", "ortho_chars")
 
 

@@ -232,6 +232,8 @@ def _cell(value: object) -> str:
 RATE_ROWS = [
     ("CER (primary)", "cer", "char_errors", "chars"),
     ("kana CER", "kana_cer", "kana_errors", "kana_chars"),
+    # The model's own text read by OpenJTalk: the baseline of a model not fine-tuned for kana.
+    ("pipeline kana CER", "pipeline_kana_cer", "pipeline_errors", "kana_chars"),
     ("mora error rate", "mora_er", "mora_errors", "morae"),
     ("orthographic CER", "ortho_cer", "ortho_errors", "ortho_chars"),  # null for kana targets
     ("WER", "wer", "word_errors", "words"),
