@@ -100,3 +100,56 @@ def test_checkpointed_blocks_give_the_same_loss_and_gradients():
 )
 def test_suggest_model_size_follows_gpu_memory(gpu_gib, size):
     assert suggest_model_size(gpu_gib) == size
+
+
+def _trainable(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_select_trainable_parts_of_the_decoder():
+    from whisper_ft.model import select_trainable
+
+    model = load_base_model("random:micro")
+    select_trainable(model.decoder, "cross_attention")
+    names = _trainable(model.decoder)
+    assert names and all(".cross_attn." in n or ".cross_attn_ln." in n for n in names)
+    assert "blocks.0.cross_attn.query.weight" in names and "token_embedding.weight" not in names
+
+    model = load_base_model("random:micro")
+    n = select_trainable(model.decoder, "last_layers", last_layers=1)
+    names = _trainable(model.decoder)
+    assert all(x.startswith(("blocks.1.", "ln.")) for x in names) and "ln.weight" in names
+    assert n == sum(p.numel() for p in model.decoder.blocks[1].parameters()) + 2 * 64
+    with pytest.raises(ValueError, match="last_layers=3: use 1 to 2"):
+        select_trainable(load_base_model("random:micro").decoder, "last_layers", last_layers=3)
+    with pytest.raises(ValueError, match="train_parts='encoder'"):
+        select_trainable(model.decoder, "encoder")
+
+
+def test_lora_trains_adapters_only_and_merges_into_a_plain_whisper():
+    pytest.importorskip("peft", reason="optional extra: peft")
+    from whisper.model import Whisper
+
+    from whisper_ft.model import add_lora, merge_lora_state
+
+    torch.manual_seed(0)
+    model = load_base_model("random:micro")
+    add_lora(model.decoder, rank=4, alpha=8.0)
+    names = _trainable(model.decoder)
+    assert names and all(".lora_" in n for n in names)
+    for name, parameter in model.decoder.named_parameters():
+        if "lora_B" in name:  # B starts at zero: give the adapters something to merge
+            torch.nn.init.normal_(parameter, std=0.1)
+    tokens = torch.tensor([[50258, 50266, 50359, 50363, 1000]])
+    audio = torch.randn(1, 1500, 64)
+    with torch.no_grad():
+        expected = model.decoder(tokens, audio)
+    plain = Whisper(model.dims)
+    plain.load_state_dict(merge_lora_state(model.state_dict(), scaling=8.0 / 4))
+    with torch.no_grad():
+        merged = plain.decoder(tokens, audio)
+    torch.testing.assert_close(merged, expected, atol=1e-5, rtol=1e-5)
+    without = Whisper(model.dims)
+    without.load_state_dict(merge_lora_state(model.state_dict(), scaling=0.0))
+    with torch.no_grad():  # the adapters changed the output: the merge is not a no-op
+        assert not torch.allclose(without.decoder(tokens, audio), expected, atol=1e-3)

@@ -8,6 +8,7 @@ import sys
 import urllib.error
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.utils.checkpoint
@@ -229,6 +230,78 @@ def freeze(module: torch.nn.Module) -> None:
     module.eval()
 
 
+# Which decoder weights fine-tuning updates: all of them, the cross-attention (the part that
+# listens) of every block, or the last `last_layers` blocks with the final layer norm.
+TrainParts = Literal["decoder", "cross_attention", "last_layers"]
+
+
+def select_trainable(decoder: torch.nn.Module, parts: TrainParts, last_layers: int = 2) -> int:
+    """Leave gradients on for `parts` of a Whisper `TextDecoder` only; returns how many
+    parameters train."""
+    if parts not in ("decoder", "cross_attention", "last_layers"):
+        raise ValueError(f"train_parts={parts!r}: use decoder, cross_attention or last_layers.")
+    if parts != "decoder":
+        decoder.requires_grad_(False)
+        if parts == "cross_attention":
+            for block in decoder.blocks:
+                block.cross_attn.requires_grad_(True)
+                block.cross_attn_ln.requires_grad_(True)
+        else:
+            if not 1 <= last_layers <= len(decoder.blocks):
+                raise ValueError(
+                    f"last_layers={last_layers}: use 1 to {len(decoder.blocks)} (the decoder's "
+                    "blocks)."
+                )
+            for block in decoder.blocks[-last_layers:]:
+                block.requires_grad_(True)
+            decoder.ln.requires_grad_(True)
+    return sum(p.numel() for p in decoder.parameters() if p.requires_grad)
+
+
+# The decoder's linear layers that get LoRA adapters: every attention projection (self and
+# cross), as in the LoRA paper's transformer experiments.
+LORA_TARGETS = ["query", "key", "value", "out"]
+
+
+def add_lora(decoder: torch.nn.Module, rank: int, alpha: float) -> int:
+    """Low-rank adapters (peft's LoRA, `alpha / rank` scaling) on the decoder's attention
+    projections; only the adapters train. Returns how many parameters train.
+
+    The adapters are merged into the weights when a checkpoint is exported or loaded as a base
+    model (`merge_lora_state`), so `whisper.load_model` reads the result as a plain Whisper.
+    """
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as e:
+        raise ImportError(
+            "lora_rank > 0 needs peft: pip install -r requirements-optional.txt"
+        ) from e
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0)
+    inject_adapter_in_model(config, decoder)
+    for name, parameter in decoder.named_parameters():
+        parameter.requires_grad_("lora_" in name)
+    return sum(p.numel() for p in decoder.parameters() if p.requires_grad)
+
+
+def merge_lora_state(state_dict: dict, scaling: float) -> dict:
+    """A state dict with peft LoRA layers (`….base_layer.weight`, `….lora_A.default.weight`,
+    `….lora_B.default.weight`) as plain Whisper's: W + scaling · B A under the layer's name.
+    A state dict without adapters is returned as it is."""
+    merged = {}
+    for key, value in state_dict.items():
+        if ".lora_" in key:
+            continue
+        if ".base_layer." in key:
+            layer, kind = key.split(".base_layer.")
+            if kind == "weight":
+                a = state_dict[f"{layer}.lora_A.default.weight"].float()
+                b = state_dict[f"{layer}.lora_B.default.weight"].float()
+                value = (value.float() + scaling * (b @ a)).to(value.dtype)
+            key = f"{layer}.{kind}"
+        merged[key] = value
+    return merged
+
+
 def checkpoint_blocks(model: torch.nn.Module) -> int:
     """Gradient checkpointing for every `ResidualAttentionBlock` under `model`: in training
     (gradients on, no kv_cache) a block keeps only its input and recomputes its activations
@@ -251,7 +324,8 @@ def checkpoint_blocks(model: torch.nn.Module) -> int:
 
 
 def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, dict]:
-    """The Whisper dims, state dict and module hyperparameters in a `WhisperFineTuner` `.ckpt`."""
+    """The Whisper dims, state dict (LoRA adapters merged) and module hyperparameters in a
+    `WhisperFineTuner` `.ckpt`."""
     if not Path(path).is_file():
         raise ModelLoadError(
             f"{path}: no such checkpoint. fit writes them under <default_root_dir>/lightning_logs/"
@@ -274,8 +348,12 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, 
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(prefix)
     }
+    hyper_parameters = checkpoint.get("hyper_parameters", {})
+    if hyper_parameters.get("lora_rank"):
+        scaling = hyper_parameters["lora_alpha"] / hyper_parameters["lora_rank"]
+        state_dict = merge_lora_state(state_dict, scaling)
     dims = ModelDimensions(**checkpoint["whisper_dims"])
-    return dims, state_dict, checkpoint.get("hyper_parameters", {})
+    return dims, state_dict, hyper_parameters
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[Whisper, dict]:

@@ -18,7 +18,14 @@ from whisper_ft.augment import SpecAugment, spec_augment, valid_frame_counts
 from whisper_ft.collate import IGNORE_INDEX
 from whisper_ft.decoding import decode_texts, decoding_options, sample_len_for
 from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, rates_for_json, score
-from whisper_ft.model import checkpoint_blocks, freeze, load_base_model
+from whisper_ft.model import (
+    TrainParts,
+    add_lora,
+    checkpoint_blocks,
+    freeze,
+    load_base_model,
+    select_trainable,
+)
 from whisper_ft.report import write_report
 from whisper_ft.text import LongVowel
 from whisper_ft.throughput import ThroughputLogger
@@ -112,6 +119,12 @@ class WhisperFineTuner(pl.LightningModule):
         max_nonfinite_steps: A training step whose loss is nan or inf is skipped (no update)
             and counted (train_nonfinite_steps); this many in a row stop training with a
             message naming their utterances. 1 stops at the first.
+        train_parts: Which decoder weights train: the whole decoder, the cross-attention of
+            every block, or the last `last_layers` blocks (with the final layer norm).
+        last_layers: Blocks trained with train_parts last_layers.
+        lora_rank: LoRA adapters of this rank on the decoder's attention projections, and
+            only they train (needs peft); 0: none. Merged into the weights on export.
+        lora_alpha: LoRA scaling numerator (updates are scaled by lora_alpha / lora_rank).
     """
 
     def __init__(
@@ -130,6 +143,10 @@ class WhisperFineTuner(pl.LightningModule):
         compile_decoder: bool = False,
         gradient_checkpointing: bool = False,
         max_nonfinite_steps: int = 3,
+        train_parts: TrainParts = "decoder",
+        last_layers: int = 2,
+        lora_rank: int = 0,
+        lora_alpha: float = 32.0,
     ) -> None:
         super().__init__()
         if max_nonfinite_steps < 1:
@@ -149,6 +166,9 @@ class WhisperFineTuner(pl.LightningModule):
         )
         if freeze_encoder:
             freeze(self.model.encoder)
+        select_trainable(self.model.decoder, train_parts, last_layers)
+        if lora_rank:
+            add_lora(self.model.decoder, lora_rank, lora_alpha)
         if gradient_checkpointing:
             checkpoint_blocks(self.model)  # a frozen encoder runs without gradients: unaffected
         # Kept outside nn.Module's registry: as a submodule it would add a second copy of every
@@ -339,7 +359,7 @@ class WhisperFineTuner(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         rates = self.test_rates.compute()
-        for name in ("cer", "wer", "kana_cer", "mora_er"):
+        for name in ("cer", "wer", "kana_cer", "mora_er", "pipeline_kana_cer"):
             self.log(f"test_{name}", rates[name])
         records = self._gather(self.test_records)
         skipped = self._gather([self.skipped["test"]])
