@@ -1,0 +1,299 @@
+"""Is kana fine-tuning worth doing? Zero-shot, zero-shot pipeline and fine-tuned, one corpus.
+
+    python benchmarks/adaptation.py --json /tmp/adaptation.json            # the default recipe
+    python benchmarks/adaptation.py --lr 5e-4 --name seed_lr --json …      # one sweep point
+
+On the synthetic corpus (`prepare_synthetic`: OpenJTalk voices, split disjoint by speaker and
+sentence) and a real pretrained Whisper (`--base-model`, default `base`: downloaded, else the
+packaged weights), it tests on sentences never trained on, spoken by voices never trained on:
+
+    openjtalk   the test sentences read by the corpus's test voice and two more OpenJTalk
+                voices at other speeds and pitches (never used for training or selection)
+    espeak      the test sentences' kana read by espeak-ng (another synthesiser altogether),
+                when `espeak-ng` is installed (Debian: apt-get install espeak-ng)
+
+and reports kana CER (corpus level, `metrics.score`) for:
+
+    zero_shot   the pretrained model scored as a kana model (its kanji count as errors)
+    pipeline    the pretrained model's own text read into kana by OpenJTalk: what a user gets
+                without fine-tuning, the honest baseline
+    fine_tuned  the recipe (WhisperFineTuner + WhisperDataModule, encoder frozen): trained on
+                the train split, validated (decoded) every `--val-every` steps on the val
+                voice and sentences; the weights of lowest val CER are tested
+
+Selection (the recipe, its steps) only ever sees the val split. Encoder features of every
+split are cached under `--out` once (the encoder is frozen and identical for every run), so
+repeated sweep points cost decoder steps and decoding only.
+
+Writes `--json` (`zero_shot`, `pipeline`, `fine_tuned`: {test set: {"kana_cer", "errors",
+"chars", "n"}}, the recipe, val CER per validation, wall times) and, with `--results`,
+appends a dated row to benchmarks/RESULTS.md.
+"""
+
+import argparse
+import datetime
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import soundfile as sf
+import torch
+from whisper.tokenizer import get_tokenizer
+
+from whisper_ft.data import UtteranceDataset, WhisperDataModule
+from whisper_ft.decoding import decode_texts, decoding_options
+from whisper_ft.features import build_feature_cache
+from whisper_ft.manifest import Utterance, read_manifest, write_manifest
+from whisper_ft.metrics import score
+from whisper_ft.model import load_base_model
+from whisper_ft.module import WhisperFineTuner
+from whisper_ft.prepare import prepare_synthetic, synthesize
+
+# OpenJTalk voices (speed, half-tone) outside prepare's SYNTHETIC_VOICES: test only.
+EXTRA_TEST_VOICES = ((0.92, 7.0), (1.12, -10.0))
+ESPEAK_RATE = 22050  # espeak-ng's output rate; load_audio resamples to 16 kHz
+
+
+@dataclass
+class Recipe:
+    """One fine-tuning configuration (WhisperFineTuner's arguments and the training length)."""
+
+    lr: float = 1e-4  # AdamW peak learning rate
+    steps: int = 200  # optimizer steps
+    val_every: int = 50  # steps between validations (val CER by decoding)
+    batch_size: int = 8  # utterances per step
+    lr_warmup_steps: int = 20  # linear warm-up, then linear decay to `steps`
+    weight_decay: float = 0.01
+    train_parts: str = "decoder"  # WhisperFineTuner.train_parts
+    lora_rank: int = 0  # WhisperFineTuner.lora_rank (0: no adapters)
+    seed: int = 0
+
+
+def espeak_available() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+def speak_espeak(kana: str, path: Path) -> None:
+    """espeak-ng's Japanese voice reading `kana` (it reads katakana, not kanji) into a wav."""
+    subprocess.run(["espeak-ng", "-v", "ja", "-w", str(path), kana], check=True)
+
+
+def make_test_sets(corpus: Path, manifests: dict[str, Path]) -> dict[str, Path]:
+    """The held-out test manifests: `openjtalk` (test voice + EXTRA_TEST_VOICES) and, when
+    espeak-ng is installed, `espeak`; all on the test split's sentences."""
+    test = read_manifest(manifests["test"])
+    openjtalk = list(test)
+    for k, (speed, half_tone) in enumerate(EXTRA_TEST_VOICES, start=1):
+        for u in test:
+            audio = Path("wav") / f"extra{k}" / f"{u.id}.wav"
+            if not (corpus / audio).is_file():
+                synthesize(u.text, corpus / audio, speed=speed, half_tone=half_tone)
+            openjtalk.append(
+                Utterance(
+                    id=f"extra{k}_{u.id}",
+                    audio=audio.as_posix(),
+                    text=u.text,
+                    kana=u.kana,
+                    duration=sf.info(corpus / audio).duration,
+                    speaker=f"extra{k}",
+                    target="kana",
+                )
+            )
+    sets = {"openjtalk": write_manifest(corpus / "test_openjtalk.jsonl", openjtalk)}
+    if espeak_available():
+        espeak = []
+        for u in test:
+            audio = Path("wav") / "espeak" / f"{u.id}.wav"
+            if not (corpus / audio).is_file():
+                (corpus / audio).parent.mkdir(parents=True, exist_ok=True)
+                speak_espeak(u.kana, corpus / audio)
+            espeak.append(
+                Utterance(
+                    id=f"espeak_{u.id}",
+                    audio=audio.as_posix(),
+                    text=u.text,
+                    kana=u.kana,
+                    duration=sf.info(corpus / audio).duration,
+                    speaker="espeak",
+                    target="kana",
+                )
+            )
+        sets["espeak"] = write_manifest(corpus / "test_espeak.jsonl", espeak)
+    return sets
+
+
+def decode_set(model, manifest: Path, cache_dir: Path, batch_size: int = 32) -> list[tuple]:
+    """(kana reference, raw hypothesis) per utterance of `manifest`, decoded greedily from
+    cached encoder features (built on first use)."""
+    tokenizer = get_tokenizer(True, language="ja", task="transcribe")
+    dataset = UtteranceDataset.from_manifest(manifest, tokenizer)
+    cache = build_feature_cache(model, dataset, cache_dir, num_workers=0)
+    longest = max(len(tokens) for tokens in dataset.tokens)
+    options = decoding_options("ja", "transcribe", torch.device("cpu"), longest * 5 // 4 + 8)
+    pairs = []
+    for start in range(0, len(dataset), batch_size):
+        rows = range(start, min(start + batch_size, len(dataset)))
+        features = torch.stack([cache.features(row) for row in rows]).float()
+        hypotheses = decode_texts(model, features, options)
+        pairs += [(dataset.targets[row], hyp) for row, hyp in zip(rows, hypotheses, strict=True)]
+    return pairs
+
+
+def kana_cer(pairs: list[tuple[str, str]], pipeline: bool = False) -> dict:
+    """Corpus kana CER of (kana reference, raw hypothesis) pairs; `pipeline`: the hypothesis
+    read into kana by OpenJTalk first (`UtteranceScore.pipeline_errors`)."""
+    scores = [score(ref, hyp, "kana") for ref, hyp in pairs]
+    errors = sum(s.pipeline_errors if pipeline else s.kana_errors for s in scores)
+    chars = sum(s.kana_chars for s in scores)
+    return {"kana_cer": round(errors / chars, 4), "errors": errors, "chars": chars, "n": len(pairs)}
+
+
+class BestWeights(pl.Callback):
+    """Keeps a copy of the trainable weights at the lowest val_cer seen, and the val history."""
+
+    def __init__(self) -> None:
+        self.best_cer = float("inf")
+        self.best_step = -1
+        self.state: dict | None = None
+        self.history: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        cer = trainer.callback_metrics.get("val_cer")
+        if cer is None or trainer.sanity_checking:
+            return
+        self.history.append((trainer.global_step, round(float(cer), 4)))
+        if float(cer) < self.best_cer:
+            self.best_cer, self.best_step = float(cer), trainer.global_step
+            trainable = {n for n, p in pl_module.named_parameters() if p.requires_grad}
+            self.state = {
+                n: t.detach().clone() for n, t in pl_module.state_dict().items() if n in trainable
+            }
+
+
+def fine_tune(recipe: Recipe, base_model: str, manifests: dict, cache_dir: Path) -> tuple:
+    """Train `recipe`; returns the module with its best-val weights and the BestWeights log."""
+    pl.seed_everything(recipe.seed, verbose=False)
+    module = WhisperFineTuner(
+        base_model=base_model,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        lr_warmup_steps=recipe.lr_warmup_steps,
+        train_parts=recipe.train_parts,
+        lora_rank=recipe.lora_rank,
+    )
+    data = WhisperDataModule(
+        train_manifest=str(manifests["train"]),
+        val_manifest=str(manifests["val"]),
+        batch_size=recipe.batch_size,
+        eval_batch_size=32,
+        num_workers=0,
+        feature_cache=str(cache_dir),
+    )
+    best = BestWeights()
+    trainer = pl.Trainer(
+        max_steps=recipe.steps,
+        val_check_interval=recipe.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[best],
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(module, data)
+    if best.state is not None:
+        module.load_state_dict(best.state, strict=False)
+    return module.eval(), best
+
+
+def main(argv: list[str] | None = None) -> dict:
+    defaults = Recipe()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("checkpoints/adaptation"))
+    parser.add_argument("--base-model", default="base")
+    parser.add_argument("--sentences", type=int, default=None, help="None: all 210")
+    parser.add_argument("--speakers", type=int, default=6, help="voices: 1 val, 1 test, rest train")
+    parser.add_argument("--train-sentences", type=int, default=None, help="first N train sentences")
+    parser.add_argument("--name", default="default", help="this recipe's name in the JSON/row")
+    parser.add_argument("--skip-baselines", action="store_true", help="no zero-shot decoding")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--results", type=Path, help="append a row here (RESULTS.md)")
+    for field_name, value in asdict(defaults).items():
+        parser.add_argument(f"--{field_name.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args(argv)
+    recipe = Recipe(**{k: getattr(args, k) for k in asdict(defaults)})
+    started = time.time()
+
+    corpus = args.out / "corpus"
+    manifests = prepare_synthetic(corpus, n_sentences=args.sentences, n_speakers=args.speakers)
+    if args.train_sentences:
+        train = read_manifest(manifests["train"])
+        keep = sorted({u.id.split("_")[1] for u in train})[: args.train_sentences]
+        manifests["train"] = write_manifest(
+            corpus / f"train_{args.train_sentences}.jsonl",
+            [u for u in train if u.id.split("_")[1] in keep],
+        )
+    test_sets = make_test_sets(corpus, manifests)
+    cache_dir = args.out / "feature_cache"
+    result: dict = {
+        "date": datetime.date.today().isoformat(),
+        "base_model": args.base_model,
+        "name": args.name,
+        "recipe": asdict(recipe),
+        "train_utterances": len(read_manifest(manifests["train"])),
+        "test_sets": {name: len(read_manifest(path)) for name, path in test_sets.items()},
+    }
+    if not args.skip_baselines:
+        base = load_base_model(args.base_model).eval()
+        pairs = {name: decode_set(base, path, cache_dir) for name, path in test_sets.items()}
+        result["zero_shot"] = {name: kana_cer(p) for name, p in pairs.items()}
+        result["pipeline"] = {name: kana_cer(p, pipeline=True) for name, p in pairs.items()}
+        result["examples_zero_shot"] = {name: p[:3] for name, p in pairs.items()}
+        del base
+    train_started = time.time()
+    module, best = fine_tune(recipe, args.base_model, manifests, cache_dir)
+    result["train_s"] = round(time.time() - train_started, 1)
+    result["val_cer"] = best.history
+    result["best_step"] = best.best_step
+    pairs = {name: decode_set(module.model, path, cache_dir) for name, path in test_sets.items()}
+    result["fine_tuned"] = {name: kana_cer(p) for name, p in pairs.items()}
+    result["examples_fine_tuned"] = {name: p[:3] for name, p in pairs.items()}
+    result["wall_s"] = round(time.time() - started, 1)
+    print(json.dumps({k: v for k, v in result.items() if not k.startswith("examples")}, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n")
+    if args.results:
+        append_row(args.results, result)
+    return result
+
+
+def append_row(path: Path, r: dict) -> None:
+    def cer(kind: str, name: str) -> str:
+        return f"{r[kind][name]['kana_cer']:.3f}" if name in r.get(kind, {}) else "–"
+
+    recipe = r["recipe"]
+    parts = recipe["train_parts"] + (
+        f" + LoRA r{recipe['lora_rank']}" if recipe["lora_rank"] else ""
+    )
+    row = (
+        f"| {r['date']} | {r['name']} | {r['base_model']} | {r['train_utterances']} | {parts} | "
+        f"{recipe['lr']:g} | {recipe['steps']} ({r['best_step']}) | "
+        f"{cer('zero_shot', 'openjtalk')} | {cer('pipeline', 'openjtalk')} | "
+        f"**{cer('fine_tuned', 'openjtalk')}** | {cer('zero_shot', 'espeak')} | "
+        f"{cer('pipeline', 'espeak')} | **{cer('fine_tuned', 'espeak')}** | {r['wall_s']:.0f} |\n"
+    )
+    with path.open("a", encoding="utf-8") as f:
+        f.write(row)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
