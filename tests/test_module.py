@@ -128,6 +128,17 @@ def test_test_writes_predictions_and_corpus_cer_matching_jiwer(
     assert metrics["checkpoint"] is None  # tested in memory: no fit run to take curves from
 
 
+@pytest.mark.parametrize("micro", [{"kana_decoding": True}], indirect=True)
+def test_kana_decoding_writes_katakana_only(micro, corpus, tmp_path, make_trainer):
+    [logged] = make_trainer().test(micro, data(corpus), verbose=False)
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    with (log_dir / "predictions.tsv").open(encoding="utf-8") as f:
+        hypotheses = "".join(r["hypothesis"] for r in csv.DictReader(f, delimiter="\t"))
+    assert hypotheses  # a random model says something: only katakana (and a cut-off byte: �)
+    assert all("\u30a0" <= c <= "\u30ff" or c == "\ufffd" for c in hypotheses), hypotheses
+    assert logged["test_pipeline_kana_cer"] >= 0
+
+
 @pytest.mark.parametrize("micro", [{"spec_augment": {"prob": 1.0}}], indirect=True)
 def test_spec_augment_masks_training_features_only(micro, corpus):
     dataset = UtteranceDataset.from_manifest(corpus["train"], micro.tokenizer)

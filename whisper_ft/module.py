@@ -16,7 +16,12 @@ from whisper.tokenizer import get_tokenizer
 from whisper_ft.audio import log_mel_batch
 from whisper_ft.augment import SpecAugment, spec_augment, valid_frame_counts
 from whisper_ft.collate import IGNORE_INDEX
-from whisper_ft.decoding import decode_texts, decoding_options, sample_len_for
+from whisper_ft.decoding import (
+    decode_texts,
+    decoding_options,
+    non_katakana_tokens,
+    sample_len_for,
+)
 from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, rates_for_json, score
 from whisper_ft.model import (
     TrainParts,
@@ -125,6 +130,8 @@ class WhisperFineTuner(pl.LightningModule):
         lora_rank: LoRA adapters of this rank on the decoder's attention projections, and
             only they train (needs peft); 0: none. Merged into the weights on export.
         lora_alpha: LoRA scaling numerator (updates are scaled by lora_alpha / lora_rank).
+        kana_decoding: With kana targets, decode with every token that cannot be part of a
+            katakana text suppressed (`decoding.non_katakana_tokens`).
     """
 
     def __init__(
@@ -147,6 +154,7 @@ class WhisperFineTuner(pl.LightningModule):
         last_layers: int = 2,
         lora_rank: int = 0,
         lora_alpha: float = 32.0,
+        kana_decoding: bool = False,
     ) -> None:
         super().__init__()
         if max_nonfinite_steps < 1:
@@ -323,11 +331,13 @@ class WhisperFineTuner(pl.LightningModule):
         sample_len = sample_len_for(
             (batch["labels"] != IGNORE_INDEX).sum(dim=1), self.model.dims.n_text_ctx
         )
+        target, long_vowel = batch.get("target", "kana"), self.hparams.long_vowel
+        kana_only = self.hparams.kana_decoding and target == "kana"
+        suppress = non_katakana_tokens(self.tokenizer) if kana_only else None
         options = decoding_options(
-            self.hparams.language, self.hparams.task, features.device, sample_len
+            self.hparams.language, self.hparams.task, features.device, sample_len, suppress
         )
         hypotheses = decode_texts(self.model, features, options)
-        target, long_vowel = batch.get("target", "kana"), self.hparams.long_vowel
         return [
             score(ref, hyp, target=target, long_vowel=long_vowel)
             for ref, hyp in zip(batch["texts"], hypotheses, strict=True)
