@@ -86,7 +86,7 @@ def test_consecutive_nan_losses_stop_naming_the_utterances(
         with pytest.raises(NonFiniteLossError) as error:
             trainer.fit(model, train_data(corpus))
     message = str(error.value)
-    assert "nan or inf for 2 steps in a row" in message and "--model.lr (now 0.0005)" in message
+    assert "nan or inf for 2 steps in a row" in message and "--model.lr (now 0.0001)" in message
     for step, ids in ((1, recorder.ids[1]), (2, recorder.ids[2])):
         assert f"step {step}: {', '.join(ids)}" in message
     assert "\n" not in message and "16-mixed" not in message  # 32-true: no precision advice
