@@ -27,11 +27,15 @@ uvicorn = pytest.importorskip("uvicorn", reason=EXTRAS)
 pytest.importorskip("python_multipart", reason=EXTRAS)
 
 from whisper_ft.serve import (  # noqa: E402 (after the skips)
+    SERVE_DEFAULTS,
+    FloodFilter,
     MissingExtrasError,
     add_serve_command,
     create_app,
     decode_upload,
+    quiet_floods,
     serve,
+    uvicorn_config,
 )
 from whisper_ft.text import to_kana  # noqa: E402
 from whisper_ft.transcribe import Transcriber  # noqa: E402
@@ -71,12 +75,14 @@ def transcriber() -> Transcriber:
 
 
 @contextmanager
-def running(app) -> Iterator[int]:
-    """Serve `app` with uvicorn in a thread on a free loopback port; yields the port once the
-    server accepts connections (the lifespan, hence the batching worker, has started)."""
+def running(app, **limits) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on a free loopback port, configured as `serve` does
+    (`uvicorn_config`, `limits` its keywords); yields the port once the server accepts
+    connections (the lifespan, hence the batching worker, has started)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning"))
+    config = uvicorn_config(app, log_config=None, log_level="error", **limits)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -162,7 +168,7 @@ def post_file(port: int, filename: str, data: bytes, chunked: bool = False) -> t
 def expected(transcriber: Transcriber, data: bytes) -> str:
     """What the model says about `data` decoded alone (call only while the server is idle:
     the Transcriber is not thread-safe)."""
-    return transcriber([decode_upload(data, "x.wav", MAX_DURATION_S)])[0]
+    return transcriber([decode_upload(io.BytesIO(data), "x.wav", MAX_DURATION_S)])[0]
 
 
 def test_health(port):
