@@ -350,14 +350,16 @@ async def finished(job: "concurrent.futures.Future") -> None:
 class _Job:
     waveform: np.ndarray  # 16-kHz mono float32
     answer: asyncio.Future  # set to (text, kana, batch_size) or a RequestError
+    waiting: bool = True  # counted in `Batcher.waiting`: not yet taken, not cancelled
 
 
 class Batcher:
     """One worker task that decodes queued waveforms in batches on one dedicated thread.
 
     `waiting` counts the requests admitted and not yet taken into a batch (their upload being
-    decoded, or their waveform queued): the handler counts a request in with `admit` and out
-    when it gives up before `submit`; from `submit` on the job counts until a batch takes it.
+    decoded, or their waveform queued): the handler counts a request in, and out when it gives
+    up before `submit`; from `submit` on, the job counts until a batch takes it or its answer
+    is cancelled (its client left).
     """
 
     def __init__(self, transcriber: "Transcriber", max_batch: int, batch_wait_s: float) -> None:
@@ -392,12 +394,19 @@ class Batcher:
         waveform : np.ndarray, shape = (n_samples,), 16-kHz mono float32
         """
         job = _Job(waveform, asyncio.get_running_loop().create_future())
+        job.answer.add_done_callback(lambda answer: answer.cancelled() and self._drop(job))
         self.queue.put_nowait(job)
         return job.answer
 
     def _take(self, job: _Job) -> _Job:
-        self.waiting -= 1
+        if job.waiting:
+            job.waiting = False
+            self.waiting -= 1
         return job
+
+    def _drop(self, job: _Job) -> None:
+        if job.waiting:  # still queued: its memory back now, not when a batch takes it
+            self._take(job).waveform = np.zeros(0, np.float32)
 
     async def _collect(self) -> list[_Job]:
         batch = [self._take(await self.queue.get())]
