@@ -570,3 +570,26 @@ def test_log_floods_are_quieted(monkeypatch):
         logger.removeHandler(handler)
     assert len(records) == 2
     assert records[1].getMessage().endswith("(999 more like it in the last 0 s)")
+
+
+@pytest.mark.slow
+def test_load_overload_and_recovery():
+    """16 clients × 2 uploads against `serve --max-queue 2` (its own process, on loopback):
+    every upload is answered 200 in the end, the overload is answered 503 (retried after its
+    Retry-After), nothing else comes back, the server's memory stays bounded, and it serves
+    /health and a new upload afterwards. benchmarks/serve_load.py does the work."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(root / "benchmarks" / "serve_load.py"), "--skip-hostile"]
+    command += ["--clients", "16", "--requests", "2", "--max-queue", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    print(done.stdout)  # the figures, with pytest -s
+    assert figures["answered_200"] == 32 and figures["other_statuses"] == []
+    assert figures["answered_503"] > 0
+    assert figures["recovery"] == {"health": 200, "transcribe": 200}
+    assert figures["peak_mb_after_load"] - figures["rss_idle_mb"] < 300
+    assert figures["p50_s"] <= figures["p99_s"]

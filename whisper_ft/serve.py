@@ -540,7 +540,8 @@ def create_app(
                 503,
                 f"the server is busy: {batcher.waiting} requests wait (limit {max_queue}); "
                 "retry after the seconds in the Retry-After header.",
-                {"Retry-After": str(batcher.retry_after_s())},
+                # Closed: a full server does not take in the rest of a body it will not read.
+                {"Retry-After": str(batcher.retry_after_s()), "Connection": "close"},
             )
 
     @app.post("/transcribe")
