@@ -28,6 +28,7 @@ uvicorn = pytest.importorskip("uvicorn", reason=EXTRAS)
 pytest.importorskip("python_multipart", reason=EXTRAS)
 
 from whisper_ft.serve import (  # noqa: E402 (after the skips)
+    SERVE_DEFAULTS,
     FloodFilter,
     MissingExtrasError,
     add_serve_command,
@@ -298,6 +299,10 @@ def test_serve_command(monkeypatch):
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--model", "m", "--max-duration-s", "31"])
+    # One option per parameter of `serve`, its default taken from there.
+    options = vars(parser.parse_args(["serve", "--model", "m"]))
+    assert {name: options[name] for name in SERVE_DEFAULTS} == SERVE_DEFAULTS | {"model": "m"}
+    assert parser.parse_args(["serve", "--model", "m", "--max-queue", "3"]).max_queue == 3
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extras were not installed
     with pytest.raises(MissingExtrasError, match="pip install -r requirements-optional.txt"):
         args.func(args)
