@@ -66,8 +66,8 @@ def hostile_uploads() -> list[tuple[str, bytes, int]]:
     ]  # fmt: skip
 
 
-def post(port: int, filename: str, data: bytes, timeout_s: float = 120) -> tuple[int, dict, dict]:
-    """(status, JSON body, headers) of one multipart upload."""
+def post(port: int, filename: str, data: bytes, timeout_s: float = 600) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of one multipart upload; status 0: no answer."""
     boundary = "serve-load-boundary"
     head = (
         f"--{boundary}\r\nContent-Disposition: form-data; "
@@ -89,7 +89,7 @@ def post(port: int, filename: str, data: bytes, timeout_s: float = 120) -> tuple
         except json.JSONDecodeError:  # uvicorn's own 503 (connection limit) is plain text
             answer = {"detail": text.decode(errors="replace")}
         return response.status, answer, dict(response.getheaders())
-    except (ConnectionResetError, BrokenPipeError):  # refused mid-body (413 sent, socket closed)
+    except OSError:  # reset mid-body (a refusal sent, the socket closed) or timed out
         return 0, {}, {}
     finally:
         conn.close()
@@ -210,6 +210,13 @@ def load(port: int, clients: int, requests: int) -> dict:
     }
 
 
+def report(figures: dict, **new: object) -> None:
+    """Add `new` to `figures` and print it at once (a phase can take minutes on a busy CPU)."""
+    for key, value in new.items():
+        print(f"{key}: {value}", flush=True)
+    figures |= new
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="random:micro")
@@ -232,7 +239,8 @@ def main() -> int:
     log = tempfile.TemporaryFile()
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    figures: dict = {"server": " ".join(command[1:])}
+    figures: dict = {}
+    report(figures, server=" ".join(command[1:]))
     try:
         deadline = time.monotonic() + 600  # minutes on a busy CPU
         while health(port) != 200:
@@ -241,21 +249,20 @@ def main() -> int:
                 sys.exit(f"the server did not start:\n{log.read().decode()}")
             time.sleep(0.2)
         post(port, "warm.wav", audio(noise(1.0), 16000))
-        figures["rss_idle_mb"] = round(peak_mb(server.pid, "VmRSS"))
+        report(figures, rss_idle_mb=round(peak_mb(server.pid, "VmRSS")))
         if not args.skip_hostile:
-            figures["hostile"] = run_all(hostile_uploads(), port)
-            figures["peak_mb_after_hostile"] = round(peak_mb(server.pid))
-            figures |= slow_clients(port, args.slow_clients, 4 * args.request_timeout_s + 10)
-        figures |= load(port, args.clients, args.requests)
-        figures["peak_mb_after_load"] = round(peak_mb(server.pid))
+            report(figures, hostile=run_all(hostile_uploads(), port))
+            report(figures, peak_mb_after_hostile=round(peak_mb(server.pid)))
+            limit_s = 4 * args.request_timeout_s + 10
+            report(figures, **slow_clients(port, args.slow_clients, limit_s))
+        report(figures, **load(port, args.clients, args.requests))
+        report(figures, peak_mb_after_load=round(peak_mb(server.pid)))
         status, answer, _ = post(port, "after.wav", audio(noise(1.0, seed=99), 16000))
-        figures["recovery"] = {"health": health(port), "transcribe": status}
-        figures["rss_end_mb"] = round(peak_mb(server.pid, "VmRSS"))
+        report(figures, recovery={"health": health(port), "transcribe": status})
+        report(figures, rss_end_mb=round(peak_mb(server.pid, "VmRSS")))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-    for key, value in figures.items():
-        print(f"{key}: {value}")
     print(json.dumps(figures))
     return 0
 
