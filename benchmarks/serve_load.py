@@ -53,8 +53,8 @@ def hostile_uploads() -> list[tuple[str, bytes, int]]:
     return [
         ("FLAC 30 s, 8 ch, 655,350 Hz (the bomb)", audio(np.zeros((655350 * 30, 8), np.int16),
                                                          655350, "FLAC"), 6),
-        ("FLAC 30 s, 8 ch, 192 kHz (widest admitted)", audio(noise(30, 192000, 8), 192000,
-                                                            "FLAC"), 6),
+        ("FLAC 30 s, 8 ch, 192 kHz (widest admitted)", audio(np.zeros((192000 * 30, 8),
+                                                            np.int16), 192000, "FLAC"), 6),
         ("WAV 16 ch", audio(noise(0.5, channels=16), 16000), 1),
         ("WAV at 2**31-1 Hz", audio(np.zeros((100, 1)), 2**31 - 1), 1),
         ("WAV GSM 6.10 (not seekable)", audio(noise(2.0, 8000), 8000, subtype="GSM610"), 1),

@@ -254,7 +254,7 @@ async def received_upload(
 ) -> AsyncIterator[tuple[str, BinaryIO]]:
     """`(filename, file)` of the multipart field `file`, open until the context exits (a
     temporary file past 1 MiB). The body is read in chunks: refused (413) as soon as it passes
-    `max_bytes`, and (408) when it has not all arrived `timeout_s` after the first read.
+    `max_bytes`, and (408) when it has not all arrived `timeout_s` after the headers.
     Raises `RequestError` (400, 408, 413)."""
     from starlette.formparsers import MultiPartException, MultiPartParser
     from starlette.requests import ClientDisconnect
