@@ -9,6 +9,7 @@ import dataclasses
 import http.client
 import io
 import json
+import logging
 import socket
 import sys
 import threading
@@ -27,11 +28,15 @@ uvicorn = pytest.importorskip("uvicorn", reason=EXTRAS)
 pytest.importorskip("python_multipart", reason=EXTRAS)
 
 from whisper_ft.serve import (  # noqa: E402 (after the skips)
+    SERVE_DEFAULTS,
+    FloodFilter,
     MissingExtrasError,
     add_serve_command,
     create_app,
     decode_upload,
+    quiet_floods,
     serve,
+    uvicorn_config,
 )
 from whisper_ft.text import to_kana  # noqa: E402
 from whisper_ft.transcribe import Transcriber  # noqa: E402
@@ -71,12 +76,14 @@ def transcriber() -> Transcriber:
 
 
 @contextmanager
-def running(app) -> Iterator[int]:
-    """Serve `app` with uvicorn in a thread on a free loopback port; yields the port once the
-    server accepts connections (the lifespan, hence the batching worker, has started)."""
+def running(app, **limits) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on a free loopback port, configured as `serve` does
+    (`uvicorn_config`, `limits` its keywords); yields the port once the server accepts
+    connections (the lifespan, hence the batching worker, has started)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning"))
+    config = uvicorn_config(app, log_config=None, log_level="error", **limits)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -162,7 +169,7 @@ def post_file(port: int, filename: str, data: bytes, chunked: bool = False) -> t
 def expected(transcriber: Transcriber, data: bytes) -> str:
     """What the model says about `data` decoded alone (call only while the server is idle:
     the Transcriber is not thread-safe)."""
-    return transcriber([decode_upload(data, "x.wav", MAX_DURATION_S)])[0]
+    return transcriber([decode_upload(io.BytesIO(data), "x.wav", MAX_DURATION_S)])[0]
 
 
 def test_health(port):
@@ -292,6 +299,10 @@ def test_serve_command(monkeypatch):
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--model", "m", "--max-duration-s", "31"])
+    # One option per parameter of `serve`, its default taken from there.
+    options = vars(parser.parse_args(["serve", "--model", "m"]))
+    assert {name: options[name] for name in SERVE_DEFAULTS} == SERVE_DEFAULTS | {"model": "m"}
+    assert parser.parse_args(["serve", "--model", "m", "--max-queue", "3"]).max_queue == 3
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extras were not installed
     with pytest.raises(MissingExtrasError, match="pip install -r requirements-optional.txt"):
         args.func(args)
@@ -336,3 +347,254 @@ def test_the_serve_command_answers_then_stops_cleanly_on_sigterm(tmp_path):
     # uvicorn finishes in-flight requests and the lifespan, then re-raises the signal
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output and f"127.0.0.1:{free_port}" in output
+
+
+def audio_bytes(wave: np.ndarray, rate: int, format: str = "WAV", subtype="PCM_16") -> bytes:
+    """`wave` (frames, channels) written by libsndfile in `format`/`subtype`."""
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format=format, subtype=subtype)
+    return buffer.getvalue()
+
+
+class CountingFile(io.BytesIO):
+    """A BytesIO that counts the bytes read from it."""
+
+    n_read = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.n_read += len(data)
+        return data
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (np.zeros((1600, 16)), ["16 channels", "limit of 8"]),
+        (np.zeros((38400, 1)), ["384000 Hz", "1000-192000 Hz"]),
+        (np.zeros((100, 1)), ["2147483647 Hz", "1000-192000 Hz"]),
+    ],
+    ids=["16_channels", "384_kHz", "2**31-1_Hz"],
+)
+def test_refuses_absurd_channels_and_rates_from_the_header(port, controlled, data, words):
+    rate = 16000 if data.shape[1] == 16 else 384000 if len(data) == 38400 else 2**31 - 1
+    upload = audio_bytes(data, rate)
+    calls = len(controlled.batch_sizes)
+    code, body = post_file(port, "bomb.wav", upload)
+    assert code == 415, body
+    assert all(word in body["detail"] for word in words), body["detail"]
+    assert len(controlled.batch_sizes) == calls  # never reached the model
+
+
+def test_a_decode_bomb_is_refused_before_its_samples_are_read():
+    """The issue's bomb: 30 s of 8-channel FLAC at 655,350 Hz, 170 kB that decode to 629 MB
+    of float32. Only its header is read."""
+    upload = CountingFile(audio_bytes(np.zeros((655350 * 30, 8), np.int16), 655350, "FLAC"))
+    with pytest.raises(Exception, match="655350 Hz") as refused:
+        decode_upload(upload, "bomb.flac")
+    assert refused.value.status_code == 415
+    assert upload.n_read < 16384, upload.n_read  # the header, not 170 kB of frames
+
+
+def test_decoding_memory_is_bounded_by_the_output_not_the_file():
+    """8 channels at 192 kHz for 4 s (the most the limits let through, for 4 s) are 24.6 MB
+    as float32; decoded block by block the peak stays a fraction of that, and the samples are
+    exactly `load_audio`'s (mono mix, then soxr HQ)."""
+    import tracemalloc
+
+    from whisper_ft.audio import to_mono
+
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal((192000 * 4, 8))).astype(np.float32)
+    upload = audio_bytes(wave, 192000)
+    tracemalloc.start()
+    try:
+        waveform = decode_upload(io.BytesIO(upload), "wide.wav", max_duration_s=30)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, f"{peak / 1e6:.1f} MB"
+    whole = sf.read(io.BytesIO(upload), dtype="float32", always_2d=True)[0]
+    np.testing.assert_array_equal(waveform, to_mono(whole, 192000))
+    assert waveform.shape == (16000 * 4,)
+
+
+def test_a_gsm_wav_is_decoded_not_a_500(port):
+    """libsndfile marks GSM 6.10 in WAV as not seekable; reading it "whole" raised
+    `ValueError: frames must be specified for non-seekable files` (a 500)."""
+    rng = np.random.default_rng(3)
+    upload = audio_bytes(0.1 * rng.standard_normal((16000, 1)), 8000, subtype="GSM610")
+    code, body = post_file(port, "phone.wav", upload)
+    assert code == 200, body
+    assert body["duration_s"] == 2.0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_refuses_non_finite_samples(port, controlled, bad):
+    wave = np.zeros((16000, 2), np.float32)
+    wave[8000, 1] = bad
+    calls = len(controlled.batch_sizes)
+    code, body = post_file(port, "nan.wav", audio_bytes(wave, 16000, subtype="FLOAT"))
+    assert code == 422, body
+    assert "non-finite samples" in body["detail"] and "0.500 s" in body["detail"]
+    assert len(controlled.batch_sizes) == calls
+
+
+def wait_for(port: int, key: str, value, timeout_s: float = 30) -> None:
+    """Poll /health until `key` is `value`."""
+    deadline = time.monotonic() + timeout_s
+    while (health := request(port, "GET", "/health")[1])[key] != value:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.02)
+
+
+@contextmanager
+def held(controlled: ControlledTranscriber) -> Iterator[None]:
+    """The model's decode waits inside until the block ends."""
+    controlled.gate = threading.Event()
+    try:
+        yield
+    finally:
+        controlled.gate.set()
+        controlled.gate = None
+
+
+def send_in_thread(port: int, answers: list, data: bytes) -> threading.Thread:
+    thread = threading.Thread(target=lambda: answers.append(post_file(port, "q.wav", data)))
+    thread.start()
+    return thread
+
+
+def test_a_full_queue_answers_503_with_retry_after_then_recovers(controlled):
+    app = create_app(controlled, max_batch=1, batch_wait_ms=0, max_queue=1)
+    answers: list = []
+    with running(app) as port:
+        with held(controlled):
+            first = send_in_thread(port, answers, noise_wav(0.5))
+            wait_for(port, "decoding", 1)
+            second = send_in_thread(port, answers, noise_wav(0.5, seed=2))
+            wait_for(port, "queued", 1)
+            body, content_type = multipart({"file": ("third.wav", noise_wav(0.5))})
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", "/transcribe", body, {"Content-Type": content_type})
+            response = conn.getresponse()
+            assert response.status == 503
+            assert int(response.getheader("Retry-After")) >= 1
+            assert "limit 1" in json.loads(response.read())["detail"]
+            conn.close()
+        first.join(60)
+        second.join(60)
+        assert [code for code, _ in answers] == [200, 200]
+        assert post_file(port, "after.wav", noise_wav(0.5))[0] == 200
+
+
+def test_a_request_whose_client_left_is_not_decoded(port, controlled):
+    calls = len(controlled.batch_sizes)
+    answers: list = []
+    with held(controlled):
+        first = send_in_thread(port, answers, noise_wav(0.5))
+        wait_for(port, "decoding", 1)
+        body, content_type = multipart({"file": ("gone.wav", noise_wav(0.5, seed=4))})
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/transcribe", body, {"Content-Type": content_type})
+        wait_for(port, "queued", 1)
+        conn.close()  # the client leaves while its request waits for a batch
+        wait_for(port, "queued", 0)
+    first.join(60)
+    assert answers[0][0] == 200
+    wait_for(port, "decoding", 0)
+    assert controlled.batch_sizes[calls:] == [1]  # the first request's batch only
+
+
+def test_slow_clients_are_cut_off_and_health_answers(controlled):
+    """Slowloris: clients trickling their headers or body a byte at a time, more of them than
+    the server takes connections. Headers late: the connection is closed; body late: 408."""
+    app = create_app(controlled, request_timeout_s=1.0)
+    with running(app, request_timeout_s=1.0, max_connections=8) as port:
+        body, content_type = multipart({"file": ("slow.wav", noise_wav(0.5))})
+        head = (
+            f"POST /transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        slow_bodies = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        for sock in slow_bodies:  # their requests start before the limit is reached
+            sock.sendall(head)
+        wait_for(port, "status", "ok")  # the server has read those headers
+        slow_headers = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+        answers: dict[socket.socket, bytes] = {}
+        started = time.monotonic()
+        for i in range(40):  # a byte every 0.1 s each, for at most 4 s
+            for sock in slow_headers + slow_bodies:
+                if sock in answers:
+                    continue
+                try:
+                    sock.sendall((head if sock in slow_headers else body)[i : i + 1])
+                    sock.setblocking(False)
+                    answers[sock] = sock.recv(65536)  # b"" once the server closed it
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    answers[sock] = b""
+                finally:
+                    sock.setblocking(True)
+            if len(answers) == len(slow_headers) + len(slow_bodies):
+                break
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+        status, health = request(port, "GET", "/health")
+        for sock in slow_headers + slow_bodies:
+            sock.close()
+    assert len(answers) == 14, f"{14 - len(answers)} slow clients still connected after 4 s"
+    assert elapsed < 3.5
+    assert all(answers[sock] == b"" for sock in slow_headers)
+    assert all(answers[sock].startswith(b"HTTP/1.1 408") for sock in slow_bodies), answers
+    assert status == 200 and health["status"] == "ok"
+
+
+def test_the_server_runs_with_limits():
+    config = uvicorn_config(create_app(ControlledTranscriber.__new__(ControlledTranscriber)))
+    assert (config.limit_concurrency, config.timeout_keep_alive, config.backlog) == (64, 5, 128)
+    assert config.h11_max_incomplete_event_size == 16384
+
+
+def test_log_floods_are_quieted(monkeypatch):
+    """uvicorn and asyncio log per connection; under a flood that was 558 MB in 70 s."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    quiet_floods()
+    try:
+        for _ in range(1000):
+            logger.error("socket.accept() out of system resource")
+        flood = next(f for f in logger.filters if isinstance(f, FloodFilter))
+        monkeypatch.setattr(flood, "interval_s", 0.0)
+        logger.error("socket.accept() out of system resource")
+    finally:
+        logger.removeHandler(handler)
+    assert len(records) == 2
+    assert records[1].getMessage().endswith("(999 more like it in the last 0 s)")
+
+
+@pytest.mark.slow
+def test_load_overload_and_recovery():
+    """16 clients × 2 uploads against `serve --max-queue 2` (its own process, on loopback):
+    every upload is answered 200 in the end, the overload is answered 503 (retried after its
+    Retry-After), nothing else comes back, the server's memory stays bounded, and it serves
+    /health and a new upload afterwards. benchmarks/serve_load.py does the work."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(root / "benchmarks" / "serve_load.py"), "--skip-hostile"]
+    command += ["--clients", "16", "--requests", "2", "--max-queue", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    print(done.stdout)  # the figures, with pytest -s
+    assert figures["answered_200"] == 32 and figures["other_statuses"] == []
+    assert figures["answered_503"] > 0
+    assert figures["recovery"] == {"health": 200, "transcribe": 200}
+    assert figures["peak_mb_after_load"] - figures["rss_idle_mb"] < 300
+    assert figures["p50_s"] <= figures["p99_s"]
