@@ -154,6 +154,7 @@ class ResumableCheckpoint(ModelCheckpoint):
             raise SystemExit(message)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        undo_recounted_epoch(trainer)  # before any save: the checkpoint must hold the true count
         super().on_train_epoch_end(trainer, pl_module)
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
@@ -192,6 +193,18 @@ class BestCheckpoint(ModelCheckpoint):
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
         if self.monitor in monitor_candidates:
             super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+
+def undo_recounted_epoch(trainer: pl.Trainer) -> None:
+    """Lightning (2.6) resuming a `max_steps` fit from a checkpoint saved at an epoch's end
+    (`on_train_epoch_end`) runs that epoch's end again (`FitLoop.on_advance_end`, restart stage
+    "restarted_on_epoch_end") and counts it as processed a second time. `set_epoch` is given that
+    count, so every later epoch would draw the order of the epoch after it and the weights part
+    from the uninterrupted run's. Call from `on_train_epoch_end`: it takes the second count back."""
+    loop = trainer.fit_loop
+    if loop.restarted_on_epoch_end:
+        loop.epoch_progress.total.processed -= 1
+        loop.epoch_progress.current.processed -= 1
 
 
 def resilient_callbacks(
