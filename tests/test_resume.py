@@ -171,12 +171,31 @@ def test_disk_full_names_the_folder_and_keeps_the_previous_checkpoint(tmp_path, 
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
-def test_mirror_dir_gets_every_checkpoint_and_loses_removed_ones(tmp_path):
+def test_mirror_dir_keeps_one_folder_per_run_and_loses_removed_ones(tmp_path):
     io = AtomicCheckpointIO(mirror_dir=tmp_path / "drive")
-    io.save_checkpoint({"global_step": 3}, tmp_path / "run" / "a.ckpt")
-    assert torch.load(tmp_path / "drive" / "a.ckpt", weights_only=True) == {"global_step": 3}
-    io.remove_checkpoint(tmp_path / "run" / "a.ckpt")
-    assert not (tmp_path / "drive" / "a.ckpt").exists()
+    run_a = tmp_path / "a" / "lightning_logs" / "version_0" / "checkpoints"
+    run_b = tmp_path / "b" / "lightning_logs" / "version_0" / "checkpoints"
+    io.save_checkpoint({"global_step": 500}, run_a / "last.ckpt")
+    io.save_checkpoint({"global_step": 3}, tmp_path / "run_b" / "last.ckpt")
+    io.save_checkpoint({"global_step": 3}, run_b.parent.parent / "version_1" / "x" / "y.ckpt")
+    mirrored = tmp_path / "drive" / "lightning_logs" / "version_0" / "last.ckpt"
+    assert torch.load(mirrored, weights_only=True) == {"global_step": 500}  # not overwritten
+    assert torch.load(tmp_path / "drive" / "run_b" / "last.ckpt", weights_only=True)
+    io.remove_checkpoint(run_a / "last.ckpt")
+    assert not mirrored.exists()
+
+
+def test_a_failed_mirror_copy_warns_and_the_next_save_copies_again(tmp_path):
+    drive = tmp_path / "drive"
+    drive.write_text("not a folder: every copy into it fails")  # as an unmounted Drive would
+    io = AtomicCheckpointIO(mirror_dir=drive)
+    last = tmp_path / "run" / "last.ckpt"
+    with pytest.warns(UserWarning, match=r"could not copy checkpoint last.ckpt .*training goes on"):
+        io.save_checkpoint({"global_step": 1}, last)
+    assert torch.load(last, weights_only=True) == {"global_step": 1}  # the local one is written
+    drive.unlink()  # mounted again
+    io.save_checkpoint({"global_step": 2}, last)
+    assert torch.load(drive / "run" / "last.ckpt", weights_only=True) == {"global_step": 2}
 
 
 def test_best_checkpoint_skips_validations_without_val_cer(tmp_path):
@@ -185,15 +204,20 @@ def test_best_checkpoint_skips_validations_without_val_cer(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_last_resolves_to_the_newest_last_ckpt_and_its_logger_version(tmp_path):
-    for version in (0, 3):
-        folder = tmp_path / "lightning_logs" / f"version_{version}" / "checkpoints"
-        folder.mkdir(parents=True)
-        (folder / "last.ckpt").write_bytes(b"x")
-        os.utime(folder / "last.ckpt", (version, version))
+def test_last_names_the_run_and_refuses_when_two_runs_share_the_root(tmp_path, capsys):
+    folders = [tmp_path / "lightning_logs" / f"version_{v}" / "checkpoints" for v in (0, 3)]
+    folders[1].mkdir(parents=True)
+    (folders[1] / "last.ckpt").write_bytes(b"x")
     found = resolve_ckpt_path("last", {"default_root_dir": str(tmp_path)})
-    assert found == str(tmp_path / "lightning_logs" / "version_3" / "checkpoints" / "last.ckpt")
+    assert found == str(folders[1] / "last.ckpt")
+    assert f"resuming from {found}" in capsys.readouterr().out
     assert logger_version(found) == 3
+    folders[0].mkdir(parents=True)
+    (folders[0] / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="--ckpt_path last: 2 runs under .* have a last.ckpt") as e:
+        resolve_ckpt_path("last", {"default_root_dir": str(tmp_path)})
+    assert all(str(folder / "last.ckpt") in str(e.value) for folder in folders)
+    assert "resume one with --ckpt_path <its path>" in str(e.value)
     assert resolve_ckpt_path("x.ckpt", {}) == "x.ckpt"
     with pytest.raises(FileNotFoundError, match="no last.ckpt under"):
         resolve_ckpt_path("last", {"default_root_dir": str(tmp_path / "empty")})
