@@ -4,6 +4,7 @@ import argparse
 import json
 import pickle
 import shutil
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -380,3 +381,36 @@ def test_cache_command_checks_the_data_builds_then_reuses(manifest, tmp_path, ca
     assert "complete (4 utterances), reused" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args([*argv, "--batch-size", "0"])
+
+
+def test_a_second_builder_waits_for_the_first_and_computes_nothing(model, dataset, tmp_path):
+    # Two fits, or DDP ranks, building one cache at once: without a lock the second computed
+    # rows too, and its _create could zero rows the first had marked done.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+
+    def first_builder() -> None:
+        forward = model.encoder.forward
+
+        def slow(mel):
+            started.set()
+            time.sleep(1.0)  # keeps the build going while the second builder starts
+            return forward(mel)
+
+        model.encoder.forward = slow
+        build(model, dataset, tmp_path / "cache", progress=False)
+
+    first = context.Process(target=first_builder)
+    first.start()
+    assert started.wait(120)
+    rows = count_rows(model)
+    cache = build(model, dataset, tmp_path / "cache", progress=False)
+    first.join(120)
+    assert first.exitcode == 0
+    assert rows == []  # it waited on the lock, then found every row done
+    assert cache.complete
+    for row in range(len(dataset)):
+        expected = live_features(model, dataset, row)
+        assert torch.allclose(cache.features(row).float(), expected, atol=1e-2, rtol=1e-2)
