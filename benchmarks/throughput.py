@@ -409,7 +409,8 @@ def run_project(
     cached = sum(len(data.datasets[split]) for split in ("train", "val"))
     extra_flops = cached * encoder_forward_flops(module.model.dims)
 
-    module.model.load_state_dict(torch.load(eval_weights)["model_state_dict"])
+    weights = torch.load(eval_weights, map_location="cpu", weights_only=True)  # never runs code
+    module.model.load_state_dict(weights["model_state_dict"])
     # Validation as fit runs it every epoch after the first: val features from the cache (a
     # default fit caches its val manifest as it does the training one). The cache path's fit
     # already holds the eval features; the default path builds them first, untimed.

@@ -178,7 +178,6 @@ def test_an_unchanged_manifest_is_not_checked_twice(bad_manifest, tmp_path, monk
     opened = []
     decode = check._decoded_duration_s
     monkeypatch.setattr(check, "_decoded_duration_s", lambda p: opened.append(p) or decode(p))
-    (bad_manifest.parent / "wav" / "good.wav").unlink()
     again = check_manifest(bad_manifest, workers=1, cache_dir=cache)
     assert again.cached and opened == []
     assert again.problems == first.problems and again.utterances == first.utterances
@@ -186,9 +185,12 @@ def test_an_unchanged_manifest_is_not_checked_twice(bad_manifest, tmp_path, monk
         "cached result, audio not reopened (--recheck to check it again)"
     )
 
-    # recheck, another target, or a changed manifest: the audio is read again
+    # a deleted audio file, recheck, another target, or a changed manifest: checked again
+    (bad_manifest.parent / "wav" / "good.wav").unlink()
+    deleted = check_manifest(bad_manifest, workers=1, cache_dir=cache)
+    assert not deleted.cached and (1, "good", "missing_audio") in found(deleted)
     rechecked = check_manifest(bad_manifest, workers=1, cache_dir=cache, recheck=True)
-    assert not rechecked.cached and (1, "good", "missing_audio") in found(rechecked)
+    assert not rechecked.cached and found(rechecked) == found(deleted)
     assert not check_manifest(bad_manifest, target="text", workers=1, cache_dir=cache).cached
     with bad_manifest.open("a", encoding="utf-8") as f:
         f.write(line("new", "wav/stereo24k.wav", "はい") + "\n")
@@ -203,6 +205,30 @@ def test_the_same_manifest_bytes_elsewhere_are_checked_again(bad_manifest, tmp_p
     copy.write_bytes(bad_manifest.read_bytes())
     result = check_manifest(copy, workers=1, cache_dir=tmp_path / "cache")
     assert not result.cached and (1, "good", "missing_audio") in found(result)
+
+
+def test_a_symlinked_manifest_is_checked_against_its_own_folder(bad_manifest, tmp_path):
+    check_manifest(bad_manifest, workers=1, cache_dir=tmp_path / "cache")
+    link = tmp_path / "elsewhere" / "train.jsonl"  # its relative audio paths point nowhere
+    link.parent.mkdir()
+    link.symlink_to(bad_manifest)
+    result = check_manifest(link, workers=1, cache_dir=tmp_path / "cache")
+    assert not result.cached and (1, "good", "missing_audio") in found(result)
+    assert check_manifest(bad_manifest, workers=1, cache_dir=tmp_path / "cache").cached
+
+
+def test_an_audio_file_replaced_under_an_unchanged_manifest_is_checked_again(
+    bad_manifest, tmp_path
+):
+    first = check_manifest(bad_manifest, workers=1, cache_dir=tmp_path / "cache")
+    audio = first.utterances[0].audio_path(bad_manifest.parent)
+    original = audio.read_bytes()
+    try:
+        audio.write_bytes(b"")  # truncated in place: the manifest's bytes are the same
+        again = check_manifest(bad_manifest, workers=1, cache_dir=tmp_path / "cache")
+    finally:
+        audio.write_bytes(original)
+    assert not again.cached and (1, first.utterances[0].id, "unreadable_audio") in found(again)
 
 
 def test_cli_prints_each_problem_then_counts_then_summary(

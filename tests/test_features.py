@@ -4,6 +4,7 @@ import argparse
 import json
 import pickle
 import shutil
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -151,7 +152,7 @@ def test_a_changed_setting_or_utterance_list_invalidates_the_cache(
     as_float32 = build(model, dataset, cache_dir, dtype="float32")
     assert rows == [3, 1] and (as_float32.path / "features.f32").is_file()
     assert as_float32.features(0).dtype == torch.float32
-    assert len(list(cache_dir.iterdir())) == 2  # one folder per key
+    assert len(list(cache_dir.glob("[!.]*"))) == 2  # one folder per key (and its lock file)
 
 
 def test_the_key_covers_n_mels_and_head_count_besides_the_weights(model, dataset):
@@ -323,7 +324,7 @@ def test_too_little_disk_space_stops_before_writing(model, dataset, tmp_path, mo
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))
     with pytest.raises(FeatureCacheError, match=r"needs 768\.0 kB more, but only 1\.0 kB"):
         build(model, dataset, tmp_path / "cache")
-    assert not (tmp_path / "cache").exists()
+    assert list((tmp_path / "cache").glob("[!.]*")) == []  # only the build's lock file
 
 
 def test_the_dataset_must_be_the_one_the_cache_was_built_for(
@@ -380,3 +381,34 @@ def test_cache_command_checks_the_data_builds_then_reuses(manifest, tmp_path, ca
     assert "complete (4 utterances), reused" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args([*argv, "--batch-size", "0"])
+
+
+def test_a_second_builder_waits_for_the_first_and_computes_nothing(model, dataset, tmp_path):
+    # Two fits, or DDP ranks, building one cache at once: without a lock the second computed
+    # rows too, and its _create could zero rows the first had marked done. Threads: flock
+    # locks per open file, so two opens in one process exclude each other as two processes do.
+    import copy
+    import threading
+
+    other = copy.deepcopy(model)  # the same weights: the same cache key and folder
+    started = threading.Event()
+    forward = other.encoder.forward
+
+    def slow(mel):
+        started.set()
+        time.sleep(1.0)  # keeps the first build going while the second builder starts
+        return forward(mel)
+
+    other.encoder.forward = slow
+    first = threading.Thread(target=build, args=(other, dataset, tmp_path / "cache"),
+                             kwargs={"progress": False})  # fmt: skip
+    first.start()
+    assert started.wait(120)
+    rows = count_rows(model)
+    cache = build(model, dataset, tmp_path / "cache", progress=False)
+    first.join(120)
+    assert rows == []  # it waited on the lock, then found every row done
+    assert cache.complete
+    for row in range(len(dataset)):
+        expected = live_features(model, dataset, row)
+        assert torch.allclose(cache.features(row).float(), expected, atol=1e-2, rtol=1e-2)

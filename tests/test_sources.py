@@ -499,7 +499,9 @@ def test_merge_rewrites_paths_filters_and_keeps_ids_unique(tmp_path, capsys):
     assert "renamed: 1 ids an earlier line holds, e.g. x → cv_train_x" in report
     assert "dropped by duration: 2 (longer than 4 s: 1, shorter than 0.3 s: 1)" in report
     assert f"audio file missing, e.g. {b}:3" in report
-    assert f"line that does not parse, e.g. {b}:4" in report
+    assert f"bad line (bad_json), e.g. {b}:4: not valid JSON: Expecting value at column 1." in (
+        report
+    )
 
 
 def test_merge_targets(tmp_path):

@@ -25,6 +25,7 @@ from whisper_ft.transcribe import (
     TranscriptionSummary,
     add_transcribe_command,
     collect_inputs,
+    output_name,
     transcribe_inputs,
 )
 
@@ -358,3 +359,44 @@ def test_summary_line_gives_rtf_speed_and_cer_as_fractions():
         "against the references of 2 files"
     )
     assert summary.to_dict()["rtf"] == 0.25
+
+
+def test_out_dir_keeps_earlier_rows_refuses_without_resume_and_resumes(transcriber, tmp_path):
+    a, b, c = (write_wav(tmp_path / f"{name}.wav", 0.5, 300) for name in "abc")
+    out = tmp_path / "out"
+    transcribe_inputs(transcriber, collect_inputs([str(a), str(b)]), out_dir=out, progress=False)
+    with (out / "transcripts.tsv").open("a", encoding="utf-8") as f:
+        f.write("c\tcut short by a kill")  # half a row, no newline
+    everything = collect_inputs([str(a), str(b), str(c)])
+    with pytest.raises(FileExistsError, match="already holds 2 transcripts; resume .*--resume"):
+        transcribe_inputs(transcriber, everything, out_dir=out, progress=False)
+    assert [r["id"] for r in read_tsv(out / "transcripts.tsv")[:2]] == ["a", "b"]  # untouched
+
+    new = []
+    transcripts, summary = transcribe_inputs(
+        transcriber, everything, out_dir=out, progress=False, on_transcript=new.append, resume=True
+    )
+    assert [t.id for t in new] == ["c"]  # a and b were done
+    rows = read_tsv(out / "transcripts.tsv")
+    assert [r["id"] for r in rows] == ["a", "b", "c"] and rows[2]["duration_s"] == "0.500"
+    assert [t.id for t in transcripts] == ["a", "b", "c"] and summary.files == 3
+    written = json.loads((out / "transcripts.json").read_text(encoding="utf-8"))
+    assert [t["id"] for t in written["transcripts"]] == ["a", "b", "c"]
+
+
+def test_out_dir_cli_says_how_to_resume(tmp_path):
+    wav = write_wav(tmp_path / "a.wav", 0.5)
+    args = ["transcribe", "--model", "random:micro", "--device", "cpu", str(wav)]
+    with pytest.raises(SystemExit):
+        main([*args, "--out-dir", str(tmp_path / "out"), "--quiet"])
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--out-dir", str(tmp_path / "out"), "--quiet"])
+    assert "already holds 1 transcripts; resume" in str(exit_.value.code)
+    assert "--resume" in str(exit_.value.code)
+
+
+def test_ids_that_differ_only_by_a_separator_get_different_files():
+    names = {output_name(i) for i in ("spk1/utt1", "spk1_utt1", "spk1\\utt1")}
+    assert len(names) == 3 and "spk1_utt1" in names
+    assert output_name("spk1/utt1") == output_name("spk1/utt1")  # the same every run
+    assert all("/" not in n and "\\" not in n for n in names)

@@ -34,14 +34,22 @@ from whisper.tokenizer import Tokenizer, get_tokenizer
 from whisper_ft.arguments import positive_int
 from whisper_ft.collate import decoder_tokens
 from whisper_ft.files import atomic_write, cache_root
-from whisper_ft.manifest import REQUIRED_KEYS, ManifestError, Utterance, parse_line
+from whisper_ft.manifest import (
+    TARGETS,
+    ManifestError,
+    Utterance,
+    line_problems,
+    manifest_lines,
+    parse_line,
+)
 from whisper_ft.text import normalize, to_kana
 
 # reason key → what it means. A line is excluded when it has any of them.
 REASONS = {
     "bad_json": "the line is not a JSON object",
     "missing_field": "id, audio or text is absent or null, or id or audio is empty",
-    "bad_field": "kana is not a string, duration not a number, or target not kana/text or "
+    "bad_field": "kana is not a string, duration not a finite positive number of seconds, or "
+    "target not kana/text or "
     "unlike the target of the lines before it",
     "duplicate_id": "the id is already used on an earlier line (named in the detail)",
     "empty_text": "text is empty or only whitespace",
@@ -55,7 +63,6 @@ REASONS = {
     "too_long_audio": f"longer than Whisper's {CHUNK_LENGTH}-s window: the model would hear only "
     "its start, and the transcript would not match",
 }
-TARGETS = ("kana", "text")
 N_TEXT_CTX = 448  # decoder context of every released Whisper (ModelDimensions.n_text_ctx)
 CHECK_VERSION = 1  # part of the cache key: raise it when a check changes
 PROGRESS_MIN_LINES = 500  # a progress bar (stderr) from this many lines on
@@ -141,7 +148,8 @@ def check_manifest(
         workers: processes that decode audio and make kana; None: os.cpu_count(); 1: this one.
         cache_dir: where results are cached; None: `default_cache_dir()`.
         recheck: ignore a cached result and check again (the new result replaces it): for
-            audio files changed in place under an unchanged manifest.
+            audio files changed with neither a new size nor a new modification time (an
+            audio file's size and time are part of the cache key).
         progress: a tqdm bar on stderr; None: from PROGRESS_MIN_LINES lines on.
 
     Raises ManifestError when the manifest is not a file or `target` is not kana/text.
@@ -155,13 +163,18 @@ def check_manifest(
         raise ManifestError(f"target must be one of {', '.join(TARGETS)}, got {target!r}.")
     tokenizer = tokenizer or get_tokenizer(True, language="ja", task="transcribe")
     data = path.read_bytes()
+    lines = list(manifest_lines(path))
+    # Relative audio paths start at the folder the manifest is named in, a symlink's own folder
+    # included: the entry is per path as given, and the key holds every audio file it names.
+    where = os.path.abspath(path)
     cache_file = Path(cache_dir or default_cache_dir()) / (
-        hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json"
+        hashlib.sha256(where.encode()).hexdigest()[:32] + ".json"
     )
     key = {
         "version": CHECK_VERSION,
-        "manifest": str(path.resolve()),
+        "manifest": where,
         "sha256": hashlib.sha256(data).hexdigest(),
+        "audio": _audio_fingerprint(path, lines),
         "target": target,
         "encoding": tokenizer.encoding.name,
         "sot": list(tokenizer.sot_sequence_including_notimestamps),
@@ -172,7 +185,6 @@ def check_manifest(
         if cached is not None:
             return cached
 
-    lines = [(n, line) for n, line in enumerate(data.splitlines(), start=1) if line.strip()]
     result = CheckResult(manifest=path, n_lines=len(lines), utterances=[], problems=[])
     sound, result.target = _parse_lines(lines, target, result.problems)
     jobs = [_job(path, number, record, result.target) for number, _, record in sound]
@@ -205,6 +217,25 @@ def check_manifest(
     return result
 
 
+def _audio_fingerprint(manifest: Path, lines: list[tuple[int, bytes]]) -> str:
+    """A digest of every audio file the lines name: its resolved path, size and modification
+    time (missing: no file). A file replaced, added or deleted changes the check's result."""
+    digest = hashlib.sha256()
+    for _, raw in lines:
+        record, _ = line_problems(raw)
+        audio = None if record is None else record.get("audio")
+        if not isinstance(audio, str) or not audio:
+            continue
+        resolved = os.path.realpath(manifest.parent / audio)
+        try:
+            stat = os.stat(resolved)
+            seen = f"{stat.st_size} {stat.st_mtime_ns}"
+        except OSError:
+            seen = "missing"
+        digest.update(f"{resolved}\0{seen}\n".encode())
+    return digest.hexdigest()
+
+
 def default_cache_dir() -> Path:
     """`check/` under `files.cache_root()`."""
     return cache_root() / "check"
@@ -232,65 +263,30 @@ def _parse_lines(
     first_line_of: dict[str, int] = {}
     line_target: tuple[str, int] | None = None  # the first `target` key and its line
     for number, raw_bytes in lines:
-        try:
-            raw = raw_bytes.decode("utf-8")
-            record = json.loads(raw)
-        except UnicodeDecodeError as e:
-            problems.append(Problem(number, None, "bad_json", f"not UTF-8 ({e.reason})"))
-            continue
-        except json.JSONDecodeError as e:
-            detail = f"not valid JSON: {e.msg} at column {e.colno}"
-            problems.append(Problem(number, None, "bad_json", detail))
-            continue
-        if not isinstance(record, dict):
-            kind = type(record).__name__
-            problems.append(Problem(number, None, "bad_json", f"a JSON {kind}, not an object"))
+        record, issues = line_problems(raw_bytes)
+        if record is None:
+            problems.extend(Problem(number, None, r, d) for r, d in issues)
             continue
         utt_id = None if record.get("id") in (None, "") else str(record["id"])
-        issues = _field_issues(record)
         if utt_id in first_line_of:
             issues.append(("duplicate_id", f"id already used on line {first_line_of[utt_id]}"))
         elif utt_id is not None:
             first_line_of[utt_id] = number
         value = record.get("target")
-        if value is not None and value not in TARGETS:
-            issues.append(("bad_field", f"target {value!r} is not kana or text"))
-        elif value is not None and target is None:  # an explicit target overrides the lines'
+        if value in TARGETS and target is None:  # an explicit target overrides the lines'
             if line_target is None:
                 line_target = (value, number)
             elif value != line_target[0]:
                 first, first_number = line_target
                 detail = f"target {value!r}, but line {first_number} has {first!r}; use one"
                 issues.append(("bad_field", detail))
-        if issues:
-            problems.extend(Problem(number, utt_id, r, d) for r, d in issues)
+        problems.extend(Problem(number, utt_id, r, d) for r, d in issues)
+        if any(reason != "empty_text" for reason, _ in issues):
             continue
-        if not str(record["text"]).strip():
-            problems.append(Problem(number, utt_id, "empty_text", "text is empty or whitespace"))
-        sound.append((number, raw, record))  # an empty text: its audio is still checked
+        # An empty text: its audio is still checked.
+        sound.append((number, raw_bytes.decode("utf-8").removeprefix("\ufeff"), record))
     resolved = target or (line_target[0] if line_target else "kana")
     return sound, resolved
-
-
-def _field_issues(record: dict) -> list[tuple[str, str]]:
-    """missing_field and bad_field issues of one JSON object."""
-    issues = []
-    # An empty text is reported as empty_text; an empty id or audio is as good as none.
-    missing = [
-        k for k in REQUIRED_KEYS if record.get(k) is None or (record[k] == "" and k != "text")
-    ]
-    if missing:
-        needed = ", ".join(REQUIRED_KEYS)
-        issues.append(("missing_field", f"no {', '.join(missing)}; every line needs {needed}"))
-    kana = record.get("kana")
-    if kana is not None and not isinstance(kana, str):
-        issues.append(("bad_field", f"kana is a JSON {type(kana).__name__}, not a string"))
-    duration = record.get("duration")
-    if duration is not None and (
-        isinstance(duration, bool) or not isinstance(duration, int | float)
-    ):
-        issues.append(("bad_field", f"duration {duration!r} is not a number of seconds"))
-    return issues
 
 
 def _token_issues(

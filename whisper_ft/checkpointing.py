@@ -14,6 +14,8 @@ Lightning restarts one logging step off).
 import csv
 import shutil
 import signal
+import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,10 @@ from whisper_ft.files import atomic_write
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`torch.save` to a temporary file beside the checkpoint, fsync, rename: a kill while saving
     leaves the previous file whole. With `mirror_dir`, each checkpoint is also copied (the same
-    way) into that folder, e.g. a mounted Google Drive that outlives a Colab runtime."""
+    way) into that folder, e.g. a mounted Google Drive that outlives a Colab runtime, under the
+    run's own folder (`mirror_run_folder`): two runs never overwrite each other's copies. A
+    copy that fails is a warning (the local checkpoint is written) and the next save copies
+    again."""
 
     def __init__(self, mirror_dir: str | Path | None = None) -> None:
         super().__init__()
@@ -44,23 +49,42 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             with atomic_write(path) as tmp:
                 torch.save(checkpoint, tmp)
-            if self.mirror_dir is not None:
-                with atomic_write(self.mirror_dir / path.name) as tmp:
-                    shutil.copyfile(path, tmp)
-        except OSError as e:  # disk full, Drive unmounted: the previous checkpoint is kept
-            folder = (
-                path.parent if self.mirror_dir is None else f"{path.parent} or {self.mirror_dir}"
-            )
+        except OSError as e:  # disk full: the previous checkpoint is kept
             raise OSError(
-                f"could not write checkpoint {path.name} in {folder}: {e}; the previous one is "
-                "intact. Free space there (or point --trainer.default_root_dir elsewhere) and "
+                f"could not write checkpoint {path.name} in {path.parent}: {e}; the previous one "
+                "is intact. Free space there (or point --trainer.default_root_dir elsewhere) and "
                 "resume with --ckpt_path last."
             ) from e
+        if self.mirror_dir is not None:
+            mirror = mirror_run_folder(self.mirror_dir, path) / path.name
+            try:
+                with atomic_write(mirror) as tmp:
+                    shutil.copyfile(path, tmp)
+            except OSError as e:  # Drive unmounted or full: training goes on, the next save retries
+                warnings.warn(
+                    f"could not copy checkpoint {path.name} to {mirror.parent}: {e}; {path} is "
+                    "written, training goes on and the next checkpoint is copied again",
+                    stacklevel=2,
+                )
 
     def remove_checkpoint(self, path: _PATH) -> None:
         super().remove_checkpoint(path)
         if self.mirror_dir is not None:
-            (self.mirror_dir / Path(path).name).unlink(missing_ok=True)
+            mirror = mirror_run_folder(self.mirror_dir, Path(path)) / Path(path).name
+            try:
+                mirror.unlink(missing_ok=True)
+            except OSError as e:
+                warnings.warn(f"could not remove the mirror copy {mirror}: {e}", stacklevel=2)
+
+
+def mirror_run_folder(mirror_dir: Path, ckpt: Path) -> Path:
+    """The run's folder under `mirror_dir`: `<logger name>/<version>` of a checkpoint in
+    `…/<logger name>/<version>/checkpoints/` (`lightning_logs/version_3`), else the name of
+    the checkpoint's folder."""
+    folder = Path(ckpt).resolve().parent
+    if folder.name == "checkpoints":
+        return mirror_dir / folder.parent.parent.name / folder.parent.name
+    return mirror_dir / folder.name
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -154,6 +178,7 @@ class ResumableCheckpoint(ModelCheckpoint):
             raise SystemExit(message)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        undo_recounted_epoch(trainer)  # before any save: the checkpoint must hold the true count
         super().on_train_epoch_end(trainer, pl_module)
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
@@ -192,6 +217,18 @@ class BestCheckpoint(ModelCheckpoint):
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
         if self.monitor in monitor_candidates:
             super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+
+def undo_recounted_epoch(trainer: pl.Trainer) -> None:
+    """Lightning (2.6) resuming a `max_steps` fit from a checkpoint saved at an epoch's end
+    (`on_train_epoch_end`) runs that epoch's end again (`FitLoop.on_advance_end`, restart stage
+    "restarted_on_epoch_end") and counts it as processed a second time. `set_epoch` is given that
+    count, so every later epoch would draw the order of the epoch after it and the weights part
+    from the uninterrupted run's. Call from `on_train_epoch_end`: it takes the second count back."""
+    loop = trainer.fit_loop
+    if loop.restarted_on_epoch_end:
+        loop.epoch_progress.total.processed -= 1
+        loop.epoch_progress.current.processed -= 1
 
 
 def resilient_callbacks(
@@ -246,8 +283,20 @@ def continue_logs(loggers: list[Logger], ckpt_path: str | Path) -> None:
 
 
 def find_last_checkpoint(root: str | Path) -> Path | None:
-    """The newest `last.ckpt` under `root` (`<root>/lightning_logs/version_N/checkpoints/`)."""
+    """The `last.ckpt` under `root` (`<root>/lightning_logs/version_N/checkpoints/`); None if
+    there is none. ValueError when several runs under `root` have one: which to resume is the
+    user's choice (the newest is not always it), and the message lists them."""
     found = sorted(Path(root).glob("**/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if len(found) > 1:
+        runs = "\n".join(
+            f"  {p} (saved {time.strftime('%Y-%m-%d %H:%M', time.localtime(p.stat().st_mtime))})"
+            for p in reversed(found)
+        )
+        raise ValueError(
+            f"{len(found)} runs under {Path(root).resolve()} have a last.ckpt, newest first:\n"
+            f"{runs}\nresume one with --ckpt_path <its path>, or give each run its own "
+            "--trainer.default_root_dir"
+        )
     return found[-1] if found else None
 
 
@@ -281,14 +330,20 @@ def find_best_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, trainer_config: dict) -> str | None:
-    """`--ckpt_path last`: the newest last.ckpt under the Trainer's default_root_dir (Lightning's
-    own "last" looks only in the new run's checkpoint folder, which is empty). `--ckpt_path
-    best`: the checkpoint of lowest val_cer in that newest run's folder (`find_best_checkpoint`;
-    for validate/test). Else unchanged."""
+    """`--ckpt_path last`: the last.ckpt under the Trainer's default_root_dir (Lightning's own
+    "last" looks only in the new run's checkpoint folder, which is empty); ValueError listing
+    them when several runs there have one. `--ckpt_path best`: the checkpoint of lowest val_cer
+    in the newest run's folder (`find_best_checkpoint`; for validate/test). Else unchanged."""
     if ckpt_path not in ("last", "best"):
         return ckpt_path
     root = trainer_config.get("default_root_dir") or "."
-    found = find_last_checkpoint(root)
+    if ckpt_path == "last":
+        try:
+            found = find_last_checkpoint(root)
+        except ValueError as e:
+            raise ValueError(f"--ckpt_path last: {e}") from e
+    else:  # validate/test: the newest run's best is the usual wish, and says which it took
+        found = max(Path(root).glob("**/last.ckpt"), key=lambda p: p.stat().st_mtime, default=None)
     if found is None:
         raise FileNotFoundError(
             f"--ckpt_path {ckpt_path}: no last.ckpt under {Path(root).resolve()}; give the "

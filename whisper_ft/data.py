@@ -265,20 +265,21 @@ class WhisperDataModule(pl.LightningDataModule):
         return passes
 
     def _feature_cache(self, dataset: UtteranceDataset, cache_dir: Path) -> FeatureCache:
-        """The first process builds (or resumes, or reuses) the cache on the training device;
-        the others open it after it is done. Several nodes need cache_dir on a shared disk."""
+        """Every process builds (or resumes, or reuses) the cache on its training device: the
+        first to take the cache's file lock (`features.build_lock`) computes it, the others
+        wait on the lock, which has no time limit (a collective barrier would end the job at
+        the process group's timeout during a long build), then find it complete."""
         model, strategy = self.trainer.lightning_module.model, self.trainer.strategy
-        settings = {
-            "device": strategy.root_device,
-            "batch_size": self.hparams.eval_batch_size,
-            "num_workers": self.hparams.num_workers,
-        }
-        cache = None
-        if self.trainer.is_global_zero:
-            cache = build_feature_cache(model, dataset, cache_dir, **settings)
-        strategy.barrier("whisper_ft.feature_cache")
-        if cache is None:
-            cache = build_feature_cache(model, dataset, cache_dir, progress=False, **settings)
+        cache = build_feature_cache(
+            model,
+            dataset,
+            cache_dir,
+            device=strategy.root_device,
+            batch_size=self.hparams.eval_batch_size,
+            num_workers=self.hparams.num_workers,
+            progress=self.trainer.is_global_zero,
+        )
+        strategy.barrier("whisper_ft.feature_cache")  # all hold the cache: no wait left here
         return cache
 
     def _report(self, split: str, result: CheckResult) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import hashlib
 import json
 import math
@@ -37,6 +38,8 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -429,6 +432,46 @@ def build_feature_cache(
         raise FeatureCacheError(f"{dataset.manifest}: no utterances to cache.")
     key = feature_cache_key(model, dataset, dtype)
     folder = cache_folder(cache_dir, name or dataset.manifest.stem, key)
+    with build_lock(folder, progress):
+        return _build(model, dataset, folder, key, dtype, device, batch_size, num_workers,
+                      progress, rebuild, flush_every_s)  # fmt: skip
+
+
+@contextmanager
+def build_lock(folder: Path, progress: bool = True) -> Iterator[None]:
+    """Holds an exclusive lock (`fcntl.flock` on `.<folder name>.lock` beside it) while one
+    process builds the cache in `folder`: a second builder (another fit, a DDP rank, a node
+    sharing the disk) waits, without a time limit, then finds the rows done. Without it, one
+    builder's `_create` could zero the rows another had marked done."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f".{folder.name}.lock").open("a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"encoder-feature cache {folder}: another process builds it, waiting",
+                      flush=True)  # fmt: skip
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(
+    model: Whisper,
+    dataset: UtteranceDataset,
+    folder: Path,
+    key: FeatureCacheKey,
+    dtype: str,
+    device: str | torch.device | None,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    rebuild: bool,
+    flush_every_s: float,
+) -> FeatureCache:
+    """`build_feature_cache`'s work, under `build_lock`."""
     cache = None if rebuild else _existing(folder, key)
     todo = np.arange(len(dataset)) if cache is None else np.flatnonzero(~cache.done())
     if not len(todo):

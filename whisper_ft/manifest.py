@@ -7,7 +7,10 @@
 by `prepare`; keys this module does not know are kept in `Utterance.extra` and written back.
 """
 
+import codecs
 import json
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,10 +18,16 @@ from whisper_ft.files import atomic_write
 
 REQUIRED_KEYS = ("id", "audio", "text")
 KNOWN_KEYS = (*REQUIRED_KEYS, "kana", "duration", "speaker", "target")
+TARGETS = ("kana", "text")  # what a line's `target` may say
 
 
 class ManifestError(ValueError):
-    """A manifest that cannot be used; the message names the file, the line and what to do."""
+    """A manifest that cannot be used; the message names the file, the line and what to do.
+    `reason`: for a bad line, the check's reason key (`check.REASONS`), else None."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -39,24 +48,74 @@ class Utterance:
         return path if path.is_absolute() else Path(manifest_dir) / path
 
     def to_json(self) -> str:
+        """The line as JSON. ValueError for a NaN or infinite number, which JSON has no word
+        for (Python would write a non-standard `NaN` other readers refuse)."""
         record = {key: getattr(self, key) for key in KNOWN_KEYS if getattr(self, key) is not None}
-        return json.dumps({**record, **self.extra}, ensure_ascii=False)
+        return json.dumps({**record, **self.extra}, ensure_ascii=False, allow_nan=False)
 
 
-def parse_line(line: str, where: str) -> Utterance:
-    """One manifest line as an Utterance; `where` ("file:line") prefixes every error message."""
+def manifest_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, bytes) of every non-blank line, a UTF-8 BOM at the start dropped.
+    Bytes: a line that is not UTF-8 is one bad line (`line_problems`), not the file's end."""
+    data = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if raw.strip():
+            yield number, raw
+
+
+def line_problems(raw: bytes | str) -> tuple[dict | None, list[tuple[str, str]]]:
+    """One line's JSON object (None when it is not one) and what is wrong with it, as
+    (reason, detail) pairs with `check.REASONS` keys: bad_json, missing_field, bad_field,
+    empty_text. The one judge of a line, for check-data, `read_manifest`, transcribe and merge."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            detail = f"not UTF-8 ({e.reason} at byte {e.start + 1}); save the manifest as UTF-8"
+            return None, [("bad_json", detail)]
     try:
-        record = json.loads(line)
+        record = json.loads(raw.removeprefix("\ufeff"))  # a BOM of a file `cat` joined on
     except json.JSONDecodeError as e:
-        raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno}).") from e
+        return None, [("bad_json", f"not valid JSON: {e.msg} at column {e.colno}")]
     if not isinstance(record, dict):
-        raise ManifestError(f"{where}: expected a JSON object, got {type(record).__name__}.")
-    missing = [key for key in REQUIRED_KEYS if not record.get(key)]
+        return None, [("bad_json", f"a JSON {type(record).__name__}, not an object")]
+    problems = []
+    # An empty text is its own reason (empty_text); an empty id or audio is as good as none.
+    missing = [
+        k for k in REQUIRED_KEYS if record.get(k) is None or (record[k] == "" and k != "text")
+    ]
     if missing:
-        raise ManifestError(
-            f"{where}: missing or empty {', '.join(missing)}; every line needs "
-            f"{', '.join(REQUIRED_KEYS)}."
-        )
+        needed = ", ".join(REQUIRED_KEYS)
+        problems.append(("missing_field", f"no {', '.join(missing)}; every line needs {needed}"))
+    kana = record.get("kana")
+    if kana is not None and not isinstance(kana, str):
+        problems.append(("bad_field", f"kana is a JSON {type(kana).__name__}, not a string"))
+    duration = record.get("duration")
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, int | float):
+            detail = f"duration {json.dumps(duration, ensure_ascii=False)} is not a number"
+            problems.append(("bad_field", detail + ' of seconds (write 2.0, not "2.0s")'))
+        elif not math.isfinite(duration) or duration <= 0:
+            problems.append((
+                "bad_field",
+                f"duration {duration} is not a finite positive number of seconds; correct it, "
+                "or delete the key and check-data measures the audio",
+            ))  # fmt: skip
+    target = record.get("target")
+    if target is not None and target not in TARGETS:
+        problems.append(("bad_field", f"target {target!r} is not kana or text"))
+    if record.get("text") is not None and not str(record["text"]).strip():
+        problems.append(("empty_text", "text is empty or whitespace"))
+    return record, problems
+
+
+def parse_line(line: bytes | str, where: str) -> Utterance:
+    """One manifest line as an Utterance. ManifestError (its `reason`, the first problem's):
+    `where` ("file:line") then every problem `line_problems` finds."""
+    record, problems = line_problems(line)
+    if problems:
+        details = "; ".join(detail for _, detail in problems)
+        raise ManifestError(f"{where}: {details}.", reason=problems[0][0])
     extra = {key: value for key, value in record.items() if key not in KNOWN_KEYS}
     duration = record.get("duration")
     return Utterance(
@@ -84,26 +143,32 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         )
     utterances: list[Utterance] = []
     first_line_of: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            utterance = parse_line(line, f"{path}:{number}")
-            utterance.line = number
-            if utterance.id in first_line_of:
-                raise ManifestError(
-                    f"{path}:{number}: id {utterance.id!r} already used on line "
-                    f"{first_line_of[utterance.id]}; ids must be unique."
-                )
-            first_line_of[utterance.id] = number
-            utterances.append(utterance)
+    for number, line in manifest_lines(path):
+        utterance = parse_line(line, f"{path}:{number}")
+        utterance.line = number
+        if utterance.id in first_line_of:
+            raise ManifestError(
+                f"{path}:{number}: id {utterance.id!r} already used on line "
+                f"{first_line_of[utterance.id]}; ids must be unique.",
+                reason="duplicate_id",
+            )
+        first_line_of[utterance.id] = number
+        utterances.append(utterance)
     return utterances
 
 
 def write_manifest(path: str | Path, utterances: list[Utterance]) -> Path:
     """Write utterances as JSON Lines, atomically: readers never see a half-written file."""
     path = Path(path)
+    lines = []
+    for utterance in utterances:
+        try:
+            lines.append(utterance.to_json() + "\n")
+        except ValueError as e:  # NaN or infinity: JSON has no such number
+            raise ManifestError(
+                f"{path}: utterance {utterance.id!r} holds a NaN or infinite number ({e}); "
+                "nothing written. Drop it or correct its duration."
+            ) from e
     with atomic_write(path) as tmp, tmp.open("w", encoding="utf-8") as f:
-        for utterance in utterances:
-            f.write(utterance.to_json() + "\n")
+        f.writelines(lines)
     return path

@@ -35,7 +35,13 @@ import soundfile as sf
 
 from whisper_ft.audio import AudioError, audio_duration_s
 from whisper_ft.files import atomic_write
-from whisper_ft.manifest import ManifestError, Utterance, parse_line, write_manifest
+from whisper_ft.manifest import (
+    ManifestError,
+    Utterance,
+    manifest_lines,
+    parse_line,
+    write_manifest,
+)
 from whisper_ft.prepare import (
     NO_KANA,
     _run,
@@ -816,51 +822,48 @@ def prepare_merge(
     first_of_target: dict[str, str] = {}  # target → the first line made for it
     for manifest, label in zip(inputs, path_ids(inputs), strict=True):
         own: set[str] = set()
-        with manifest.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{manifest}:{number}"
+        for number, line in manifest_lines(manifest):
+            where = f"{manifest}:{number}"
+            try:
+                u = parse_line(line, where)
+            except ManifestError as e:  # the message names the line and what is wrong
+                skipped.add(f"bad line ({e.reason})", str(e))
+                continue
+            if u.id in own:
+                skipped.add("id repeated within its manifest", where)
+                continue
+            own.add(u.id)
+            audio = Path(os.path.abspath(u.audio_path(manifest.parent)))
+            if not audio.is_file():
+                skipped.add("audio file missing", where)
+                continue
+            if u.duration is None:
                 try:
-                    u = parse_line(line, where)
-                except ManifestError:
-                    skipped.add("line that does not parse", where)
+                    u.duration = round(audio_duration_s(audio), 3)
+                except AudioError:
+                    skipped.add("audio file unreadable", where)
                     continue
-                if u.id in own:
-                    skipped.add("id repeated within its manifest", where)
-                    continue
-                own.add(u.id)
-                audio = Path(os.path.abspath(u.audio_path(manifest.parent)))
-                if not audio.is_file():
-                    skipped.add("audio file missing", where)
-                    continue
-                if u.duration is None:
-                    try:
-                        u.duration = round(audio_duration_s(audio), 3)
-                    except AudioError:
-                        skipped.add("audio file unreadable", where)
-                        continue
-                if min_duration_s is not None and u.duration < min_duration_s:
-                    dropped[f"shorter than {min_duration_s:g} s"] += 1
-                    continue
-                if max_duration_s is not None and u.duration > max_duration_s:
-                    dropped[f"longer than {max_duration_s:g} s"] += 1
-                    continue
-                if u.id in taken:
-                    new_id = f"{label}_{u.id}"
-                    if new_id in taken:
-                        raise ValueError(
-                            f"{where}: id {u.id!r} is taken by an earlier line, and so is "
-                            f"{new_id!r}; rename one of them."
-                        )
-                    renamed.append(f"{u.id} → {new_id} ({where})")
-                    u.id = new_id
-                taken.add(u.id)
-                if not Path(u.audio).is_absolute():
-                    u.audio = Path(os.path.relpath(audio, out.parent)).as_posix()
-                if u.target is not None:
-                    first_of_target.setdefault(u.target, where)
-                merged.append(u)
+            if min_duration_s is not None and u.duration < min_duration_s:
+                dropped[f"shorter than {min_duration_s:g} s"] += 1
+                continue
+            if max_duration_s is not None and u.duration > max_duration_s:
+                dropped[f"longer than {max_duration_s:g} s"] += 1
+                continue
+            if u.id in taken:
+                new_id = f"{label}_{u.id}"
+                if new_id in taken:
+                    raise ValueError(
+                        f"{where}: id {u.id!r} is taken by an earlier line, and so is "
+                        f"{new_id!r}; rename one of them."
+                    )
+                renamed.append(f"{u.id} → {new_id} ({where})")
+                u.id = new_id
+            taken.add(u.id)
+            if not Path(u.audio).is_absolute():
+                u.audio = Path(os.path.relpath(audio, out.parent)).as_posix()
+            if u.target is not None:
+                first_of_target.setdefault(u.target, where)
+            merged.append(u)
 
     if target is None and len(first_of_target) > 1:
         made = "; ".join(f"{t} (e.g. {where})" for t, where in sorted(first_of_target.items()))

@@ -18,6 +18,7 @@ did: `transcripts.tsv` (a row per file, flushed), `<id>.txt` and `<id>.srt` per 
 
 import argparse
 import csv
+import hashlib
 import json
 import re
 import sys
@@ -392,15 +393,29 @@ class TranscriptWriter:
     (flushed), `<id>.txt`, `<id>.srt`; then `transcripts.json` by `write_json`. Use it in a
     `with` block: the TSV is closed, with every row so far, however the run ends."""
 
-    def __init__(self, out_dir: str | Path, formats: Sequence[str] = DEFAULT_FORMATS) -> None:
+    def __init__(
+        self, out_dir: str | Path, formats: Sequence[str] = DEFAULT_FORMATS, resume: bool = False
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.formats = check_formats(formats)
+        # A folder's earlier rows are never erased: resume appends after them, else refuse.
+        self.earlier = earlier_transcripts(self.out_dir)
+        if self.earlier and not resume:
+            raise FileExistsError(
+                f"{self.out_dir / TSV_NAME} already holds {len(self.earlier)} transcripts; "
+                "resume (skips their ids, appends the rest: --resume) or give another --out-dir"
+            )
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._tsv_file: TextIO | None = None
         if "tsv" in self.formats:
-            self._tsv_file = (self.out_dir / TSV_NAME).open("w", encoding="utf-8", newline="")
+            tsv = self.out_dir / TSV_NAME
+            # Rewritten whole first: a row a kill cut short must not run into the next one.
+            with atomic_write(tsv) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
+                writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+                writer.writerow(TSV_COLUMNS)
+                writer.writerows(_tsv_row(t) for t in self.earlier)
+            self._tsv_file = tsv.open("a", encoding="utf-8", newline="")
             self._tsv = csv.writer(self._tsv_file, delimiter="\t", lineterminator="\n")
-            self._tsv.writerow(TSV_COLUMNS)
 
     def __enter__(self) -> "TranscriptWriter":
         return self
@@ -412,9 +427,7 @@ class TranscriptWriter:
     def write(self, transcript: Transcript) -> None:
         t = transcript
         if self._tsv_file is not None:
-            duration = "" if t.duration_s is None else f"{t.duration_s:.3f}"
-            row = (t.id, t.path, duration, t.text, t.kana, t.reference, t.error)
-            self._tsv.writerow(["" if value is None else value for value in row])
+            self._tsv.writerow(_tsv_row(t))
             self._tsv_file.flush()
         if t.error is not None:
             return
@@ -434,8 +447,47 @@ class TranscriptWriter:
 
 
 def output_name(transcript_id: str) -> str:
-    """The file name (without suffix) of an id's txt/srt: path separators become `_`."""
-    return re.sub(r"[\\/]", "_", transcript_id)
+    """The file name (without suffix) of an id's txt/srt: the id itself, or, when it holds a
+    path separator, the id with `_` for each and a digest of the id appended, so that
+    `spk1/utt1` (`spk1_utt1-3f2a…`) and `spk1_utt1` never share a file."""
+    name = re.sub(r"[\\/]", "_", transcript_id)
+    if name == transcript_id:
+        return name
+    return f"{name}-{hashlib.sha256(transcript_id.encode()).hexdigest()[:8]}"
+
+
+def _tsv_row(t: Transcript) -> list[str]:
+    duration = "" if t.duration_s is None else f"{t.duration_s:.3f}"
+    row = (t.id, t.path, duration, t.text, t.kana, t.reference, t.error)
+    return ["" if value is None else value for value in row]
+
+
+def earlier_transcripts(out_dir: str | Path) -> list[Transcript]:
+    """The transcripts an earlier run wrote in `out_dir/transcripts.tsv` (none: no file), rows
+    a kill cut short left out. Empty fields read back as None (text as "")."""
+    tsv = Path(out_dir) / TSV_NAME
+    if not tsv.is_file():
+        return []
+    with tsv.open(encoding="utf-8", newline="", errors="replace") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    if not rows or tuple(rows[0]) != TSV_COLUMNS:
+        raise FileExistsError(
+            f"{tsv} is not a transcripts.tsv this command wrote (its first row is not "
+            f"{chr(9).join(TSV_COLUMNS)}); give another --out-dir"
+        )
+    earlier = []
+    for row in rows[1:]:
+        if len(row) != len(TSV_COLUMNS):
+            continue
+        fields = dict(zip(TSV_COLUMNS, (value or None for value in row), strict=True))
+        duration = fields.pop("duration_s")
+        earlier.append(
+            Transcript(
+                **fields | {"text": fields["text"] or ""},
+                duration_s=None if duration is None else float(duration),
+            )
+        )
+    return earlier
 
 
 def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
@@ -456,6 +508,7 @@ def transcribe_inputs(
     progress: bool | None = None,
     on_transcript: Callable[[Transcript], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    resume: bool = False,
 ) -> tuple[list[Transcript], TranscriptionSummary]:
     """Transcribe `inputs` (see `iter_transcripts`), write the outputs in `out_dir` (if given)
     as they come, and sum up the run.
@@ -464,16 +517,22 @@ def transcribe_inputs(
     progress: a tqdm bar on stderr; None: only when stderr is a terminal.
     on_transcript: called with each transcript, in order, once its outputs are written.
     clock: read twice, when the first batch starts and after the last output (`elapsed_s`).
+    resume: `out_dir` holds an earlier run's transcripts.tsv: inputs with a row there are
+        skipped, the others appended; the returned transcripts, transcripts.json and the
+        summary hold both (`elapsed_s` is this run's). False with such a file: FileExistsError.
     """
     if formats is None:
         formats = (*DEFAULT_FORMATS, "srt") if timestamps else DEFAULT_FORMATS
     if "srt" in formats and not timestamps:
         raise ValueError("srt needs segment times: transcribe with timestamps=True")
     transcriber.kana("ア")  # Japanese: OpenJTalk's dictionary loads now, not in the timed run
-    transcripts: list[Transcript] = []
-    audio_s = 0.0
+    writer = TranscriptWriter(out_dir, formats, resume) if out_dir is not None else None
+    transcripts: list[Transcript] = [] if writer is None else list(writer.earlier)
+    done = {t.id for t in transcripts}
+    inputs = [item for item in inputs if item.id not in done]
+    audio_s = sum(t.duration_s or 0.0 for t in transcripts)
     with (
-        TranscriptWriter(out_dir, formats) if out_dir is not None else nullcontext() as writer,
+        writer if writer is not None else nullcontext(),
         tqdm(
             total=len(inputs),
             desc="transcribing",
@@ -585,6 +644,12 @@ def add_transcribe_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cuda, cpu, … (default: cuda if available)")
     p.add_argument("--out-dir", default=None, help="folder for the output files")
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="--out-dir holds an earlier run's transcripts.tsv: skip the ids it has, append "
+        "the rest (without it such a folder is refused, never overwritten)",
+    )
+    p.add_argument(
         "--formats",
         type=_formats,
         default=None,
@@ -636,10 +701,13 @@ def _transcribe_from_args(args: argparse.Namespace) -> int:
             timestamps=args.timestamps,
             progress=False if args.quiet else None,
             on_transcript=echo,
+            resume=args.resume,
         )
+    except FileExistsError as e:
+        sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         tsv = args.out_dir is not None and "tsv" in (args.formats or DEFAULT_FORMATS)
-        kept = f"; their rows are in {Path(args.out_dir) / TSV_NAME}" if tsv else ""
+        kept = f"; their rows are in {Path(args.out_dir) / TSV_NAME} (add --resume)" if tsv else ""
         print(f"interrupted after {len(done)} of {len(inputs)} files{kept}", file=sys.stderr)
         return 130
     if not args.quiet:
