@@ -10,6 +10,7 @@ import whisper
 from whisper.model import ModelDimensions, ResidualAttentionBlock, Whisper
 
 from whisper_ft.files import atomic_write
+from whisper_ft.hf import is_hf_folder, load_hf_model
 
 _MULTILINGUAL = {"n_mels": 80, "n_audio_ctx": 1500, "n_vocab": 51865, "n_text_ctx": 448}
 _V3 = {**_MULTILINGUAL, "n_mels": 128, "n_vocab": 51866}
@@ -62,7 +63,8 @@ class ModelLoadError(RuntimeError):
 
 
 def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
-    """A Whisper model from a name (`tiny`, …), a `.pt`, a Lightning `.ckpt`, or `random:<size>`.
+    """A Whisper model from a name (`tiny`, …), a `.pt`, a Lightning `.ckpt`, a Hugging Face
+    Whisper folder, or `random:<size>`.
 
     Names download and cache as `whisper.load_model` does. `random:<size>` builds that size's
     `ModelDimensions` with random weights (from torch's global RNG: seed it for repeatability).
@@ -77,6 +79,8 @@ def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
     path = Path(spec).expanduser()
     if path.suffix == ".ckpt":
         return dense_alignment_heads(model_from_checkpoint(path)[0]).to(device)
+    if is_hf_folder(path):  # transformers' WhisperForConditionalGeneration, safetensors
+        return dense_alignment_heads(load_hf_model(path)).to(device)
     if path.suffix == ".pt" or path.is_file():
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such checkpoint file.")
