@@ -33,7 +33,7 @@ from whisper.tokenizer import Tokenizer, get_tokenizer
 
 from whisper_ft.arguments import positive_int
 from whisper_ft.collate import decoder_tokens
-from whisper_ft.files import atomic_write
+from whisper_ft.files import atomic_write, cache_root
 from whisper_ft.manifest import REQUIRED_KEYS, ManifestError, Utterance, parse_line
 from whisper_ft.text import normalize, to_kana
 
@@ -206,12 +206,8 @@ def check_manifest(
 
 
 def default_cache_dir() -> Path:
-    """`$WHISPER_FT_CACHE/check` if set, else `$XDG_CACHE_HOME/whisper_ft/check`, else
-    `~/.cache/whisper_ft/check` (Whisper caches its models by the same XDG rule)."""
-    if os.environ.get("WHISPER_FT_CACHE"):
-        return Path(os.environ["WHISPER_FT_CACHE"]) / "check"
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "whisper_ft" / "check"
+    """`check/` under `files.cache_root()`."""
+    return cache_root() / "check"
 
 
 def write_report(result: CheckResult, path: str | Path) -> Path:

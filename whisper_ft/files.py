@@ -21,3 +21,12 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def cache_root() -> Path:
+    """Where whisper-ft keeps what it computes once (data checks, assembled weights):
+    `$WHISPER_FT_CACHE` if set, else `$XDG_CACHE_HOME/whisper_ft`, else `~/.cache/whisper_ft`
+    (Whisper caches its models by the same XDG rule)."""
+    if os.environ.get("WHISPER_FT_CACHE"):
+        return Path(os.environ["WHISPER_FT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper_ft"

