@@ -309,8 +309,10 @@ def hf_config(model: Whisper):
         pad_token_id=generation["pad_token_id"],
         bos_token_id=generation["bos_token_id"],
         eos_token_id=generation["eos_token_id"],
-        suppress_tokens=generation["suppress_tokens"],
-        begin_suppress_tokens=generation["begin_suppress_tokens"],
+        # generation_config.json holds the suppression lists; copies here would make
+        # transformers warn that both are set.
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
         architectures=["WhisperForConditionalGeneration"],
         dtype="float32",
     )
