@@ -48,15 +48,22 @@ SAMPLE_RATE = 16000
 PROMPT_LANGUAGE = "ja"
 
 
-def test_utterances(corpus_dir: Path, n: int) -> list[tuple[np.ndarray, str]]:
-    """(waveform, reference kana) of the first `n` utterances of test, then val."""
-    manifests = prepare_synthetic(corpus_dir, n_speakers=3)
+def test_utterances(
+    corpus_dir: Path, n: int, manifest: str | None = None
+) -> list[tuple[np.ndarray, str]]:
+    """(waveform, reference kana) of the first `n` utterances of `manifest`, or else of the
+    synthetic corpus's test split, then val."""
+    if manifest is None:
+        manifests = prepare_synthetic(corpus_dir, n_speakers=3)
+        paths = [manifests["test"], manifests["val"]]
+    else:
+        paths = [Path(manifest)]
     utterances = []
-    for split in ("test", "val"):
-        for utterance in read_manifest(manifests[split]):
+    for path in paths:
+        for utterance in read_manifest(path):
             audio_path = Path(utterance.audio)
             if not audio_path.is_absolute():
-                audio_path = manifests[split].parent / audio_path
+                audio_path = path.parent / audio_path
             utterances.append((load_audio(audio_path), utterance.kana))
     return utterances[:n]
 
@@ -125,6 +132,12 @@ def kana_cer(references: list[str], texts: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="base", help="anything `export` reads (default base)")
+    parser.add_argument(
+        "--manifest",
+        default=None,
+        help="test manifest with kana (default: a synthetic corpus's test split; for a model "
+        "fine-tuned on synthetic speech give the test manifest of its own corpus)",
+    )
     parser.add_argument("--utterances", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8, help="openai-whisper, transformers")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -136,7 +149,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work_dir or tmp)
-        utterances = test_utterances(work / "corpus", args.utterances)
+        utterances = test_utterances(work / "corpus", args.utterances, args.manifest)
         waves = [wave for wave, _ in utterances]
         references = [kana for _, kana in utterances]
         audio_s = sum(len(w) for w in waves) / SAMPLE_RATE
@@ -176,6 +189,7 @@ def main() -> None:
     report = {
         "date": datetime.date.today().isoformat(),
         "model": args.model,
+        "manifest": args.manifest or "synthetic test+val",
         "utterances": len(waves),
         "audio_s": round(audio_s, 1),
         "threads": args.threads,
