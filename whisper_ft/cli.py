@@ -120,14 +120,6 @@ def tune_batch_size(trainer, model, datamodule) -> int:
     return size
 
 
-def export(args: argparse.Namespace) -> int:
-    from whisper_ft.model import export_checkpoint
-
-    out = export_checkpoint(args.ckpt, args.out)
-    print(f"wrote {out}: load it with whisper.load_model({str(out)!r})")
-    return 0
-
-
 def demo(args: argparse.Namespace) -> int:
     from whisper_ft.demo import run_demo
 
@@ -137,6 +129,7 @@ def demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from whisper_ft.check import add_check_command
+    from whisper_ft.export import add_export_command
     from whisper_ft.features import add_cache_command
     from whisper_ft.prepare import add_prepare_command
     from whisper_ft.report import add_report_command
@@ -161,10 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_command(commands)
     add_serve_command(commands)
 
-    p = commands.add_parser("export", help="Lightning .ckpt → Whisper .pt (whisper.load_model)")
-    p.add_argument("ckpt", help="checkpoint written by fit")
-    p.add_argument("out", help="path of the .pt to write")
-    p.set_defaults(func=export)
+    add_export_command(commands)
 
     add_transcribe_command(commands)
     return parser
@@ -179,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     from whisper_ft.audio import AudioError
     from whisper_ft.augment import AugmentError
     from whisper_ft.features import FeatureCacheError
+    from whisper_ft.hf import HFModelError
     from whisper_ft.manifest import ManifestError
     from whisper_ft.model import ModelLoadError
     from whisper_ft.report import ReportError
@@ -195,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         AudioError,
         AugmentError,
         FeatureCacheError,
+        HFModelError,
         ManifestError,
         ModelLoadError,
         ReportError,

@@ -17,6 +17,7 @@ from whisper.model import ModelDimensions, ResidualAttentionBlock, Whisper
 
 from whisper_ft.ct2 import is_ct2_model_dir, load_ct2_model
 from whisper_ft.files import atomic_write, cache_root
+from whisper_ft.hf import is_hf_folder, load_hf_model
 
 _MULTILINGUAL = {"n_mels": 80, "n_audio_ctx": 1500, "n_vocab": 51865, "n_text_ctx": 448}
 _V3 = {**_MULTILINGUAL, "n_mels": 128, "n_vocab": 51866}
@@ -120,7 +121,8 @@ def packaged_model_dir(name: str) -> Path | None:
 
 def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
     """A Whisper model from a name (`tiny`, `base`, …), a `.pt`, a Lightning `.ckpt`, a
-    CTranslate2 model folder (faster-whisper's format), or `random:<size>`.
+    CTranslate2 model folder (faster-whisper's format), a Hugging Face Whisper folder
+    (safetensors), or `random:<size>`.
 
     Names download and cache as `whisper.load_model` does; when the download fails, the
     packaged weights of that size are used if installed (`PACKAGED_WEIGHTS`, one line says
@@ -136,10 +138,13 @@ def load_base_model(spec: str, device: str | torch.device = "cpu") -> Whisper:
         return dense_alignment_heads(init_random_weights(Whisper(RANDOM_DIMS[size]))).to(device)
     path = Path(spec).expanduser()
     if path.is_dir():
+        if is_hf_folder(path):  # transformers' WhisperForConditionalGeneration, safetensors
+            return dense_alignment_heads(load_hf_model(path)).to(device)
         if not is_ct2_model_dir(path):
             raise ModelLoadError(
                 f"{path}: a folder, but not a CTranslate2 Whisper model (no model.bin and "
-                "config.json); give a model folder as faster-whisper loads, a .pt or a .ckpt."
+                "config.json) nor a Hugging Face one (config.json of model_type whisper); give "
+                "a model folder as faster-whisper or transformers loads, a .pt or a .ckpt."
             )
         return dense_alignment_heads(load_ct2_model(path)).to(device)
     if path.suffix == ".ckpt":
@@ -349,7 +354,13 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, 
         if key.startswith(prefix)
     }
     hyper_parameters = checkpoint.get("hyper_parameters", {})
-    if hyper_parameters.get("lora_rank"):
+    if any(".lora_A." in key for key in state_dict):
+        if not hyper_parameters.get("lora_rank") or "lora_alpha" not in hyper_parameters:
+            raise ModelLoadError(
+                f"{path}: the checkpoint has LoRA adapters (lora_A/lora_B weights) but no "
+                "lora_alpha and lora_rank hyperparameters, so they cannot be merged; use the "
+                "whisper-ft version that trained it."
+            )
         scaling = hyper_parameters["lora_alpha"] / hyper_parameters["lora_rank"]
         state_dict = merge_lora_state(state_dict, scaling)
     dims = ModelDimensions(**checkpoint["whisper_dims"])

@@ -1,0 +1,159 @@
+"""Export a model where users run Whisper: openai-whisper `.pt`, CTranslate2 (faster-whisper)
+or a Hugging Face folder (transformers), from any source `load_base_model` reads.
+
+LoRA adapters in a `.ckpt` are merged into the weights first, so every format holds a plain
+Whisper. The CTranslate2 folder is made by CTranslate2's own converter from the Hugging Face
+export (`ctranslate2.converters.TransformersConverter`), never by writing its bytes here.
+"""
+
+import argparse
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from whisper.model import Whisper
+
+from whisper_ft.files import atomic_write
+from whisper_ft.model import (
+    ModelLoadError,
+    dense_alignment_heads,
+    load_base_model,
+    model_from_checkpoint,
+)
+
+FORMATS = ("openai", "ct2", "hf")  # what `--format` accepts; openai is the default
+# CTranslate2 weight types (`--quantization`); float16 is faster-whisper's usual download, int8
+# the smallest and fastest on CPUs (approximate: its tokens may differ from openai-whisper's).
+QUANTIZATIONS = ("float16", "float32", "int8", "int8_float16")
+# Files faster-whisper reads beside model.bin so that it never reaches for the Hub.
+CT2_COPIED_FILES = ("tokenizer.json", "preprocessor_config.json")
+
+
+def load_for_export(source: str) -> Whisper:
+    """The model to export, on the CPU in float32: a `.ckpt` (LoRA merged), `.pt`, CTranslate2
+    or Hugging Face folder, a name or `random:<size>` (anything `load_base_model` reads)."""
+    if Path(source).suffix != ".ckpt":
+        return load_base_model(source, device="cpu").float().eval()
+    return dense_alignment_heads(model_from_checkpoint(source)[0]).eval()
+
+
+def save_openai(model: Whisper, out_path: str | Path) -> Path:
+    """`{"dims", "model_state_dict"}` as `whisper.load_model(out_path)` reads it, atomically."""
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_write(out_path) as tmp:
+        torch.save({"dims": asdict(model.dims), "model_state_dict": state_dict}, tmp)
+    return Path(out_path)
+
+
+def require_extras(*modules: str) -> None:
+    """Raise `ModelLoadError` naming the missing packages of an export format, with the command
+    that installs them."""
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelLoadError(
+            f"this export needs {', '.join(missing)}: pip install -r requirements-optional.txt"
+        )
+
+
+def save_ct2(model: Whisper, out_dir: str | Path, quantization: str = "float16") -> Path:
+    """A CTranslate2 Whisper folder (`model.bin`, `config.json`, `vocabulary.json`,
+    `tokenizer.json`, `preprocessor_config.json`) that `faster_whisper.WhisperModel(out_dir)`
+    loads offline. Weights are stored as `quantization` (see `QUANTIZATIONS`)."""
+    import tempfile
+
+    from ctranslate2.converters import TransformersConverter
+
+    from whisper_ft.hf import save_hf
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    require_extras("ctranslate2", "transformers")
+    with tempfile.TemporaryDirectory(prefix="whisper-ft-hf-") as hf_dir:
+        save_hf(model, hf_dir)
+        converter = TransformersConverter(hf_dir, copy_files=list(CT2_COPIED_FILES))
+        converter.convert(str(out_dir), quantization=quantization, force=True)
+    return Path(out_dir)
+
+
+def _replace_folder(out_dir: Path, write) -> Path:
+    # Written beside the target, then swapped in: a failed export never leaves half a folder,
+    # and only an earlier export (or an empty folder) is ever replaced.
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if not (out_dir / "config.json").is_file():
+            raise ModelLoadError(
+                f"{out_dir}: exists and is not an earlier export (no config.json); choose "
+                "another output folder."
+            )
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def export_model(
+    source: str, out: str | Path, format: str = "openai", quantization: str = "float16"
+) -> Path:
+    """Export `source` (see `load_for_export`) as `format` (`FORMATS`) to `out`: a `.pt` file
+    for openai, a folder for ct2 and hf. `quantization` applies to ct2 only."""
+    if format not in FORMATS:
+        raise ValueError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
+    require_extras(
+        *{"openai": (), "hf": ("transformers",), "ct2": ("ctranslate2", "transformers")}[format]
+    )
+    model = load_for_export(source)
+    out = Path(out)
+    if format == "openai":
+        return save_openai(model, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if format == "hf":
+        from whisper_ft.hf import save_hf
+
+        return _replace_folder(out, lambda tmp: save_hf(model, tmp))
+    return _replace_folder(out, lambda tmp: save_ct2(model, tmp, quantization))
+
+
+LOAD_SNIPPETS = {
+    "openai": "import whisper\nmodel = whisper.load_model({out!r})",
+    "ct2": "from faster_whisper import WhisperModel\nmodel = WhisperModel({out!r})",
+    "hf": "from transformers import WhisperForConditionalGeneration, WhisperProcessor\n"
+    "model = WhisperForConditionalGeneration.from_pretrained({out!r})\n"
+    "processor = WhisperProcessor.from_pretrained({out!r})",
+}
+
+
+def export_command(args: argparse.Namespace) -> int:
+    out = export_model(args.source, args.out, args.format, args.quantization)
+    snippet = LOAD_SNIPPETS[args.format].format(out=str(out))
+    print(f"wrote {out} ({args.format}); load it with:\n{snippet}")
+    return 0
+
+
+def add_export_command(subparsers: argparse._SubParsersAction) -> None:
+    """Add `export` to an argparse subparsers object; it sets `func`."""
+    p = subparsers.add_parser(
+        "export",
+        help="a .ckpt (or .pt, CTranslate2/Hugging Face folder) → openai .pt, CTranslate2 or HF",
+        description="openai: a .pt for whisper.load_model (and this project's transcribe/serve); "
+        "ct2: a CTranslate2 folder for faster-whisper; hf: a WhisperForConditionalGeneration "
+        "folder for transformers. LoRA adapters are merged first. Everything runs offline.",
+    )
+    p.add_argument("source", help="checkpoint written by fit, a .pt, or a CTranslate2/HF folder")
+    p.add_argument("out", help="the .pt to write (openai), or the folder (ct2, hf)")
+    p.add_argument("--format", choices=FORMATS, default="openai", help="default: openai")
+    p.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        default="float16",
+        help="ct2 weight type (default float16; int8 is smaller and faster on CPUs, approximate)",
+    )
+    p.set_defaults(func=export_command)
