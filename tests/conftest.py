@@ -7,8 +7,8 @@ import pytorch_lightning as pl
 import whisper
 import whisper.tokenizer
 
+from whisper_ft.corpora.synthetic import prepare_synthetic
 from whisper_ft.module import WhisperFineTuner
-from whisper_ft.prepare import prepare_synthetic
 
 
 @pytest.fixture(scope="session", autouse=True)

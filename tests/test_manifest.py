@@ -1,8 +1,9 @@
 import json
+from pathlib import Path
 
 import pytest
 
-from whisper_ft.manifest import ManifestError, Utterance, read_manifest, write_manifest
+from whisper_ft.manifest import ManifestError, Utterance, path_ids, read_manifest, write_manifest
 
 
 def test_round_trip_keeps_fields_extras_and_line_numbers(tmp_path):
@@ -53,3 +54,10 @@ def test_duplicate_id_names_both_lines(tmp_path):
 def test_missing_manifest_says_how_to_make_one(tmp_path):
     with pytest.raises(ManifestError, match="prepare"):
         read_manifest(tmp_path / "none.jsonl")
+
+
+def test_path_ids_add_parent_folders_only_where_names_repeat():
+    paths = [Path("/c/s1/001.wav"), Path("/c/s2/001.wav"), Path("/c/s2/002.flac")]
+    assert path_ids(paths) == ["s1_001", "s2_001", "002"]
+    # Same folder name too: go up until the paths differ.
+    assert path_ids([Path("/a/x/1.wav"), Path("/b/x/1.wav")]) == ["a_x_1", "b_x_1"]

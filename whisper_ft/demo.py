@@ -12,10 +12,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from whisper_ft.corpora.synthetic import prepare_synthetic
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.model import ModelLoadError, export_checkpoint
 from whisper_ft.module import WhisperFineTuner
-from whisper_ft.prepare import prepare_synthetic
 
 DEMO_SENTENCES = 80  # sentences synthesised (~10% each held out for val and test)
 DEMO_SPEAKERS = 6  # synthetic voices: 4 train, 1 val, 1 test
