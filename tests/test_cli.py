@@ -11,8 +11,9 @@ import pytest
 import torch
 import whisper
 
-from whisper_ft.cli import default_precision, main
+from whisper_ft.cli import main
 from whisper_ft.data import WhisperDataModule
+from whisper_ft.precision import default_precision
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,8 @@ import soundfile as sf
 import torch
 
 from whisper_ft.augment import WaveformAugment
-from whisper_ft.data import UtteranceDataset, WhisperDataModule
+from whisper_ft.data import WhisperDataModule
+from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.manifest import ManifestError, read_manifest
 from whisper_ft.sampler import BucketingBatchSampler
 
