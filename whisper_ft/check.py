@@ -34,7 +34,7 @@ from whisper.tokenizer import Tokenizer, get_tokenizer
 from whisper_ft.arguments import positive_int
 from whisper_ft.collate import decoder_tokens
 from whisper_ft.files import atomic_write
-from whisper_ft.manifest import REQUIRED_KEYS, ManifestError, Utterance, parse_line
+from whisper_ft.manifest import REQUIRED_KEYS, TARGETS, ManifestError, Utterance, parse_line
 from whisper_ft.text import normalize, to_kana
 
 # reason key → what it means. A line is excluded when it has any of them.
@@ -55,7 +55,6 @@ REASONS = {
     "too_long_audio": f"longer than Whisper's {CHUNK_LENGTH}-s window: the model would hear only "
     "its start, and the transcript would not match",
 }
-TARGETS = ("kana", "text")
 N_TEXT_CTX = 448  # decoder context of every released Whisper (ModelDimensions.n_text_ctx)
 CHECK_VERSION = 1  # part of the cache key: raise it when a check changes
 PROGRESS_MIN_LINES = 500  # a progress bar (stderr) from this many lines on
