@@ -133,9 +133,11 @@ class WhisperDataModule(pl.LightningDataModule):
 
     @property
     def model_side(self) -> ModelSide:
-        if self._model_side is None:
-            self._model_side = ModelSide.of(self.trainer.lightning_module)
-        return self._model_side
+        """The connected model side, else the current Trainer's module's (read each time: the
+        same data module may feed another module in a later fit or test)."""
+        if self._model_side is not None:
+            return self._model_side
+        return ModelSide.of(self.trainer.lightning_module)
 
     def _splits(self, stage: str) -> list[str]:
         stage = TrainerFn(stage).value  # Lightning passes an enum that prints as TrainerFn.X
