@@ -45,14 +45,15 @@ import soundfile as sf
 import torch
 from whisper.tokenizer import get_tokenizer
 
-from whisper_ft.data import UtteranceDataset, WhisperDataModule
+from whisper_ft.corpora.synthetic import prepare_synthetic, synthesize
+from whisper_ft.data import WhisperDataModule
+from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.decoding import decode_texts, decoding_options
 from whisper_ft.features import build_feature_cache
 from whisper_ft.manifest import Utterance, read_manifest, write_manifest
 from whisper_ft.metrics import score
 from whisper_ft.model import load_base_model
 from whisper_ft.module import WhisperFineTuner
-from whisper_ft.prepare import prepare_synthetic, synthesize
 
 # OpenJTalk voices (speed, half-tone) outside prepare's SYNTHETIC_VOICES: test only.
 EXTRA_TEST_VOICES = ((0.92, 7.0), (1.12, -10.0))

@@ -37,10 +37,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from whisper_ft.audio import load_audio  # noqa: E402
+from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
 from whisper_ft.export import export_model  # noqa: E402
 from whisper_ft.manifest import read_manifest  # noqa: E402
 from whisper_ft.metrics import score  # noqa: E402
-from whisper_ft.prepare import prepare_synthetic  # noqa: E402
 from whisper_ft.text import to_kana  # noqa: E402
 from whisper_ft.transcribe import Transcriber  # noqa: E402
 

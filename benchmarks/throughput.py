@@ -68,10 +68,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_recipe  # noqa: E402
 
 from whisper_ft.check import check_manifest  # noqa: E402
-from whisper_ft.cli import default_precision  # noqa: E402
+from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
 from whisper_ft.data import WhisperDataModule  # noqa: E402
 from whisper_ft.model import RANDOM_DIMS, load_base_model  # noqa: E402
-from whisper_ft.prepare import prepare_synthetic  # noqa: E402
+from whisper_ft.precision import default_precision  # noqa: E402
 from whisper_ft.throughput import (  # noqa: E402
     encoder_forward_flops,
     peak_flops,

@@ -8,8 +8,25 @@ import pytorch_lightning as pl
 import whisper
 import whisper.tokenizer
 
+from whisper_ft.corpora.synthetic import prepare_synthetic
 from whisper_ft.module import WhisperFineTuner
-from whisper_ft.prepare import prepare_synthetic
+
+# Marked `slow` here, in one list, so the test files themselves need no marks: whole files
+# that run notebooks, several processes, kill-and-resume cycles or the demo, and the single
+# tests that start `python -m whisper_ft` as a process. `pytest -m "not slow"` leaves them out.
+SLOW_FILES = {"test_notebooks.py", "test_ddp.py", "test_resume.py", "test_demo.py"}
+SLOW_TESTS = {
+    "test_cli.py::test_fit_test_export_transcribe_end_to_end",
+    "test_serve.py::test_the_serve_command_answers_then_stops_cleanly_on_sigterm",
+    "test_throughput.py::test_benchmark_smallest_setting_end_to_end",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = f"{item.path.name}::{item.originalname}"
+        if item.path.name in SLOW_FILES or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

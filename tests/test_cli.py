@@ -11,8 +11,9 @@ import pytest
 import torch
 import whisper
 
-from whisper_ft.cli import default_precision, main
+from whisper_ft.cli import main
 from whisper_ft.data import WhisperDataModule
+from whisper_ft.precision import default_precision
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,7 +115,7 @@ def test_fit_help_documents_every_option(tmp_path):
 def test_print_config_shows_defaults(tmp_path):
     out = run(["fit", "--print_config"], tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "base_model: tiny" in out.stdout and "lr: 0.0005" in out.stdout
+    assert "base_model: tiny" in out.stdout and "lr: 0.0001" in out.stdout
 
 
 def test_augmentation_settings_are_flags_and_bad_ones_are_refused(tmp_path):

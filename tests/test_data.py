@@ -10,7 +10,8 @@ import soundfile as sf
 import torch
 
 from whisper_ft.augment import WaveformAugment
-from whisper_ft.data import UtteranceDataset, WhisperDataModule
+from whisper_ft.data import ModelSide, WhisperDataModule
+from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.manifest import ManifestError, read_manifest
 from whisper_ft.sampler import BucketingBatchSampler
 
@@ -196,3 +197,21 @@ def test_validate_reads_val_features_from_a_cache_folder(micro, corpus, make_tra
     # float16-stored features: the same loss to ~1e-3 relative
     assert cached["val_loss"] == pytest.approx(live["val_loss"], rel=1e-3)
     assert built["val_loss"] == pytest.approx(cached["val_loss"], rel=1e-6)
+
+
+def test_a_connected_data_module_checks_its_data_without_a_module(corpus, ja_tokenizer, micro):
+    # Built alone: the model side is declared, not read from a LightningModule.
+    datamodule = _data({"train": corpus["train"]})
+    datamodule.connect(ModelSide(tokenizer=ja_tokenizer, n_text_ctx=448))
+    result = datamodule._check("train")
+    assert result.n_excluded == 0 and len(result.utterances) == 24
+
+    # A decoder context too short for any target excludes every line, as the check says.
+    short = _data({"train": corpus["train"]})
+    short.connect(ModelSide(tokenizer=ja_tokenizer, n_text_ctx=5))
+    assert short._check("train").n_excluded == 24
+
+    # ModelSide.of reads a WhisperFineTuner once, in one place.
+    side = ModelSide.of(micro)
+    assert side.model is micro.model and side.n_text_ctx == micro.model.dims.n_text_ctx
+    assert side.freeze_encoder is True and side.tokenizer is micro.tokenizer

@@ -18,13 +18,13 @@ from whisper.model import Whisper
 from whisper_ft.audio import log_mel_batch
 from whisper_ft.augment import SpecAugment, WaveformAugment
 from whisper_ft.collate import Collator
-from whisper_ft.data import UtteranceDataset
+from whisper_ft.commands import add_cache_command
+from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.features import (
     CachedFeatureDataset,
     FeatureCache,
     FeatureCacheError,
     FeatureCollator,
-    add_cache_command,
     build_feature_cache,
     encoder_fingerprint,
     estimate_cache_bytes,

@@ -1,8 +1,9 @@
 import json
+from pathlib import Path
 
 import pytest
 
-from whisper_ft.manifest import ManifestError, Utterance, read_manifest, write_manifest
+from whisper_ft.manifest import ManifestError, Utterance, path_ids, read_manifest, write_manifest
 
 
 def test_round_trip_keeps_fields_extras_and_line_numbers(tmp_path):
@@ -86,7 +87,7 @@ def test_every_reader_gives_one_message_naming_file_and_line(
     tmp_path, capsys, line, reason, detail
 ):
     from whisper_ft.check import check_manifest
-    from whisper_ft.sources import prepare_merge
+    from whisper_ft.corpora.merge import prepare_merge
     from whisper_ft.transcribe import collect_inputs
 
     path = _with_audio(tmp_path, [json.dumps(GOOD, ensure_ascii=False).encode(), line])
@@ -118,3 +119,10 @@ def test_write_manifest_refuses_nan_instead_of_writing_non_standard_json(tmp_pat
     with pytest.raises(ManifestError, match=r"m.jsonl: utterance 'a' holds a NaN or infinite"):
         write_manifest(path, [Utterance("a", "a.wav", "t", duration=float("nan"))])
     assert not path.exists()
+
+
+def test_path_ids_add_parent_folders_only_where_names_repeat():
+    paths = [Path("/c/s1/001.wav"), Path("/c/s2/001.wav"), Path("/c/s2/002.flac")]
+    assert path_ids(paths) == ["s1_001", "s2_001", "002"]
+    # Same folder name too: go up until the paths differ.
+    assert path_ids([Path("/a/x/1.wav"), Path("/b/x/1.wav")]) == ["a_x_1", "b_x_1"]

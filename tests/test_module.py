@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from whisper_ft.collate import Collator
-from whisper_ft.data import UtteranceDataset, WhisperDataModule
+from whisper_ft.data import WhisperDataModule
+from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.module import (
     decay_parameter_names,
     token_loss,

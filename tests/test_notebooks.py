@@ -3,6 +3,7 @@ synthetic corpus, a random micro Whisper, the CPU, offline), each in its own ker
 working folder is a temporary one, so nothing is written into the repository."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,10 @@ def execute(name: str, work: Path, monkeypatch: pytest.MonkeyPatch):
     # ipykernel installed beside this interpreter, and may run another Python.
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(work / "jupyter"))
     monkeypatch.setenv("WHISPER_FT_SMOKE", "1")
-    monkeypatch.setenv("WHISPER_FT_REPO", str(REPO))
+    # The package on the path, as an install would put it: the notebook imports it.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.getenv("PYTHONPATH")]))
+    )
     monkeypatch.setenv("WHISPER_FT_WORK", str(work))
     notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)
     client = nbclient.NotebookClient(

@@ -9,6 +9,10 @@ import torch
 import whisper
 from whisper.audio import SAMPLE_RATE
 
+# Audio files looked for in folders (`prepare folder`, `transcribe DIR`): formats libsndfile
+# reads, so `load_audio` can too.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
+
 
 class AudioError(ValueError):
     """An audio file that cannot be read; the message names the file and what to do."""

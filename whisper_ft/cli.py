@@ -1,24 +1,13 @@
-"""`python -m whisper_ft <command>`: LightningCLI for fit/validate/test, argparse for the rest."""
+"""`python -m whisper_ft <command>`: the entry point. Owns the LightningCLI of fit/validate/test
+(checkpoint callbacks, `--ckpt_path last`, `--tune_batch_size`), the parser of the other verbs
+(built in `commands.py` and the modules that still define theirs), and `main`, the one place
+where a user error becomes one `error:` line."""
 
 import argparse
 import sys
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
-
-
-def default_precision() -> str:
-    """bf16 mixed precision on GPUs that support it, fp16 mixed on older ones (Colab's T4),
-    fp32 on the CPU. `--trainer.precision` overrides it. The same choice as the encoder-feature
-    cache's build (`features.autocast_dtype`), so cached features match training's."""
-    import torch
-
-    from whisper_ft.features import autocast_dtype
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[
-        autocast_dtype(device)
-    ]
 
 
 def run_lightning(args: list[str] | None) -> None:
@@ -35,6 +24,7 @@ def run_lightning(args: list[str] | None) -> None:
     )
     from whisper_ft.data import WhisperDataModule
     from whisper_ft.module import WhisperFineTuner
+    from whisper_ft.precision import default_precision
 
     class WhisperFTCLI(LightningCLI):
         def _parse_ckpt_path(self) -> None:
@@ -120,18 +110,14 @@ def tune_batch_size(trainer, model, datamodule) -> int:
     return size
 
 
-def demo(args: argparse.Namespace) -> int:
-    from whisper_ft.demo import run_demo
-
-    run_demo(Path(args.out), max_steps=args.max_steps)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from whisper_ft.check import add_check_command
+    from whisper_ft.commands import (
+        add_cache_command,
+        add_demo_command,
+        add_prepare_command,
+    )
     from whisper_ft.export import add_export_command
-    from whisper_ft.features import add_cache_command
-    from whisper_ft.prepare import add_prepare_command
     from whisper_ft.report import add_report_command
     from whisper_ft.serve import add_serve_command
     from whisper_ft.transcribe import add_transcribe_command
@@ -142,38 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
         "(LightningCLI; see `python -m whisper_ft fit --help`).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-
-    p = commands.add_parser("demo", help="offline end-to-end run: corpus, fit, evaluate, export")
-    p.add_argument("--out", default="checkpoints/demo", help="folder for corpus and run outputs")
-    p.add_argument("--max-steps", type=int, default=None, help="training steps (default: auto)")
-    p.set_defaults(func=demo)
-
+    add_demo_command(commands)
     add_prepare_command(commands)
     add_check_command(commands)
     add_cache_command(commands)
     add_report_command(commands)
     add_serve_command(commands)
-
     add_export_command(commands)
-
     add_transcribe_command(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run one command. Errors about the user's input (model, manifest, audio), a full disk,
-    running out of memory and a diverging loss end the process with one `error: …` line
-    instead of a traceback."""
+    """Run one command: the one place where an error about the user's input ends the process
+    with one `error: …` line instead of a traceback.
+
+    User errors are what the library raises for input it cannot use: ValueError (a corpus,
+    manifest, audio file, argument; ManifestError, AudioError and the others subclass it),
+    FileNotFoundError, ImportError of an optional package (the message says what to install)
+    and ModelLoadError; also a full disk, running out of memory and a diverging loss. Anything
+    else is a bug and keeps its traceback.
+    """
     import errno
 
-    from whisper_ft.audio import AudioError
-    from whisper_ft.augment import AugmentError
-    from whisper_ft.features import FeatureCacheError
-    from whisper_ft.hf import HFModelError
-    from whisper_ft.manifest import ManifestError
+    from whisper_ft.arguments import with_flags
     from whisper_ft.model import ModelLoadError
-    from whisper_ft.report import ReportError
-    from whisper_ft.serve import MissingExtrasError
 
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -182,17 +161,10 @@ def main(argv: list[str] | None = None) -> None:
             return
         parsed = build_parser().parse_args(args)
         sys.exit(parsed.func(parsed))
-    except (
-        AudioError,
-        AugmentError,
-        FeatureCacheError,
-        HFModelError,
-        ManifestError,
-        ModelLoadError,
-        ReportError,
-        MissingExtrasError,
-    ) as e:
-        sys.exit(f"error: {e}")
+    except (ValueError, FileNotFoundError, ImportError, ModelLoadError) as e:
+        # Library errors name parameters; on the command line they are flags.
+        flags = getattr(locals().get("parsed"), "flags", {})
+        sys.exit(f"error: {with_flags(str(e), flags)}")
     except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
         # Imported here: pytorch_lightning would slow down every other command's start.
         from whisper_ft.module import NonFiniteLossError, is_out_of_memory, out_of_memory_message

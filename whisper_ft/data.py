@@ -1,4 +1,5 @@
-"""Datasets over checked manifests and the LightningDataModule that feeds the module.
+"""`WhisperDataModule`: train/val/test manifests → checked, length-bucketed batches for the
+module, and `ModelSide`, the one thing it takes from the model it feeds.
 
 manifest ──check_manifest──▶ usable utterances ──UtteranceDataset──▶ BucketingBatchSampler
 (bad lines reported and     (kana, duration    (audio per item,      (length-grouped batches,
@@ -8,21 +9,21 @@ manifest ──check_manifest──▶ usable utterances ──UtteranceDataset�
 import math
 import os
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+from whisper.model import Whisper
 from whisper.tokenizer import Tokenizer
 
-from whisper_ft.audio import AudioError, load_audio
-from whisper_ft.augment import NoiseBank, WaveformAugment, WorkerRng, augment_waveform
+from whisper_ft.augment import SpecAugment, WaveformAugment
 from whisper_ft.check import CheckResult, check_manifest, write_report
-from whisper_ft.collate import Collator, decoder_tokens
+from whisper_ft.collate import Collator
+from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.features import (
     CachedFeatureDataset,
     FeatureCache,
@@ -30,80 +31,36 @@ from whisper_ft.features import (
     build_feature_cache,
     refuse_with_augmentation,
 )
-from whisper_ft.manifest import ManifestError, Utterance, read_manifest
+from whisper_ft.manifest import ManifestError, Target
 from whisper_ft.sampler import BucketingBatchSampler
+
+
+@dataclass(frozen=True)
+class ModelSide:
+    """What the data side needs from the model it feeds, handed over once: by `connect`, or
+    taken from the Trainer's LightningModule by `ModelSide.of` (the one place that knows the
+    module's attributes). The data module reads nothing else of the model."""
+
+    tokenizer: Tokenizer  # tokenises the targets; its EOT pads them
+    n_text_ctx: int  # the decoder's context: the data check excludes longer targets
+    model: Whisper | None = None  # whose encoder output may be cached; None: never cache
+    freeze_encoder: bool = False  # only a frozen encoder's output is worth caching
+    spec_augment: SpecAugment = SpecAugment()  # masks make each epoch's features differ
+
+    @classmethod
+    def of(cls, module: pl.LightningModule) -> "ModelSide":
+        """From a `WhisperFineTuner`: its tokenizer, Whisper model, frozen flag, SpecAugment."""
+        return cls(
+            tokenizer=module.tokenizer,
+            n_text_ctx=module.model.dims.n_text_ctx,
+            model=module.model,
+            freeze_encoder=module.hparams.freeze_encoder,
+            spec_augment=module.spec_augment,
+        )
+
 
 SPLITS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 CACHED_SPLITS = ("train", "val")  # read every epoch; test (and validate alone) read once
-
-
-class UtteranceDataset(Dataset):
-    """Utterances (already checked: see `whisper_ft.check`): audio read per item, targets
-    tokenised once.
-
-    Each item is `{"id": str, "audio": np.ndarray (n_samples,) float32 at 16 kHz,
-    "tokens": list[int] (SOT sequence + target tokens), "text": str (the target)}`, or
-    `{"id": str, "error": str}` when the audio file cannot be read any more: the collator
-    leaves it out and the module counts it, so one file that breaks during a long run does
-    not end it.
-    """
-
-    def __init__(
-        self,
-        utterances: list[Utterance],
-        manifest: str | Path,
-        tokenizer: Tokenizer,
-        target: Literal["kana", "text"] = "kana",
-        augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
-        feature_cache: str | None = "auto",
-    ) -> None:
-        self.manifest = Path(manifest)  # relative audio paths start at its folder
-        self.utterances = utterances
-        self.targets: list[str] = []
-        for utterance in utterances:
-            text = getattr(utterance, target)
-            if text is None:
-                raise ManifestError(
-                    f"{self.manifest}:{utterance.line}: no {target!r} field; run the manifest "
-                    "through `python -m whisper_ft check-data`, or make it with `prepare`."
-                )
-            self.targets.append(text)
-        self.tokens = [decoder_tokens(tokenizer, text) for text in self.targets]
-        self.durations_s = [u.duration or 0.0 for u in utterances]
-        self.augment = augment if augment is not None and augment.enabled else None
-        noisy = self.augment is not None and self.augment.noise_prob > 0
-        self.noise = NoiseBank(self.augment.noise_dir) if noisy else None
-        self.rng = WorkerRng()  # per worker and epoch: DataLoader reseeds torch in each
-
-    @classmethod
-    def from_manifest(
-        cls, manifest: str | Path, tokenizer: Tokenizer, target: Literal["kana", "text"] = "kana"
-    ) -> "UtteranceDataset":
-        """Every line of a manifest `prepare` wrote, without the data check (errors stop)."""
-        return cls(read_manifest(manifest), manifest, tokenizer, target)
-
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    def __getitem__(self, index: int) -> dict:
-        utterance = self.utterances[index]
-        try:
-            audio: np.ndarray = load_audio(utterance.audio_path(self.manifest.parent))
-        except AudioError as e:
-            warnings.warn(
-                f"{self.manifest}:{utterance.line}: {utterance.id} skipped, the run goes on: {e}",
-                stacklevel=1,
-            )
-            return {"id": utterance.id, "error": str(e)}
-        if self.augment is not None:
-            audio = augment_waveform(audio, self.augment, self.rng(), self.noise)
-        return {
-            "id": utterance.id,
-            "audio": audio,
-            "tokens": self.tokens[index],
-            "text": self.targets[index],
-            "speaker": utterance.speaker or "",
-        }
 
 
 class WhisperDataModule(pl.LightningDataModule):
@@ -151,7 +108,7 @@ class WhisperDataModule(pl.LightningDataModule):
         max_duration_s: float | None = None,
         num_buckets: int = 10,
         num_workers: int = 2,
-        target: Literal["kana", "text"] | None = None,
+        target: Target | None = None,
         augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
         feature_cache: str | None = "auto",
     ) -> None:
@@ -167,6 +124,20 @@ class WhisperDataModule(pl.LightningDataModule):
         self.datasets: dict[str, UtteranceDataset | CachedFeatureDataset] = {}
         self.collators: dict[str, Collator | FeatureCollator] = {}
         self._train_sampler_state: dict | None = None  # from a checkpoint, until train_dataloader
+        self._model_side: ModelSide | None = None
+
+    def connect(self, model_side: ModelSide) -> None:
+        """Declare the model this data feeds (its tokenizer, context, encoder); without it,
+        `setup` takes it from the Trainer's LightningModule (`ModelSide.of`)."""
+        self._model_side = model_side
+
+    @property
+    def model_side(self) -> ModelSide:
+        """The connected model side, else the current Trainer's module's (read each time: the
+        same data module may feed another module in a later fit or test)."""
+        if self._model_side is not None:
+            return self._model_side
+        return ModelSide.of(self.trainer.lightning_module)
 
     def _splits(self, stage: str) -> list[str]:
         stage = TrainerFn(stage).value  # Lightning passes an enum that prints as TrainerFn.X
@@ -183,12 +154,12 @@ class WhisperDataModule(pl.LightningDataModule):
 
     def _check(self, split: str) -> CheckResult:
         if split not in self.checks:
-            module = self.trainer.lightning_module
+            side = self.model_side
             self.checks[split] = check_manifest(
                 self.hparams[f"{split}_manifest"],
                 target=self.hparams.target,
-                tokenizer=module.tokenizer,
-                n_text_ctx=module.model.dims.n_text_ctx,
+                tokenizer=side.tokenizer,
+                n_text_ctx=side.n_text_ctx,
             )
         return self.checks[split]
 
@@ -198,7 +169,7 @@ class WhisperDataModule(pl.LightningDataModule):
             self._check(split)
 
     def setup(self, stage: str) -> None:
-        module = self.trainer.lightning_module
+        side = self.model_side
         fitting = TrainerFn(stage) == TrainerFn.FITTING
         cache_dir = None
         if TrainerFn(stage) == TrainerFn.VALIDATING:
@@ -211,13 +182,13 @@ class WhisperDataModule(pl.LightningDataModule):
             dataset = UtteranceDataset(
                 result.utterances,
                 result.manifest,
-                module.tokenizer,
+                side.tokenizer,
                 result.target,
                 self.augment if split == "train" else None,
             )
             collator = Collator(
-                eot=module.tokenizer.eot,
-                n_text_ctx=module.model.dims.n_text_ctx,
+                eot=side.tokenizer.eot,
+                n_text_ctx=side.n_text_ctx,
                 target=result.target,
             )
             if split == "train" and fitting:
@@ -231,12 +202,14 @@ class WhisperDataModule(pl.LightningDataModule):
     def _feature_cache_dir(self, train: UtteranceDataset | None) -> Path | None:
         """Where the encoder-feature cache lives, or None to encode live. `train`: fit's
         training set (auto decides by it); None: validate (only a folder given applies)."""
-        module, setting = self.trainer.lightning_module, self.hparams.feature_cache
-        frozen = module.hparams.freeze_encoder
+        side, setting = self.model_side, self.hparams.feature_cache
+        frozen = side.freeze_encoder
         if setting in (None, "off") or (setting == "auto" and train is None):
             return None
         if setting == "auto":
-            augmented = self.augment.enabled or module.spec_augment.enabled
+            if side.model is None:  # connected without a model: nothing to encode with
+                return None
+            augmented = self.augment.enabled or side.spec_augment.enabled
             # Building costs one encoder pass over the data: it pays from the second pass on.
             if not frozen or augmented:
                 return None
@@ -249,7 +222,7 @@ class WhisperDataModule(pl.LightningDataModule):
                     )
                 return None
             return Path(self.trainer.default_root_dir) / "feature_cache"
-        refuse_with_augmentation(self.augment, module.spec_augment, freeze_encoder=frozen)
+        refuse_with_augmentation(self.augment, side.spec_augment, freeze_encoder=frozen)
         return Path(setting)
 
     def _expected_passes(self, train: UtteranceDataset) -> float:
@@ -269,7 +242,7 @@ class WhisperDataModule(pl.LightningDataModule):
         first to take the cache's file lock (`features.build_lock`) computes it, the others
         wait on the lock, which has no time limit (a collective barrier would end the job at
         the process group's timeout during a long build), then find it complete."""
-        model, strategy = self.trainer.lightning_module.model, self.trainer.strategy
+        model, strategy = self.model_side.model, self.trainer.strategy
         cache = build_feature_cache(
             model,
             dataset,

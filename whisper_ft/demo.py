@@ -15,10 +15,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from whisper_ft.corpora.synthetic import prepare_synthetic
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.model import ModelLoadError, export_checkpoint
 from whisper_ft.module import WhisperFineTuner
-from whisper_ft.prepare import prepare_synthetic
 
 DEMO_SENTENCES = None  # all 210 sentences (text variety is what generalises; ~10% held out)
 DEMO_SPEAKERS = 4  # synthetic voices: 2 train, 1 val, 1 test

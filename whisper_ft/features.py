@@ -28,7 +28,6 @@ CUDA (`DecodingOptions(fp16=True)`, the default, halves it in `_get_audio_featur
 
 from __future__ import annotations
 
-import argparse
 import copy
 import fcntl
 import hashlib
@@ -42,7 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -52,14 +51,13 @@ from tqdm import tqdm
 from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, SAMPLE_RATE
 from whisper.model import ModelDimensions, Whisper
 
-from whisper_ft.arguments import positive_int
 from whisper_ft.audio import log_mel_batch
 from whisper_ft.augment import SpecAugment, WaveformAugment
 from whisper_ft.collate import Collator
+from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.files import atomic_write
-
-if TYPE_CHECKING:  # data.py may import this module to wire the cache in
-    from whisper_ft.data import UtteranceDataset
+from whisper_ft.manifest import Target
+from whisper_ft.precision import autocast_dtype
 
 CACHE_VERSION = 1  # part of every key: raise it when what is stored, or how, changes
 STORAGE_DTYPES = {"float16": "f16", "float32": "f32"}  # storage dtype → features file suffix
@@ -392,14 +390,6 @@ def _collate_audio(pairs: list[tuple[int, dict]]) -> tuple[list[int], torch.Tens
     return [row for row, _ in readable], torch.from_numpy(audio), unreadable
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The encoder's compute dtype when building on `device`: bfloat16 on CUDA GPUs that have
-    it, float16 on older ones (as Lightning's mixed precision trains), None (float32) else."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def build_feature_cache(
     model: Whisper,
     dataset: UtteranceDataset,
@@ -664,66 +654,54 @@ class FeatureCollator:
         return batch
 
 
-def add_cache_command(subparsers: argparse._SubParsersAction) -> None:
-    """Add `cache` to an argparse subparsers object; it sets `func`, a callable(args) → exit
-    code: 0, or 1 when some utterance could not be cached."""
-    p = subparsers.add_parser(
-        "cache",
-        help="store a frozen encoder's output for manifests once (encoder-feature cache)",
-        description="Runs each manifest through the same data check as training, prints the "
-        "cache's size, then stores the encoder output of every usable utterance in a folder "
-        "under --out. Resumes where an interrupted run stopped; a finished cache is reused.",
-    )
-    p.add_argument("--model", required=True, help="Whisper name, .pt, .ckpt or random:<size>")
-    p.add_argument(
-        "--manifest", required=True, nargs="+", help="JSONL manifests; one cache folder each"
-    )
-    p.add_argument("--out", required=True, help="folder of caches (give training the same)")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="utterances per pass")
-    p.add_argument("--device", default=None, help="cuda, cpu, … (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader processes reading audio")
-    p.add_argument("--dtype", choices=STORAGE_DTYPES, default="float16", help="storage dtype")
-    p.add_argument(
-        "--target",
-        choices=("kana", "text"),
-        help="the target training uses (default: the lines' target, else kana): it decides "
-        "which lines the data check keeps",
-    )
-    p.add_argument("--rebuild", action="store_true", help="start afresh (audio changed in place)")
-    p.set_defaults(func=_cache_from_args)
-
-
-def _cache_from_args(args: argparse.Namespace) -> int:
+def cache_manifests(
+    model: str,
+    manifests: list[str],
+    out: str | Path,
+    *,
+    batch_size: int = 16,
+    device: str | None = None,
+    workers: int = 2,
+    dtype: Literal["float16", "float32"] = "float16",
+    target: Target | None = None,
+    rebuild: bool = False,
+) -> bool:
+    """Store `model`'s encoder output for every usable utterance of each manifest, one
+    folder each under `out` (the `cache` command). Each manifest first goes through the same
+    data check as training (`target`: the one training uses; None: the lines' own, else kana).
+    `device`: None is cuda if available. Returns True if every utterance was cached."""
     from whisper.tokenizer import get_tokenizer
 
     from whisper_ft.check import check_manifest
-    from whisper_ft.data import UtteranceDataset
     from whisper_ft.model import load_base_model
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_base_model(args.model, device)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    whisper_model = load_base_model(model, device)
     # The language does not change which lines fit the decoder: every SOT prefix is as long.
     tokenizer = get_tokenizer(
-        model.is_multilingual, num_languages=model.num_languages, language="ja", task="transcribe"
+        whisper_model.is_multilingual,
+        num_languages=whisper_model.num_languages,
+        language="ja",
+        task="transcribe",
     )
     complete = True
-    for manifest in args.manifest:
+    for manifest in manifests:
         result = check_manifest(
-            manifest, target=args.target, tokenizer=tokenizer, n_text_ctx=model.dims.n_text_ctx
+            manifest, target=target, tokenizer=tokenizer, n_text_ctx=whisper_model.dims.n_text_ctx
         )
         print(result.summary(), flush=True)
         result.require_usable()
         dataset = UtteranceDataset(result.utterances, result.manifest, tokenizer, result.target)
         cache = build_feature_cache(
-            model,
+            whisper_model,
             dataset,
-            args.out,
-            dtype=args.dtype,
+            out,
+            dtype=dtype,
             device=device,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
+            batch_size=batch_size,
+            num_workers=workers,
             progress=True,
-            rebuild=args.rebuild,
+            rebuild=rebuild,
         )
         complete = complete and cache.complete
-    return 0 if complete else 1
+    return complete

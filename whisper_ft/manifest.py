@@ -5,6 +5,9 @@
 
 `audio` is relative to the manifest's folder, or absolute. `kana` and `duration` are filled
 by `prepare`; keys this module does not know are kept in `Utterance.extra` and written back.
+
+Owns the data model of the whole package: `Utterance`, the `Target` fields, reading
+(`read_manifest` strict, `read_lines` line by line), writing, and ids made from paths.
 """
 
 import codecs
@@ -13,12 +16,14 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from whisper_ft.files import atomic_write
 
+Target = Literal["kana", "text"]  # the manifest field a model learns to write (`Utterance.target`)
+TARGETS: tuple[str, ...] = get_args(Target)
 REQUIRED_KEYS = ("id", "audio", "text")
 KNOWN_KEYS = (*REQUIRED_KEYS, "kana", "duration", "speaker", "target")
-TARGETS = ("kana", "text")  # what a line's `target` may say
 
 
 class ManifestError(ValueError):
@@ -38,7 +43,7 @@ class Utterance:
     kana: str | None = None  # katakana target made by pyopenjtalk (None until prepared)
     duration: float | None = None  # seconds of audio (None until prepared)
     speaker: str | None = None  # speaker id, used to split corpora by speaker
-    target: str | None = None  # field `prepare` made this line for, "kana" or "text" (None: unsaid)
+    target: Target | None = None  # field `prepare` made this line for (None: unsaid)
     extra: dict = field(default_factory=dict)  # any other keys of the line, kept as they are
     line: int = 0  # 1-based line number in the manifest it was read from (0: not read)
 
@@ -128,6 +133,46 @@ def parse_line(line: bytes | str, where: str) -> Utterance:
         target=record.get("target"),
         extra=extra,
     )
+
+
+def read_lines(path: str | Path) -> Iterator[tuple[str, Utterance | ManifestError]]:
+    """("file:line", the line as an Utterance, or the ManifestError it raised) per non-blank
+    line, in file order: for readers that report a bad line and go on (`prepare merge`).
+    Ids are not checked for repeats."""
+    path = Path(path)
+    for number, line in manifest_lines(path):
+        where = f"{path}:{number}"
+        try:
+            utterance = parse_line(line, where)
+        except ManifestError as e:
+            yield where, e
+            continue
+        utterance.line = number
+        yield where, utterance
+
+
+def path_ids(paths: list[Path]) -> list[str]:
+    """Utterance ids made from audio paths: each file's name without its suffix, with as many
+    parent folder names in front as it takes to tell apart files of the same name
+    (`a/001.wav`, `b/001.wav` → `a_001`, `b_001`; a unique `c/002.wav` stays `002`)."""
+    parts = [(*p.relative_to(p.anchor).parent.parts, p.stem) for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        ids = ["_".join(part[-d:]) for part, d in zip(parts, depth, strict=True)]
+        holders: dict[str, list[int]] = {}
+        for i, utt_id in enumerate(ids):
+            holders.setdefault(utt_id, []).append(i)
+        deeper = [
+            i
+            for group in holders.values()
+            if len(group) > 1
+            for i in group
+            if depth[i] < len(parts[i])
+        ]
+        if not deeper:
+            return ids
+        for i in deeper:
+            depth[i] += 1
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:

@@ -24,15 +24,13 @@ kana model would get it. For a kana model both are close.
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import jiwer
 import torch
 import torchmetrics
 
+from whisper_ft.manifest import Target
 from whisper_ft.text import LongVowel, normalize, normalize_words, split_morae, to_kana
-
-Target = Literal["kana", "text"]
 
 
 def error_rate(errors: int, length: int) -> float:

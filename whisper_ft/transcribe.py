@@ -40,13 +40,12 @@ from whisper.tokenizer import get_tokenizer
 from whisper.utils import WriteSRT
 
 from whisper_ft.arguments import positive_int
-from whisper_ft.audio import AudioError, load_audio, log_mel_batch
+from whisper_ft.audio import AUDIO_SUFFIXES, AudioError, load_audio, log_mel_batch
 from whisper_ft.decoding import decode_texts, decoding_options
 from whisper_ft.files import atomic_write
-from whisper_ft.manifest import ManifestError, read_manifest
+from whisper_ft.manifest import ManifestError, path_ids, read_manifest
 from whisper_ft.metrics import score
 from whisper_ft.model import load_base_model, model_from_checkpoint
-from whisper_ft.sources import AUDIO_SUFFIXES, path_ids
 from whisper_ft.text import to_kana
 
 FORMATS = ("txt", "tsv", "json", "srt")  # what `--formats` accepts
@@ -155,7 +154,7 @@ class AudioInput:
     """One audio file to transcribe, as `collect_inputs` found it."""
 
     path: str  # the file: as given, under the folder given, or resolved from the manifest
-    id: str  # the manifest line's id, else made from the path (`sources.path_ids`); unique
+    id: str  # the manifest line's id, else made from the path (`manifest.path_ids`); unique
     where: str  # where it was named: the argument as given, or "manifest:line"
     reference: str | None = None  # the manifest line's text (None: not from a manifest)
 
@@ -231,7 +230,7 @@ def _count(n: int, noun: str) -> str:
 
 def collect_inputs(inputs: Sequence[str]) -> list[AudioInput]:
     """The audio files named by `inputs`, in order: an audio file as it is, a folder's audio
-    files (`sources.AUDIO_SUFFIXES`, searched recursively, sorted, hidden ones left out) and a
+    files (`audio.AUDIO_SUFFIXES`, searched recursively, sorted, hidden ones left out) and a
     `.jsonl` manifest's lines (paths relative to its folder; the line's text kept as the
     reference). Ids are a manifest's own, else made from the paths; a repeated id gets -2, -3.
 

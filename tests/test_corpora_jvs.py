@@ -1,30 +1,26 @@
-"""Corpus preparation: JVS-layout reading, the speaker- and sentence-disjoint split, the
-synthetic OpenJTalk corpus and the `prepare` command line."""
+"""`corpora.jvs`: reading the JVS layout, `prepare jvs` and its command line."""
 
-import argparse
 import re
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-
-from whisper_ft.manifest import Utterance, read_manifest
-from whisper_ft.prepare import (
-    SYNTHETIC_SENTENCES,
-    add_prepare_command,
-    prepare_jvs,
-    prepare_synthetic,
-    read_jvs,
-    read_sentences,
-    split_disjoint,
+from corpora_helpers import (
+    assert_disjoint,
+    read_splits,
+    run_cli,
 )
-from whisper_ft.text import normalize, to_kana
+
+from whisper_ft.corpora.jvs import prepare_jvs, read_jvs
+from whisper_ft.manifest import read_manifest
+from whisper_ft.text import to_kana
 
 JVS_RATE = 24_000
+
 KATAKANA = re.compile(r"^[\u30a0-\u30ff、。？！]+$")  # katakana block (ー and ・ included)
 # Read by every speaker, like JVS parallel100.
+
 SHARED = [
     "今日はいい天気ですね。",
     "駅までバスで行きます。",
@@ -34,6 +30,7 @@ SHARED = [
     "窓を開けてください。",
 ]
 # Two of its own per speaker, like nonpara30.
+
 OWN = {
     "jvs001": ["猫が庭で寝ています。", "お茶を一杯ください。"],
     "jvs002": ["電車が遅れています。", "海で泳ぎました。"],
@@ -41,6 +38,7 @@ OWN = {
     "jvs004": ["宿題が終わりました。", "パンを焼きました。"],
     "jvs005": ["山に登りました。", "手紙を書いています。"],
 }
+
 MISSING_WAV = ("jvs003", "parallel100", "VOICEACTRESS100_006")  # a line whose wav is absent
 
 
@@ -80,22 +78,6 @@ def make_jvs(root: Path, speakers: list[str] | None = None) -> dict[str, float]:
     return seconds
 
 
-def read_splits(paths: dict[str, Path]) -> dict[str, list[Utterance]]:
-    assert set(paths) == {"train", "val", "test"}
-    for name, path in paths.items():
-        assert path == path.parent / f"{name}.jsonl" and path.is_file()
-    return {name: read_manifest(path) for name, path in paths.items()}
-
-
-def assert_disjoint(splits: dict[str, list[Utterance]]) -> None:
-    speakers = {name: {u.speaker for u in us} for name, us in splits.items()}
-    sentences = {name: {normalize(u.text) for u in us} for name, us in splits.items()}
-    for a, b in [("train", "val"), ("train", "test"), ("val", "test")]:
-        assert not speakers[a] & speakers[b], (a, b)
-        assert not sentences[a] & sentences[b], (a, b)
-    assert splits["val"] and splits["test"]
-
-
 @pytest.fixture
 def jvs(tmp_path: Path) -> tuple[Path, dict[str, float]]:
     root = tmp_path / "jvs_ver1"
@@ -107,7 +89,7 @@ def test_read_jvs_reads_layout_and_counts_what_it_skips(jvs):
     utterances, skipped = read_jvs(root, ("parallel100", "nonpara30"))
 
     assert [u.id for u in utterances] == list(seconds)  # speaker, subset, file order
-    assert skipped == {
+    assert skipped.counts == {
         "transcript line without a wav file": 1,
         "wav file without a transcript line": 1,
     }
@@ -142,7 +124,10 @@ def test_prepare_jvs_splits_by_speaker_and_sentence(jvs, tmp_path, capsys):
     assert "skipped: 2 (transcript line without a wav file: 1, wav file without" in out
     assert f"→ {tmp_path / 'out' / 'test.jsonl'}" in out
     n_dropped = 39 - len(kept)  # 40 transcript lines, one without its wav
-    assert f"dropped: {n_dropped} (" in out and "sentence held out for" in out
+    assert f"dropped by the split: {n_dropped} (" in out and "sentence held out for" in out
+    # Where it skipped, as every source says it (this reader used to give counts alone).
+    missing = root / MISSING_WAV[0] / MISSING_WAV[1] / "transcripts_utf8.txt"
+    assert f"transcript line without a wav file, e.g. {missing}:6" in out
 
 
 def test_prepare_jvs_honours_explicit_speakers(jvs, tmp_path):
@@ -199,7 +184,7 @@ def test_repeated_transcript_lines(jvs):
     lines = transcript.read_text(encoding="utf-8").splitlines()
     transcript.write_text("\n".join([*lines, lines[0]]) + "\n", encoding="utf-8")
     utterances, skipped = read_jvs(root)
-    assert len(utterances) == len(seconds) and skipped["repeated transcript line"] == 1
+    assert len(utterances) == len(seconds) and skipped.counts["repeated transcript line"] == 1
 
     transcript.write_text("\n".join([*lines, lines[0] + "ね"]) + "\n", encoding="utf-8")
     with pytest.raises(
@@ -235,141 +220,22 @@ def test_missing_root_or_layout_says_what_was_expected(jvs, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder.*jvs001/"):
         prepare_jvs(tmp_path / "nowhere", tmp_path / "out")
     # The parent of jvs_ver1 is a common mistake: the error points at the right folder.
-    with pytest.raises(ValueError, match=rf"no speaker folders.*--root {re.escape(str(root))}\?"):
+    with pytest.raises(ValueError, match=rf"no speaker folders.*`root` {re.escape(str(root))}\?"):
         prepare_jvs(tmp_path, tmp_path / "out")
     with pytest.raises(ValueError, match="no speaker has subset\\(s\\) falset10"):
         prepare_jvs(root, tmp_path / "out", subsets=("parallel100", "falset10"))
 
 
-def utterance(speaker: str, n: int, text: str) -> Utterance:
-    return Utterance(id=f"{speaker}_{n}", audio=f"{speaker}_{n}.wav", text=text, speaker=speaker)
-
-
-def test_split_disjoint_on_a_parallel_corpus():
-    # 40 speakers all read 30 shared sentences, plus 2 of their own.
-    speakers = [f"spk{k:02d}" for k in range(40)]
-    utterances = [utterance(s, i, f"共通の文その{i}です。") for s in speakers for i in range(30)]
-    utterances += [
-        utterance(s, 100 + i, f"{s}の文その{i}です。") for s in speakers for i in range(2)
-    ]
-    result = split_disjoint(utterances, seed=7)
-
-    splits = result.splits()
-    assert_disjoint(splits)
-    # 5% and 10% of 40 speakers; 5% and 10% of 30 shared sentences.
-    assert [len({u.speaker for u in splits[n]}) for n in ("train", "val", "test")] == [34, 2, 4]
-    shared = {n: {u.text for u in splits[n] if u.text.startswith("共通")} for n in splits}
-    assert [len(shared[n]) for n in ("train", "val", "test")] == [25, 2, 3]
-    kept = sum(len(us) for us in splits.values())
-    assert kept + sum(result.dropped.values()) == len(utterances)
-    assert result.dropped == {
-        "sentence held out for train": (2 + 4) * 25,
-        "sentence held out for val": (34 + 4) * 2,
-        "sentence held out for test": (34 + 2) * 3,
-    }
-    assert split_disjoint(utterances, seed=7).splits() == splits
-
-
-def test_split_keys_sentences_by_normalised_text():
-    # The same sentence written three ways must land in one split, not leak across.
-    variants = ["こんにちは、世界。", "こんにちは世界", "コンニチハ 世界！"]
-    utterances = [utterance(f"s{k}", 0, variants[k % 3]) for k in range(9)]
-    utterances += [utterance(f"s{k}", 1, f"{k}番目の文です。") for k in range(9)]
-    result = split_disjoint(utterances, n_val_speakers=2, n_test_speakers=2)
-    splits = result.splits()
-    assert_disjoint(splits)
-    greeting = [n for n, us in splits.items() if any("世界" in u.text for u in us)]
-    assert len(greeting) == 1
-
-
-def test_split_raises_when_val_would_be_empty():
-    # Three speakers reading the same two sentences: nothing can be held out for val.
-    utterances = [utterance(s, i, t) for s in "abc" for i, t in enumerate(SHARED[:2])]
-    with pytest.raises(ValueError, match="the (val|test) split would be empty.*nonpara30"):
-        split_disjoint(utterances)
-
-
-def test_sentences_asset_is_usable():
-    sentences = read_sentences(SYNTHETIC_SENTENCES)  # raises on repeats
-    assert len(sentences) >= 200
-    for sentence in sentences:
-        assert 6 <= len(sentence) <= 30, sentence
-        kana = to_kana(sentence)
-        assert kana and all(
-            0x30A0 <= ord(c) <= 0x30FF or unicodedata.category(c)[0] == "P" for c in kana
-        ), (sentence, kana)
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
-    out = tmp_path_factory.mktemp("synthetic")
-    return out, prepare_synthetic(out, n_sentences=12, n_speakers=3, seed=1)
-
-
-def test_prepare_synthetic_writes_a_disjoint_corpus(synthetic):
-    out, paths = synthetic
-    splits = read_splits(paths)
-    assert_disjoint(splits)
-    # 12 sentences → 1 val, 1 test, 10 train; 3 speakers → one per split, none dropped.
-    assert [len(splits[n]) for n in ("train", "val", "test")] == [10, 1, 1]
-    assert {u.speaker for us in splits.values() for u in us} == {"syn01", "syn02", "syn03"}
-    for u in (u for us in splits.values() for u in us):
-        assert not Path(u.audio).is_absolute() and u.audio.startswith(f"wav/{u.speaker}/")
-        info = sf.info(str(u.audio_path(out)))
-        assert (info.samplerate, info.channels, info.subtype) == (16_000, 1, "PCM_16")
-        assert u.duration == pytest.approx(info.frames / 16_000, abs=1e-3) and u.duration > 0.3
-        assert u.kana == to_kana(u.text) and KATAKANA.match(u.kana)
-        assert u.text in read_sentences(SYNTHETIC_SENTENCES)
-
-
-def test_prepare_synthetic_reuses_audio_on_a_rerun(synthetic, capsys):
-    out, paths = synthetic
-    wavs = sorted((out / "wav").rglob("*.wav"))
-    assert len(wavs) == 12
-    mtimes = [w.stat().st_mtime_ns for w in wavs]
-    manifests = {n: p.read_text(encoding="utf-8") for n, p in paths.items()}
-
-    again = prepare_synthetic(out, n_sentences=12, n_speakers=3, seed=1)
-
-    assert "12 already on disk, synthesising 0" in capsys.readouterr().out
-    assert [w.stat().st_mtime_ns for w in sorted((out / "wav").rglob("*.wav"))] == mtimes
-    assert {n: p.read_text(encoding="utf-8") for n, p in again.items()} == manifests
-
-
-def test_prepare_synthetic_rejects_too_few_speakers(tmp_path):
-    with pytest.raises(ValueError, match="n_speakers must be between 3"):
-        prepare_synthetic(tmp_path, n_speakers=2)
-
-
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="whisper_ft")
-    add_prepare_command(parser.add_subparsers(dest="command"))
-    return parser
-
-
-def test_cli_prepare_synthetic(tmp_path, capsys):
-    out = tmp_path / "syn"
-    args = make_parser().parse_args(
-        ["prepare", "synthetic", "--out", str(out), "--n-sentences", "4", "--n-speakers", "3"]
-    )
-    assert args.func(args) == 0
-    splits = read_splits({n: out / f"{n}.jsonl" for n in ("train", "val", "test")})
-    assert [len(splits[n]) for n in ("train", "val", "test")] == [2, 1, 1]
-    assert "dropped: 0" in capsys.readouterr().out
-
-
 def test_cli_prepare_jvs_passes_options_and_reports_errors(jvs, tmp_path, capsys):
     root, _ = jvs
-    parser = make_parser()
     argv = ["prepare", "jvs", "--root", str(root), "--out", str(tmp_path / "out")]
-    args = parser.parse_args([*argv, "--val-speakers", "jvs005", "--test-speakers", "jvs001"])
-    assert args.func(args) == 0
+    assert run_cli([*argv, "--val-speakers", "jvs005", "--test-speakers", "jvs001"]) == 0
     assert {u.speaker for u in read_manifest(tmp_path / "out" / "val.jsonl")} == {"jvs005"}
     assert {u.speaker for u in read_manifest(tmp_path / "out" / "test.jsonl")} == {"jvs001"}
 
-    args = parser.parse_args([*argv, "--val-speakers", "jvs009"])
-    assert args.func(args) == 1
-    assert "error: unknown speaker(s) jvs009" in capsys.readouterr().err
+    assert str(run_cli([*argv, "--val-speakers", "jvs009"])).startswith(
+        "error: unknown speaker(s) jvs009"
+    )
 
 
 def test_prepare_jvs_records_the_target(jvs, tmp_path):
@@ -379,10 +245,16 @@ def test_prepare_jvs_records_the_target(jvs, tmp_path):
 
     out = tmp_path / "text"
     argv = ["prepare", "jvs", "--root", str(root), "--out", str(out), "--target", "text"]
-    args = make_parser().parse_args(argv)
-    assert args.func(args) == 0
+    assert run_cli(argv) == 0
     splits = read_splits({name: out / f"{name}.jsonl" for name in ("train", "val", "test")})
     text = [u for us in splits.values() for u in us]
     # The same utterances, made for the transcript itself: no kana.
     assert sorted(u.id for u in text) == sorted(u.id for u in kana)
     assert all(u.target == "text" and u.kana is None for u in text)
+
+
+def test_cli_errors_name_flags_where_the_library_names_parameters(jvs, tmp_path):
+    root, _ = jvs
+    # prepare_jvs says `root`; on the command line the same advice names --root.
+    line = run_cli(["prepare", "jvs", "--root", str(root.parent), "--out", str(tmp_path / "o")])
+    assert str(line).startswith("error: ") and f"Did you mean --root {root}?" in str(line)

@@ -1,0 +1,240 @@
+"""The argparse verbs beside LightningCLI's fit/validate/test: `prepare …`, `cache`, `export`,
+`demo`. Each is a front of one library function: its options come from that function's
+signature (`arguments.add_options`), so flags, types and defaults are written once, there.
+Errors are raised; `cli.main` turns them into one `error:` line."""
+
+import argparse
+from collections.abc import Callable
+
+from whisper_ft.arguments import add_options, call, positive_int
+from whisper_ft.corpora.huggingface import prepare_hf
+from whisper_ft.corpora.jvs import JVS_SUBSETS, prepare_jvs
+from whisper_ft.corpora.lists import prepare_csv, prepare_folder, prepare_tsv
+from whisper_ft.corpora.merge import prepare_merge
+from whisper_ft.corpora.split import SplitOptions
+from whisper_ft.corpora.synthetic import SYNTHETIC_VOICES, prepare_synthetic
+
+TARGET_HELP = (
+    "field to train on, recorded on every line: kana (katakana by OpenJTalk) or text (the "
+    "transcript's own orthography)"
+)
+SPLIT_HELP = {
+    "val_speakers": "with --split: speakers for val (default: a seeded ~5%%)",
+    "test_speakers": "with --split: speakers for test (default: a seeded ~10%%)",
+    "seed": "with --split: seed of the speaker and sentence split",
+}
+
+
+def add_prepare_command(commands: argparse._SubParsersAction) -> None:
+    """`prepare jvs|synthetic|csv|tsv|folder|hf|merge`: a corpus → manifests."""
+    prepare = commands.add_parser(
+        "prepare",
+        help="make manifests from a corpus (train/val/test disjoint by speaker and sentence), "
+        "or merge manifests",
+    )
+    corpora = prepare.add_subparsers(
+        dest="corpus", required=True, metavar="{jvs,synthetic,csv,tsv,folder,hf,merge}"
+    )
+
+    p = corpora.add_parser("jvs", help="JVS (or any corpus in its folder layout)")
+    add_options(
+        p,
+        prepare_jvs,
+        help={
+            "root": "the unzipped jvs_ver1 folder",
+            "out": "folder for train/val/test.jsonl",
+            "subsets": f"subset folders to read (JVS has {', '.join(JVS_SUBSETS)})",
+            "val_speakers": "speakers for val (default: seeded ~5%%)",
+            "test_speakers": "speakers for test (default: seeded ~10%%)",
+            "seed": "seed of the speaker and sentence split",
+            "target": TARGET_HELP,
+        },
+    )
+    p.set_defaults(func=runs(prepare_jvs))
+
+    p = corpora.add_parser("synthetic", help="an offline corpus spoken by OpenJTalk")
+    add_options(
+        p,
+        prepare_synthetic,
+        help={
+            "out": "folder for wav/ and the manifests",
+            "n_sentences": "use N sentences (default: all)",
+            "n_speakers": f"voices, 3 to {len(SYNTHETIC_VOICES)}",
+            "seed": "seed of the sentence split",
+            "target": TARGET_HELP,
+        },
+    )
+    p.set_defaults(func=runs(prepare_synthetic))
+
+    p = corpora.add_parser(
+        "csv",
+        help="a CSV with a header audio,text[,speaker], or deepspeech.pytorch's "
+        "audio.wav,transcript.txt lines",
+    )
+    add_options(
+        p,
+        prepare_csv,
+        help={
+            "csv_path": "the CSV file; relative paths in it start from its folder",
+            "out": "folder for all.jsonl (or train/val/test.jsonl)",
+            "target": TARGET_HELP,
+        },
+        positional=("csv_path",),
+        flags={"csv_path": "csv"},
+    )
+    add_split_options(p)
+    p.set_defaults(func=runs(prepare_csv, split=True))
+
+    p = corpora.add_parser(
+        "tsv", help="Common Voice (train/dev/test.tsv and clips/) or ReazonSpeech-style TSVs"
+    )
+    add_options(
+        p,
+        prepare_tsv,
+        help={
+            "path": "a Common Voice language folder (→ train/val/test.jsonl) or one TSV file "
+            "(→ <its name>.jsonl): Common Voice's (audio from clips/ beside it) or "
+            "ReazonSpeech's header-less audio<TAB>transcript lines (audio relative to the "
+            "TSV's folder)",
+            "out": "folder for the manifests",
+            "target": TARGET_HELP,
+        },
+        positional=("path",),
+    )
+    p.set_defaults(func=runs(prepare_tsv))
+
+    p = corpora.add_parser(
+        "folder", help="audio files (recursively) with a same-named .txt or .lab beside each"
+    )
+    add_options(
+        p,
+        prepare_folder,
+        help={
+            "root": "the folder; root/<speaker>/… gives each file its speaker",
+            "out": "folder for all.jsonl (or train/val/test.jsonl)",
+            "target": TARGET_HELP,
+        },
+        positional=("root",),
+    )
+    add_split_options(p)
+    p.set_defaults(func=runs(prepare_folder, split=True))
+
+    p = corpora.add_parser(
+        "hf", help="a Hugging Face dataset: a save_to_disk folder or an audiofolder (datasets)"
+    )
+    add_options(
+        p,
+        prepare_hf,
+        help={
+            "path": "folder written by save_to_disk, or an audiofolder directory",
+            "out": "folder for the manifests and audio/",
+            "audio_column": "audio column",
+            "text_column": "transcript column",
+            "speaker_column": "speaker column, e.g. client_id (default: none)",
+            "splits": "dataset splits to read (default: all)",
+            "target": TARGET_HELP,
+        },
+        positional=("path",),
+    )
+    add_split_options(p)
+    p.set_defaults(func=runs(prepare_hf, split=True))
+
+    p = corpora.add_parser("merge", help="several manifests → one, filtered by duration")
+    add_options(
+        p,
+        prepare_merge,
+        help={
+            "manifests": "manifests (.jsonl) to merge, in this order",
+            "out": "the merged manifest, a .jsonl file",
+            "min_duration_s": "keep lines of at least this many seconds",
+            "max_duration_s": "keep lines of at most this many seconds",
+            "target": "record one target on every line (kana: fill missing kana); default: "
+            "keep lines as they are",
+        },
+        positional=("manifests",),
+        flags={"min_duration_s": "--min-duration", "max_duration_s": "--max-duration"},
+    )
+    p.set_defaults(func=runs(prepare_merge))
+
+
+def add_split_options(parser: argparse.ArgumentParser) -> None:
+    """`--split` and the `SplitOptions` (speakers, seed) for a corpus without splits."""
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="write train/val/test.jsonl, disjoint by speaker and sentence, instead of all.jsonl",
+    )
+    add_options(parser, SplitOptions, help=SPLIT_HELP)
+
+
+def split_options(args: argparse.Namespace) -> SplitOptions | None:
+    """The `SplitOptions` given with `--split`; None without it."""
+    if not args.split:
+        if "val_speakers" in args or "test_speakers" in args:
+            raise ValueError("--val-speakers and --test-speakers need --split.")
+        return None
+    return call(SplitOptions, args)
+
+
+def runs(function: Callable, *, split: bool = False) -> Callable[[argparse.Namespace], int]:
+    """A command calling `function` with its parsed options (and `split=split_options(…)`);
+    exit code 0."""
+
+    def command(args: argparse.Namespace) -> int:
+        if split:
+            call(function, args, split=split_options(args))
+        else:
+            call(function, args)
+        return 0
+
+    return command
+
+
+def add_cache_command(commands: argparse._SubParsersAction) -> None:
+    """`cache`: store a frozen encoder's output for manifests (`features.cache_manifests`)."""
+    from whisper_ft.features import cache_manifests
+
+    p = commands.add_parser(
+        "cache",
+        help="store a frozen encoder's output for manifests once (encoder-feature cache)",
+        description="Runs each manifest through the same data check as training, prints the "
+        "cache's size, then stores the encoder output of every usable utterance in a folder "
+        "under --out. Resumes where an interrupted run stopped; a finished cache is reused.",
+    )
+    add_options(
+        p,
+        cache_manifests,
+        help={
+            "model": "Whisper name, .pt, .ckpt or random:<size>",
+            "manifests": "JSONL manifests; one cache folder each",
+            "out": "folder of caches (give training the same)",
+            "batch_size": "utterances per pass",
+            "device": "cuda, cpu, … (default: cuda if available)",
+            "workers": "DataLoader processes reading audio",
+            "dtype": "storage dtype",
+            "target": "the target training uses (default: the lines' target, else kana): it "
+            "decides which lines the data check keeps",
+            "rebuild": "start afresh (audio changed in place)",
+        },
+        flags={"manifests": "--manifest"},
+        value_types={"batch_size": positive_int},
+    )
+    # Exit code 1 when some utterance could not be cached.
+    p.set_defaults(func=lambda args: 0 if call(cache_manifests, args) else 1)
+
+
+def add_demo_command(commands: argparse._SubParsersAction) -> None:
+    """`demo`: the offline end-to-end job (`demo.run_demo`)."""
+    p = commands.add_parser("demo", help="offline end-to-end run: corpus, fit, evaluate, export")
+    p.add_argument("--out", default="checkpoints/demo", help="folder for corpus and run outputs")
+    p.add_argument("--max-steps", type=int, default=None, help="training steps (default: auto)")
+    p.set_defaults(func=demo)
+
+
+def demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from whisper_ft.demo import run_demo
+
+    run_demo(Path(args.out), max_steps=args.max_steps)
+    return 0

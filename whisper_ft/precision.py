@@ -1,0 +1,23 @@
+"""The mixed-precision policy: one choice of compute dtype per device, shared by training
+(`default_precision`, the Trainer's default) and the encoder-feature cache's build
+(`autocast_dtype`), so that cached features match what training would compute."""
+
+import torch
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The encoder's compute dtype on `device`: bfloat16 on CUDA GPUs that have it, float16 on
+    older ones (as Lightning's mixed precision trains), None (float32) else."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def default_precision() -> str:
+    """The Trainer's precision: bf16 mixed on GPUs that support it, fp16 mixed on older ones
+    (Colab's T4), fp32 on the CPU (`autocast_dtype` of this machine's device).
+    `--trainer.precision` overrides it."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[
+        autocast_dtype(device)
+    ]
