@@ -84,46 +84,44 @@ def speak_espeak(kana: str, path: Path) -> None:
     subprocess.run(["espeak-ng", "-v", "ja", "-w", str(path), kana], check=True)
 
 
+def respoken(corpus: Path, test: list[Utterance], speaker: str, speak) -> list[Utterance]:
+    """The test sentences spoken again by `speak(utterance, path)` as `speaker` (audio under
+    `corpus/wav/<speaker>/`, made once), with the original kana as reference."""
+    utterances = []
+    for u in test:
+        audio = Path("wav") / speaker / f"{u.id}.wav"
+        if not (corpus / audio).is_file():
+            (corpus / audio).parent.mkdir(parents=True, exist_ok=True)
+            speak(u, corpus / audio)
+        duration = sf.info(corpus / audio).duration
+        utterances.append(
+            Utterance(
+                id=f"{speaker}_{u.id}",
+                audio=audio.as_posix(),
+                text=u.text,
+                kana=u.kana,
+                duration=duration,
+                speaker=speaker,
+                target="kana",
+            )
+        )
+    return utterances
+
+
 def make_test_sets(corpus: Path, manifests: dict[str, Path]) -> dict[str, Path]:
     """The held-out test manifests: `openjtalk` (test voice + EXTRA_TEST_VOICES) and, when
     espeak-ng is installed, `espeak`; all on the test split's sentences."""
     test = read_manifest(manifests["test"])
     openjtalk = list(test)
     for k, (speed, half_tone) in enumerate(EXTRA_TEST_VOICES, start=1):
-        for u in test:
-            audio = Path("wav") / f"extra{k}" / f"{u.id}.wav"
-            if not (corpus / audio).is_file():
-                synthesize(u.text, corpus / audio, speed=speed, half_tone=half_tone)
-            openjtalk.append(
-                Utterance(
-                    id=f"extra{k}_{u.id}",
-                    audio=audio.as_posix(),
-                    text=u.text,
-                    kana=u.kana,
-                    duration=sf.info(corpus / audio).duration,
-                    speaker=f"extra{k}",
-                    target="kana",
-                )
-            )
+
+        def openjtalk_voice(u, path, speed=speed, half_tone=half_tone):
+            synthesize(u.text, path, speed=speed, half_tone=half_tone)
+
+        openjtalk += respoken(corpus, test, f"extra{k}", openjtalk_voice)
     sets = {"openjtalk": write_manifest(corpus / "test_openjtalk.jsonl", openjtalk)}
     if espeak_available():
-        espeak = []
-        for u in test:
-            audio = Path("wav") / "espeak" / f"{u.id}.wav"
-            if not (corpus / audio).is_file():
-                (corpus / audio).parent.mkdir(parents=True, exist_ok=True)
-                speak_espeak(u.kana, corpus / audio)
-            espeak.append(
-                Utterance(
-                    id=f"espeak_{u.id}",
-                    audio=audio.as_posix(),
-                    text=u.text,
-                    kana=u.kana,
-                    duration=sf.info(corpus / audio).duration,
-                    speaker="espeak",
-                    target="kana",
-                )
-            )
+        espeak = respoken(corpus, test, "espeak", lambda u, path: speak_espeak(u.kana, path))
         sets["espeak"] = write_manifest(corpus / "test_espeak.jsonl", espeak)
     return sets
 
