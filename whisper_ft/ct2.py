@@ -79,9 +79,7 @@ def read_model_bin(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
             data = buffer[position : position + n_bytes]
             position += n_bytes
             if dtype_id == _BFLOAT16:
-                arrays[name] = np.frombuffer(data, np.uint16).reshape(shape)
-                arrays[name].flags.writeable = False
-                arrays[name] = _BFloat16Array(arrays[name])
+                arrays[name] = _BFloat16Array(np.frombuffer(data, np.uint16).reshape(shape))
             elif dtype_id in _DTYPES:
                 arrays[name] = np.frombuffer(data, _DTYPES[dtype_id]).reshape(shape)
             else:
@@ -90,9 +88,9 @@ def read_model_bin(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
         for _ in range(n_aliases):
             alias, target = string(), string()
             arrays[alias] = arrays[target]
+    except CT2FormatError:
+        raise
     except (struct.error, ValueError, UnicodeDecodeError) as e:
-        if isinstance(e, CT2FormatError):
-            raise
         raise CT2FormatError(
             f"{path}: not a readable CTranslate2 model.bin ({e}); the file is truncated or of "
             "another format. Copy or convert the model again."
