@@ -7,7 +7,8 @@ import whisper
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.export import export_model
 from whisper_ft.model import ModelLoadError, export_checkpoint, load_base_model
-from whisper_ft.transcribe import load_for_transcription, transcribe_files
+from whisper_ft.transcribe import transcribe_files
+from whisper_ft.transcriber import load_for_transcription
 
 
 @pytest.fixture

@@ -6,43 +6,22 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
 import whisper
+from test_transcriber import write_manifest, write_wav
 from whisper.utils import format_timestamp
 
 import whisper_ft.transcribe as transcribe_module
-from whisper_ft.audio import AudioError
+import whisper_ft.transcriber as transcriber_module
 from whisper_ft.cli import main
-from whisper_ft.manifest import ManifestError
 from whisper_ft.text import to_kana
-from whisper_ft.transcribe import (
-    TSV_COLUMNS,
-    Transcriber,
-    Transcript,
-    TranscriptionSummary,
-    add_transcribe_command,
-    collect_inputs,
-    output_name,
-    transcribe_inputs,
-)
+from whisper_ft.transcribe import add_transcribe_command, transcribe_inputs
+from whisper_ft.transcriber import Transcriber, Transcript, collect_inputs
+from whisper_ft.transcripts import TSV_COLUMNS
 
 SAMPLE_LEN = 4  # tokens decoded per window: a random model never ends on its own
-
-
-def write_wav(path: Path, seconds: float, freq: float = 440.0, rate: int = 16000) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * rate)) / rate
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
-    return path
-
-
-def write_manifest(path: Path, lines: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
-    return path
 
 
 def read_tsv(path: Path) -> list[dict]:
@@ -63,9 +42,9 @@ def transcriber() -> Transcriber:
 @pytest.fixture
 def fast_decoding(monkeypatch) -> None:
     """Transcribers the command builds decode as the `transcriber` fixture does."""
-    options = transcribe_module.decoding_options
+    options = transcriber_module.decoding_options
     monkeypatch.setattr(
-        transcribe_module,
+        transcriber_module,
         "decoding_options",
         lambda *args, **kwargs: dataclasses.replace(
             options(*args, **kwargs), sample_len=SAMPLE_LEN
@@ -81,58 +60,6 @@ def run_command(args: list[str]) -> int:
     add_transcribe_command(parser.add_subparsers())
     parsed = parser.parse_args(["transcribe", *args])
     return parsed.func(parsed)
-
-
-def test_inputs_come_in_order_from_files_folders_and_manifests(tmp_path):
-    one = write_wav(tmp_path / "one.wav", 0.1)
-    folder = tmp_path / "folder"
-    write_wav(folder / "b.wav", 0.1)
-    write_wav(folder / "a" / "z.flac", 0.1)
-    (folder / "notes.txt").write_text("not audio")
-    (folder / "._b.wav").write_bytes(b"macOS resource fork")  # hidden: left out
-    write_wav(folder / ".cache" / "x.wav", 0.1)
-    manifest = write_manifest(
-        tmp_path / "data" / "test.jsonl",
-        [
-            {"id": "u1", "audio": "wav/u1.wav", "text": "あ"},
-            {"id": "u2", "audio": str(one), "text": "い"},
-        ],
-    )
-    inputs = collect_inputs([str(one), str(folder), str(manifest)])
-    assert [i.path for i in inputs] == [
-        str(one),
-        str(folder / "a" / "z.flac"),
-        str(folder / "b.wav"),
-        str(tmp_path / "data" / "wav" / "u1.wav"),  # relative to the manifest's folder
-        str(one),
-    ]
-    assert [i.id for i in inputs] == ["one", "z", "b", "u1", "u2"]
-    assert [i.reference for i in inputs] == [None, None, None, "あ", "い"]
-    assert inputs[0].where == str(one) and inputs[3].where == f"{manifest}:1"
-
-
-def test_files_of_the_same_name_get_distinct_ids(tmp_path):
-    x = write_wav(tmp_path / "x" / "001.wav", 0.1)
-    y = write_wav(tmp_path / "y" / "001.wav", 0.1)
-    inputs = collect_inputs([str(x), str(y), str(x)])
-    assert [i.id for i in inputs] == ["x_001", "y_001", "x_001-2"]
-
-
-def test_missing_inputs_are_one_error_naming_each(tmp_path):
-    (tmp_path / "empty").mkdir()
-    write_wav(tmp_path / "ok.wav", 0.1)
-    with pytest.raises(AudioError) as error:
-        collect_inputs([str(tmp_path / name) for name in ("ok.wav", "nope.wav", "empty")])
-    message = str(error.value)
-    assert f"{tmp_path / 'nope.wav'}: no such file or folder" in message
-    assert f"{tmp_path / 'empty'}: a folder without audio files" in message
-    assert "ok.wav" not in message
-    with pytest.raises(ManifestError, match="no such manifest"):
-        collect_inputs([str(tmp_path / "missing.jsonl")])
-    with pytest.raises(SystemExit) as exit_:
-        main(["transcribe", "--model", "random:micro", str(tmp_path / "nope.wav")])
-    line = str(exit_.value.code)
-    assert line.startswith("error: ") and str(tmp_path / "nope.wav") in line and "\n" not in line
 
 
 def test_outputs_have_a_row_per_file_and_a_consistent_summary(transcriber, tmp_path, capsys):
@@ -331,34 +258,21 @@ def test_a_model_without_timestamps_is_warned_about_and_keeps_its_text(
 
 
 def test_output_formats_are_checked_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(transcribe_module, "Transcriber", None)  # loading would fail
+    monkeypatch.setattr(transcriber_module, "load_for_transcription", None)  # would fail
     wav = str(write_wav(tmp_path / "a.wav", 0.1))
+    command = ["transcribe", "--model", "x", wav, "--formats"]
     with pytest.raises(SystemExit, match="error: srt needs segment times: add --timestamps"):
-        run_command(["--model", "x", "--out-dir", str(tmp_path), "--formats", "tsv,srt", wav])
-    with pytest.raises(SystemExit, match="give --out-dir too"):
-        run_command(["--model", "x", "--formats", "txt", wav])
+        main([*command, "tsv,srt", "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="^error: --formats names files to write: give --out-dir"):
+        main([*command, "txt"])
     with pytest.raises(SystemExit) as exit_:
-        run_command(["--model", "x", "--out-dir", str(tmp_path), "--formats", "xml", wav])
+        main([*command, "xml", "--out-dir", str(tmp_path)])
     assert exit_.value.code == 2 and "unknown output format xml" in capsys.readouterr().err
 
 
 def test_srt_without_timestamps_is_refused_by_the_api(transcriber, tmp_path):
     with pytest.raises(ValueError, match="srt needs segment times"):
         transcribe_inputs(transcriber, [], out_dir=tmp_path, formats=("srt",))
-
-
-def test_summary_line_gives_rtf_speed_and_cer_as_fractions():
-    summary = TranscriptionSummary(
-        model="m.pt", language="ja", device="cpu", batch_size=8, timestamps=False, files=3,
-        skipped=1, audio_s=20.0, elapsed_s=5.0, model_load_s=2.0, scored=2, cer=0.25,
-        kana_cer=0.125,
-    )  # fmt: skip
-    assert summary.line() == (
-        "transcribed 3 files, 20.0 s of audio in 5.0 s: RTF 0.25 (4.0× faster than real time) "
-        "on cpu; 1 skipped (unreadable audio, see the warnings); CER 0.250, kana CER 0.125 "
-        "against the references of 2 files"
-    )
-    assert summary.to_dict()["rtf"] == 0.25
 
 
 def test_out_dir_keeps_earlier_rows_refuses_without_resume_and_resumes(transcriber, tmp_path):
@@ -368,7 +282,7 @@ def test_out_dir_keeps_earlier_rows_refuses_without_resume_and_resumes(transcrib
     with (out / "transcripts.tsv").open("a", encoding="utf-8") as f:
         f.write("c\tcut short by a kill")  # half a row, no newline
     everything = collect_inputs([str(a), str(b), str(c)])
-    with pytest.raises(FileExistsError, match="already holds 2 transcripts; resume .*--resume"):
+    with pytest.raises(FileExistsError, match="already holds 2 transcripts; resume .*`resume`"):
         transcribe_inputs(transcriber, everything, out_dir=out, progress=False)
     assert [r["id"] for r in read_tsv(out / "transcripts.tsv")[:2]] == ["a", "b"]  # untouched
 
@@ -393,10 +307,3 @@ def test_out_dir_cli_says_how_to_resume(tmp_path):
         main([*args, "--out-dir", str(tmp_path / "out"), "--quiet"])
     assert "already holds 1 transcripts; resume" in str(exit_.value.code)
     assert "--resume" in str(exit_.value.code)
-
-
-def test_ids_that_differ_only_by_a_separator_get_different_files():
-    names = {output_name(i) for i in ("spk1/utt1", "spk1_utt1", "spk1\\utt1")}
-    assert len(names) == 3 and "spk1_utt1" in names
-    assert output_name("spk1/utt1") == output_name("spk1/utt1")  # the same every run
-    assert all("/" not in n and "\\" not in n for n in names)
