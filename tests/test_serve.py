@@ -9,7 +9,6 @@ import dataclasses
 import http.client
 import io
 import json
-import logging
 import socket
 import sys
 import threading
@@ -27,19 +26,14 @@ pytest.importorskip("fastapi", reason=EXTRAS)
 uvicorn = pytest.importorskip("uvicorn", reason=EXTRAS)
 pytest.importorskip("python_multipart", reason=EXTRAS)
 
-from whisper_ft.serve import (  # noqa: E402 (after the skips)
-    SERVE_DEFAULTS,
-    FloodFilter,
-    MissingExtrasError,
-    add_serve_command,
-    create_app,
-    decode_upload,
-    quiet_floods,
-    serve,
-    uvicorn_config,
-)
+from test_uploads import audio_bytes  # noqa: E402
+
+from whisper_ft.cli import main  # noqa: E402
+from whisper_ft.connections import MissingExtrasError, uvicorn_config  # noqa: E402
+from whisper_ft.serve import ServeOptions, add_serve_command, create_app  # noqa: E402
 from whisper_ft.text import to_kana  # noqa: E402
-from whisper_ft.transcribe import Transcriber  # noqa: E402
+from whisper_ft.transcriber import Transcriber  # noqa: E402
+from whisper_ft.uploads import decode_upload  # noqa: E402
 
 MAX_UPLOAD_MB = 0.25  # 262144 bytes: 1.5 s of 22-kHz stereo PCM_16 (132 kB) fits, 10 s (320 kB) not
 MAX_DURATION_S = 2.0
@@ -105,14 +99,10 @@ def controlled(transcriber) -> ControlledTranscriber:
 
 @pytest.fixture(scope="module")
 def port(controlled) -> Iterator[int]:
-    app = create_app(
-        controlled,
-        max_upload_mb=MAX_UPLOAD_MB,
-        max_duration_s=MAX_DURATION_S,
-        max_batch=4,
-        batch_wait_ms=0,
-        model_name="random:micro",
+    options = ServeOptions(
+        max_upload_mb=MAX_UPLOAD_MB, max_duration_s=MAX_DURATION_S, max_batch=4, batch_wait_ms=0
     )
+    app = create_app(controlled, options, model_name="random:micro")
     with running(app) as p:
         yield p
 
@@ -264,7 +254,7 @@ def test_concurrent_requests_share_a_batch(transcriber):
     uploads = [noise_wav(0.5 + 0.25 * i, seed=i + 1) for i in range(4)]
     texts = [expected(transcriber, data) for data in uploads]
     assert len(set(texts)) > 1, "the uploads must differ in text to catch swapped answers"
-    app = create_app(transcriber, max_batch=4, batch_wait_ms=5000)
+    app = create_app(transcriber, ServeOptions(max_batch=4, batch_wait_ms=5000))
     answers: list = [None] * 4
 
     def send(i: int) -> None:
@@ -282,32 +272,56 @@ def test_concurrent_requests_share_a_batch(transcriber):
     assert [body["duration_s"] for _, body in answers] == [0.5, 0.75, 1.0, 1.25]
 
 
-def test_create_app_refuses_a_window_past_whisper(transcriber):
-    with pytest.raises(ValueError, match="30"):
-        create_app(transcriber, max_duration_s=31)
+def test_serve_options_refuse_a_window_past_whisper_and_name_the_parameter():
+    with pytest.raises(ValueError, match=r"`max_duration_s` must be in \(0, 30\]"):
+        ServeOptions(max_duration_s=31)
+    with pytest.raises(ValueError, match="`max_queue`, `keep_alive_s` must be positive"):
+        ServeOptions(max_queue=0, keep_alive_s=0)
 
 
-def test_serve_command(monkeypatch):
+def serve_args(*args: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_serve_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["serve", "--model", "random:micro", "--max-batch", "2"])
-    assert (args.host, args.port, args.max_batch, args.max_duration_s) == (
-        "127.0.0.1",
-        8000,
-        2,
-        30.0,
-    )
+    return parser.parse_args(["serve", *args])
+
+
+def test_serve_command_options_come_from_the_signatures(monkeypatch):
+    args = serve_args("--model", "random:micro", "--max-batch", "2", "--max-queue", "3")
+    # Options left out are absent: the defaults are the signatures' (Transcriber, serve,
+    # ServeOptions), and every flag names its parameter for error messages.
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "func", "flags")}
+    assert given == {"model": "random:micro", "max_batch": 2, "max_queue": 3}
+    assert args.flags["max_duration_s"] == "--max-duration-s" and args.flags["model"] == "--model"
+    assert len(args.flags) == 3 + 2 + len(dataclasses.fields(ServeOptions))
     with pytest.raises(SystemExit):
-        parser.parse_args(["serve", "--model", "m", "--max-duration-s", "31"])
-    # One option per parameter of `serve`, its default taken from there.
-    options = vars(parser.parse_args(["serve", "--model", "m"]))
-    assert {name: options[name] for name in SERVE_DEFAULTS} == SERVE_DEFAULTS | {"model": "m"}
-    assert parser.parse_args(["serve", "--model", "m", "--max-queue", "3"]).max_queue == 3
+        serve_args("--model", "m", "--max-duration-s", "31")
+    calls = []
+
+    def load(model: str, language: str | None = None, device: str | None = None) -> str:
+        calls.append(("load", model, language, device))
+        return "the transcriber"
+
+    def serve(transcriber, host: str = "h", port: int = 1, options=None) -> None:
+        calls.append(("serve", transcriber, host, port, options))
+
+    monkeypatch.setattr("whisper_ft.serve.Transcriber", load)
+    monkeypatch.setattr("whisper_ft.serve.serve", serve)
+    assert args.func(args) == 0
+    assert calls == [
+        ("load", "random:micro", None, None),
+        ("serve", "the transcriber", "h", 1, ServeOptions(max_batch=2, max_queue=3)),
+    ]
+
+
+def test_serve_command_without_the_extras_loads_nothing(monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extras were not installed
-    with pytest.raises(MissingExtrasError, match="pip install -r requirements-optional.txt"):
-        args.func(args)
+    monkeypatch.setattr("whisper_ft.transcriber.load_for_transcription", None)  # would fail
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--model", "random:micro"])
+    assert "pip install -r requirements-optional.txt" in str(exit_.value.code)
+    args = serve_args("--model", "m")
     with pytest.raises(MissingExtrasError):
-        serve("random:micro")
+        args.func(args)
 
 
 def test_the_serve_command_answers_then_stops_cleanly_on_sigterm(tmp_path):
@@ -349,24 +363,6 @@ def test_the_serve_command_answers_then_stops_cleanly_on_sigterm(tmp_path):
     assert "Application shutdown complete" in output and f"127.0.0.1:{free_port}" in output
 
 
-def audio_bytes(wave: np.ndarray, rate: int, format: str = "WAV", subtype="PCM_16") -> bytes:
-    """`wave` (frames, channels) written by libsndfile in `format`/`subtype`."""
-    buffer = io.BytesIO()
-    sf.write(buffer, wave, rate, format=format, subtype=subtype)
-    return buffer.getvalue()
-
-
-class CountingFile(io.BytesIO):
-    """A BytesIO that counts the bytes read from it."""
-
-    n_read = 0
-
-    def read(self, size=-1):
-        data = super().read(size)
-        self.n_read += len(data)
-        return data
-
-
 @pytest.mark.parametrize(
     ("data", "words"),
     [
@@ -384,39 +380,6 @@ def test_refuses_absurd_channels_and_rates_from_the_header(port, controlled, dat
     assert code == 415, body
     assert all(word in body["detail"] for word in words), body["detail"]
     assert len(controlled.batch_sizes) == calls  # never reached the model
-
-
-def test_a_decode_bomb_is_refused_before_its_samples_are_read():
-    """The issue's bomb: 30 s of 8-channel FLAC at 655,350 Hz, 170 kB that decode to 629 MB
-    of float32. Only its header is read."""
-    upload = CountingFile(audio_bytes(np.zeros((655350 * 30, 8), np.int16), 655350, "FLAC"))
-    with pytest.raises(Exception, match="655350 Hz") as refused:
-        decode_upload(upload, "bomb.flac")
-    assert refused.value.status_code == 415
-    assert upload.n_read < 16384, upload.n_read  # the header, not 170 kB of frames
-
-
-def test_decoding_memory_is_bounded_by_the_output_not_the_file():
-    """8 channels at 192 kHz for 4 s (the most the limits let through, for 4 s) are 24.6 MB
-    as float32; decoded block by block the peak stays a fraction of that, and the samples are
-    exactly `load_audio`'s (mono mix, then soxr HQ)."""
-    import tracemalloc
-
-    from whisper_ft.audio import to_mono
-
-    rng = np.random.default_rng(0)
-    wave = (0.1 * rng.standard_normal((192000 * 4, 8))).astype(np.float32)
-    upload = audio_bytes(wave, 192000)
-    tracemalloc.start()
-    try:
-        waveform = decode_upload(io.BytesIO(upload), "wide.wav", max_duration_s=30)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 8e6, f"{peak / 1e6:.1f} MB"
-    whole = sf.read(io.BytesIO(upload), dtype="float32", always_2d=True)[0]
-    np.testing.assert_array_equal(waveform, to_mono(whole, 192000))
-    assert waveform.shape == (16000 * 4,)
 
 
 def test_a_gsm_wav_is_decoded_not_a_500(port):
@@ -466,7 +429,7 @@ def send_in_thread(port: int, answers: list, data: bytes) -> threading.Thread:
 
 
 def test_a_full_queue_answers_503_with_retry_after_then_recovers(controlled):
-    app = create_app(controlled, max_batch=1, batch_wait_ms=0, max_queue=1)
+    app = create_app(controlled, ServeOptions(max_batch=1, batch_wait_ms=0, max_queue=1))
     answers: list = []
     with running(app) as port:
         with held(controlled):
@@ -509,7 +472,7 @@ def test_a_request_whose_client_left_is_not_decoded(port, controlled):
 def test_slow_clients_are_cut_off_and_health_answers(controlled):
     """Slowloris: clients trickling their headers or body a byte at a time, more of them than
     the server takes connections. Headers late: the connection is closed; body late: 408."""
-    app = create_app(controlled, request_timeout_s=1.0)
+    app = create_app(controlled, ServeOptions(request_timeout_s=1.0))
     with running(app, request_timeout_s=1.0, max_connections=8) as port:
         body, content_type = multipart({"file": ("slow.wav", noise_wav(0.5))})
         head = (
@@ -549,32 +512,6 @@ def test_slow_clients_are_cut_off_and_health_answers(controlled):
     assert all(answers[sock] == b"" for sock in slow_headers)
     assert all(answers[sock].startswith(b"HTTP/1.1 408") for sock in slow_bodies), answers
     assert status == 200 and health["status"] == "ok"
-
-
-def test_the_server_runs_with_limits():
-    config = uvicorn_config(create_app(ControlledTranscriber.__new__(ControlledTranscriber)))
-    assert (config.limit_concurrency, config.timeout_keep_alive, config.backlog) == (64, 5, 128)
-    assert config.h11_max_incomplete_event_size == 16384
-
-
-def test_log_floods_are_quieted(monkeypatch):
-    """uvicorn and asyncio log per connection; under a flood that was 558 MB in 70 s."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger("asyncio")
-    logger.addHandler(handler)
-    quiet_floods()
-    try:
-        for _ in range(1000):
-            logger.error("socket.accept() out of system resource")
-        flood = next(f for f in logger.filters if isinstance(f, FloodFilter))
-        monkeypatch.setattr(flood, "interval_s", 0.0)
-        logger.error("socket.accept() out of system resource")
-    finally:
-        logger.removeHandler(handler)
-    assert len(records) == 2
-    assert records[1].getMessage().endswith("(999 more like it in the last 0 s)")
 
 
 @pytest.mark.slow

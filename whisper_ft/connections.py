@@ -1,0 +1,132 @@
+"""The server under the app: the optional extras (`require_extras`: fastapi, uvicorn,
+python-multipart, imported only when a server is built) and uvicorn configured with every
+connection limit set (`uvicorn_config`: connection count, header timeout, keep-alive,
+backlog, header size), with log floods quieted (`FloodFilter`)."""
+
+import asyncio
+import logging
+import math
+import time
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+MAX_CONNECTIONS = 64  # open connections (and requests) before uvicorn answers 503
+REQUEST_TIMEOUT_S = 30.0  # headers, then the body, must each arrive within this (s)
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this (s; uvicorn's default)
+BACKLOG = 128  # connections the kernel holds before they are accepted
+MAX_HEADER_BYTES = 16_384  # h11's buffer for an incomplete request line and headers
+LOG_FLOOD_INTERVAL_S = 10.0  # one log record per message and logger in this time at most
+
+EXTRAS_MESSAGE = "serve needs the optional extras: pip install -r requirements-optional.txt"
+
+
+class MissingExtrasError(ImportError):
+    """fastapi, uvicorn or python-multipart is not installed; the message says how to get them."""
+
+
+def require_extras() -> ModuleType:
+    """Import the optional server stack; returns `uvicorn`. Raises `MissingExtrasError`."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+        from starlette import formparsers
+    except ModuleNotFoundError as e:
+        raise MissingExtrasError(f"{EXTRAS_MESSAGE} ({e})") from e
+    if formparsers.multipart is None:  # python-multipart, which starlette imports if it can
+        raise MissingExtrasError(f"{EXTRAS_MESSAGE} (No module named 'python_multipart')")
+    return uvicorn
+
+
+class FloodFilter(logging.Filter):
+    """Lets one record per message (its format string) through every `interval_s`; the next
+    one let through says how many were dropped. Under a flood of connections, asyncio logs a
+    traceback per failed accept and uvicorn a warning per refused request: hundreds of MB."""
+
+    def __init__(self, interval_s: float = LOG_FLOOD_INTERVAL_S) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.last: dict[str, float] = {}  # message → when one was last let through
+        self.dropped: dict[str, int] = {}  # message → records dropped since
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key, now = str(record.msg), time.monotonic()
+        if now - self.last.get(key, -math.inf) < self.interval_s:
+            self.dropped[key] = self.dropped.get(key, 0) + 1
+            return False
+        self.last[key] = now
+        if dropped := self.dropped.pop(key, 0):
+            record.msg = f"{record.msg} ({dropped} more like it in the last {self.interval_s:g} s)"
+        return True
+
+
+def quiet_floods(loggers: tuple[str, ...] = ("asyncio", "uvicorn.error")) -> None:
+    """Put a `FloodFilter` on `loggers` (once per logger)."""
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, FloodFilter) for f in logger.filters):
+            logger.addFilter(FloodFilter())
+
+
+def uvicorn_config(
+    app: "FastAPI",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_connections: int = MAX_CONNECTIONS,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    keep_alive_s: int = KEEP_ALIVE_S,
+    **kwargs,
+) -> "uvicorn.Config":
+    """uvicorn's settings for `app` with every limit set: `max_connections` (more get 503),
+    request headers that must arrive within `request_timeout_s` (uvicorn has no such timeout),
+    `keep_alive_s`, `BACKLOG`, `MAX_HEADER_BYTES`; log floods quieted (`quiet_floods`).
+    `kwargs` go to `uvicorn.Config` as they are (`log_config`, `log_level`)."""
+    uvicorn = require_extras()
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        """uvicorn's h11 protocol, closing a connection whose request line and headers have not
+        all arrived `request_timeout_s` after it opened or after the request's first byte: a
+        client sending a header byte every few seconds would otherwise hold it forever."""
+
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self.header_timer = self.loop.call_later(request_timeout_s, self.headers_late)
+
+        def data_received(self, data: bytes) -> None:
+            if self.header_timer is None and self.conn.their_state is h11.IDLE:
+                self.header_timer = self.loop.call_later(request_timeout_s, self.headers_late)
+            super().data_received(data)
+            if self.header_timer is not None and self.conn.their_state is not h11.IDLE:
+                self.header_timer.cancel()  # the headers are in; the app times the body
+                self.header_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+            super().connection_lost(exc)
+
+        def headers_late(self) -> None:
+            self.header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=TimedH11Protocol,
+        limit_concurrency=max_connections,
+        timeout_keep_alive=keep_alive_s,
+        backlog=BACKLOG,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        **kwargs,
+    )
+    quiet_floods()  # after Config, which configures logging
+    return config
