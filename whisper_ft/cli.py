@@ -166,8 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         flags = getattr(locals().get("parsed"), "flags", {})
         sys.exit(f"error: {with_flags(str(e), flags)}")
     except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
-        # Imported here: pytorch_lightning would slow down every other command's start.
-        from whisper_ft.module import NonFiniteLossError, is_out_of_memory, out_of_memory_message
+        from whisper_ft.failures import NonFiniteLossError, is_out_of_memory, out_of_memory_message
 
         if isinstance(e, NonFiniteLossError):
             sys.exit(f"error: {e}")
