@@ -36,6 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results_table import insert_rows  # noqa: E402 (benchmarks/, the script's own folder)
+
 from whisper_ft.audio import load_audio  # noqa: E402
 from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
 from whisper_ft.export import export_model  # noqa: E402
@@ -220,23 +222,14 @@ kana, on synthetic test utterances (OpenJTalk voices) never seen in training.
 
 
 def append_rows(path: Path, report: dict) -> None:
-    """Add the run's rows at the end of the runtimes table (created at the end of the file the
-    first time); other benchmarks' tables in the file are left as they are."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if "# Runtimes:" not in text:
-        text = text.rstrip("\n") + "\n" + HEADER
-    lines = text.splitlines(keepends=True)
-    end = next(i for i, line in enumerate(lines) if line.startswith("# Runtimes:"))
-    end = next(i for i in range(end, len(lines)) if lines[i].startswith("| ---"))
-    while end + 1 < len(lines) and lines[end + 1].startswith("|"):
-        end += 1
+    """One row per runtime, into the runtimes table of `path`."""
     rows = [
         f"| {report['date']} | {report['model']} | {report['utterances']} "
         f"({report['audio_s']}) | {report['threads']} | {name} | {run['rtf']:.3f} | "
         f"{run['load_s']} | {run['kana_cer']:.3f} |\n"
         for name, run in report["runtimes"].items()
     ]
-    path.write_text("".join(lines[: end + 1] + rows + lines[end + 1 :]), encoding="utf-8")
+    insert_rows(path, "# Runtimes:", HEADER.lstrip("\n"), rows)
 
 
 if __name__ == "__main__":
