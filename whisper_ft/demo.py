@@ -115,7 +115,7 @@ def run_demo(
     stage(f"fine-tuning for {steps} steps of {BATCH_SIZE} utterances")
     trainer.fit(module, data)
     checkpoint = Path(trainer.log_dir) / "demo.ckpt"
-    trainer.save_checkpoint(checkpoint)
+    trainer.save_checkpoint(checkpoint, weights_only=False)  # resumable: optimizer state too
     stage("decoding the held-out test set after fine-tuning")
     fine_tuned = trainer.test(module, data, verbose=False)[0]
     exported = export_checkpoint(checkpoint, Path(trainer.log_dir) / "demo.pt")
