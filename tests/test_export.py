@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 import whisper
@@ -339,6 +340,15 @@ def test_faster_whisper_decodes_the_ct2_export_as_openai_whisper(
         )  # fmt: skip
         tokens = [t for s in segments for t in s.tokens]
         assert tokens == [t for s in reference["segments"] for t in s["tokens"]]
+    # Audio padded to 30 s, faster-whisper's transcribe sees the window whisper.decode (and
+    # training) sees: the same tokens as `expected`, not merely as whisper.transcribe.
+    for wave, tokens in zip(audio, expected, strict=True):
+        padded = np.pad(wave, (0, whisper.audio.N_SAMPLES - len(wave)))
+        segments, _ = model.transcribe(
+            padded, language="ja", beam_size=1, best_of=1, temperature=0.0,
+            without_timestamps=True, condition_on_previous_text=False,
+        )  # fmt: skip
+        assert [t for s in segments for t in s.tokens] == tokens
 
 
 def test_transformers_generate_decodes_the_hf_export_as_openai_whisper(
