@@ -88,7 +88,7 @@ def test_consecutive_nan_losses_stop_naming_the_utterances(
         with pytest.raises(NonFiniteLossError) as error:
             trainer.fit(model, train_data(corpus))
     message = str(error.value)
-    assert "nan or inf for 2 steps in a row" in message and "--model.lr (now 0.0001)" in message
+    assert "nan or inf for 2 steps in a row" in message and "`lr` (now 0.0001)" in message
     for step, ids in ((1, recorder.ids[1]), (2, recorder.ids[2])):
         assert f"step {step}: {', '.join(ids)}" in message
     assert "\n" not in message and "16-mixed" not in message  # 32-true: no precision advice
@@ -113,6 +113,8 @@ def test_a_diverging_fit_ends_with_one_error_line(corpus, monkeypatch, tmp_path)
                   "--trainer.enable_progress_bar", "false"])  # fmt: skip
     line = str(exit_.value.code)
     assert line.startswith("error: training stopped: the loss was nan or inf for 2 steps")
+    # the command line names its flags where the library names parameters
+    assert "Lower --model.lr (now 0.0001)" in line and "(--model.max_nonfinite_steps)" in line
     assert "\n" not in line and "step 0: " in line and "step 1: " in line
 
 
@@ -132,8 +134,9 @@ def test_out_of_memory_names_the_batch_in_flight(micro, corpus, make_trainer, mo
     assert tokens[0] == 4 and f", {tokens[1]} decoder tokens each, 4 × 30-s encoder windows" in note
     longest = micro.in_flight.audio_lengths.max().item() / 16000
     assert f"(audio: longest {longest:.1f} s" in note
-    for advice in ("--data.batch_size", "--trainer.accumulate_grad_batches", "max_duration_s",
-                   "--tune_batch_size"):  # fmt: skip
+    # parameters, as a notebook passes them (the command line turns them into flags)
+    for advice in ("`batch_size`", "`accumulate_grad_batches`", "`max_duration_s`",
+                   "`tune_batch_size`"):  # fmt: skip
         assert advice in note
     line = out_of_memory_message(error.value)
     assert line.startswith("CUDA out of memory. It happened in training") and "\n" not in line

@@ -5,7 +5,9 @@
     is_out_of_memory, out_of_memory_message    recognise the error; one line for the CLI
 
 No Lightning here: `cli.main` imports this module to word errors without paying for
-pytorch_lightning's import, and each piece is tested without a Trainer.
+pytorch_lightning's import, and each piece is tested without a Trainer. Messages name the
+settings as parameters in backticks (`lr`, `batch_size`: what a notebook passes to
+`WhisperFineTuner`, `WhisperDataModule` or `pl.Trainer`); `cli.main` turns them into flags.
 """
 
 import math
@@ -89,15 +91,15 @@ def nonfinite_message(run: list[tuple[int, list[str]]], lr: float, precision: st
     """The NonFiniteLossError message for `run`, the consecutive (step, utterance ids)."""
     steps = "; ".join(f"step {step}: {listed(ids)}" for step, ids in run)
     fp16 = (
-        " or --trainer.precision bf16-mixed (or 32-true) instead of 16-mixed"
+        " or `precision` bf16-mixed (or 32-true) instead of 16-mixed"
         if precision.startswith("16")
         else ""
     )
     return (
         f"training stopped: the loss was nan or inf for {len(run)} steps in a row "
-        f"(--model.max_nonfinite_steps); they were skipped, so the weights and the last "
-        f"checkpoint are from before them. Utterances: {steps}. Lower --model.lr (now {lr:g}), "
-        f"lengthen --model.lr_warmup_steps{fp16}, and check those utterances' audio and text."
+        f"(`max_nonfinite_steps`); they were skipped, so the weights and the last "
+        f"checkpoint are from before them. Utterances: {steps}. Lower `lr` (now {lr:g}), "
+        f"lengthen `lr_warmup_steps`{fp16}, and check those utterances' audio and text."
     )
 
 
@@ -139,11 +141,11 @@ class InFlight:
                 audio += f" (audio: longest {seconds.max():.1f} s, {seconds.sum():.1f} s in all)"
         return (
             f"It happened in {self.stage} on a batch of {n} utterances, {n_tokens} decoder "
-            f"tokens each, {audio}. Try a smaller --data.batch_size (with "
-            "--trainer.accumulate_grad_batches N to keep the effective batch), "
-            "--data.max_duration_s to cap the seconds of audio per batch, --data.eval_batch_size "
-            "for validation/test, or --tune_batch_size to find the largest batch that fits; "
-            "--model.gradient_checkpointing true and bf16-mixed precision also save memory."
+            f"tokens each, {audio}. Try a smaller `batch_size` (with "
+            "`accumulate_grad_batches` N to keep the effective batch), "
+            "`max_duration_s` to cap the seconds of audio per batch, `eval_batch_size` "
+            "for validation/test, or `tune_batch_size` to find the largest batch that fits; "
+            "`gradient_checkpointing` true and bf16-mixed precision also save memory."
         )
 
 
