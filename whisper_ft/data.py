@@ -21,7 +21,8 @@ from whisper.model import Whisper
 from whisper.tokenizer import Tokenizer
 
 from whisper_ft.augment import SpecAugment, WaveformAugment
-from whisper_ft.check import CheckResult, check_manifest, write_report
+from whisper_ft.check import check_manifest, write_report
+from whisper_ft.check_lines import CheckResult
 from whisper_ft.collate import Collator
 from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.features import (
