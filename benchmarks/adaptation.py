@@ -50,7 +50,7 @@ from whisper_ft.corpora.synthetic import prepare_synthetic, synthesize
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.decoding import decode_texts, decoding_options
-from whisper_ft.features import build_feature_cache
+from whisper_ft.feature_build import build_feature_cache
 from whisper_ft.manifest import Utterance, read_manifest, write_manifest
 from whisper_ft.metrics import score
 from whisper_ft.model import load_base_model

@@ -191,8 +191,8 @@ def runs(function: Callable, *, split: bool = False) -> Callable[[argparse.Names
 
 
 def add_cache_command(commands: argparse._SubParsersAction) -> None:
-    """`cache`: store a frozen encoder's output for manifests (`features.cache_manifests`)."""
-    from whisper_ft.features import cache_manifests
+    """`cache`: store a frozen encoder's output for manifests (`feature_build.cache_manifests`)."""
+    from whisper_ft.feature_build import cache_manifests
 
     p = commands.add_parser(
         "cache",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from whisper_ft.metrics import UtteranceScore, rates_for_json
+from whisper_ft.predictions import PREDICTIONS_HEADER
 from whisper_ft.report import write_report
 
 WER_MEANING = (
@@ -81,7 +82,7 @@ def write_test_report(
     predictions, metrics_path = out_dir / "predictions.tsv", out_dir / "metrics.json"
     with predictions.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["id", "reference", "hypothesis", "cer", "speaker"])
+        writer.writerow(PREDICTIONS_HEADER)  # read back by predictions.read_predictions
         for utterance_id, speaker, s in sorted(records, key=lambda record: record[0]):
             writer.writerow([utterance_id, s.reference, s.hypothesis, f"{s.cer:.6f}", speaker])
     metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
