@@ -43,13 +43,14 @@ from pathlib import Path
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
+from results_table import insert_rows  # benchmarks/, the script's own folder
 from whisper.tokenizer import get_tokenizer
 
 from whisper_ft.corpora.synthetic import prepare_synthetic, synthesize
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.decoding import decode_texts, decoding_options
-from whisper_ft.features import build_feature_cache
+from whisper_ft.feature_build import build_feature_cache
 from whisper_ft.manifest import Utterance, read_manifest, write_manifest
 from whisper_ft.metrics import score
 from whisper_ft.model import load_base_model
@@ -290,8 +291,18 @@ def append_row(path: Path, r: dict) -> None:
         f"**{cer('fine_tuned', 'openjtalk')}** | {cer('zero_shot', 'espeak')} | "
         f"{cer('pipeline', 'espeak')} | **{cer('fine_tuned', 'espeak')}** | {r['wall_s']:.0f} |\n"
     )
-    with path.open("a", encoding="utf-8") as f:
-        f.write(row)
+    insert_rows(path, "# Adaptation:", ADAPTATION_HEADER, [row])
+
+
+ADAPTATION_HEADER = """# Adaptation: does kana fine-tuning beat not adapting?
+
+Rows added by `benchmarks/adaptation.py` (one per recipe); see its docstring for the setup.
+
+| date | recipe | base | train utts | trains | lr | steps (best) | zero-shot OpenJTalk \
+| pipeline OpenJTalk | fine-tuned OpenJTalk | zero-shot espeak-ng | pipeline espeak-ng \
+| fine-tuned espeak-ng | wall s |
+| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+"""
 
 
 if __name__ == "__main__":

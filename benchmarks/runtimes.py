@@ -36,6 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results_table import insert_rows  # noqa: E402 (benchmarks/, the script's own folder)
+
 from whisper_ft.audio import load_audio  # noqa: E402
 from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
 from whisper_ft.export import export_model  # noqa: E402
@@ -45,6 +47,7 @@ from whisper_ft.text import to_kana  # noqa: E402
 from whisper_ft.transcribe import Transcriber  # noqa: E402
 
 SAMPLE_RATE = 16000
+N_SAMPLES = 30 * SAMPLE_RATE  # Whisper's window
 PROMPT_LANGUAGE = "ja"
 
 
@@ -78,7 +81,9 @@ def run_openai(spec: str, waves: list[np.ndarray], batch_size: int) -> tuple[lis
     return texts, load_s
 
 
-def run_faster_whisper(folder: Path, compute_type: str, waves, threads: int):
+def run_faster_whisper(folder: Path, compute_type: str, waves, threads: int, pad: bool = False):
+    """`pad`: each waveform padded with silence to 30 s first, so that faster-whisper's log-mel
+    is that of the window whisper.decode and training see (its own pads the log-mel with zeros)."""
     from faster_whisper import WhisperModel
 
     start = time.perf_counter()
@@ -86,6 +91,8 @@ def run_faster_whisper(folder: Path, compute_type: str, waves, threads: int):
     load_s = time.perf_counter() - start
     texts = []
     for wave in waves:
+        if pad:
+            wave = np.pad(wave, (0, max(0, N_SAMPLES - len(wave))))
         segments, _ = model.transcribe(
             wave,
             language=PROMPT_LANGUAGE,
@@ -170,6 +177,12 @@ def main() -> None:
             "faster-whisper int8": lambda: run_faster_whisper(
                 work / "ct2_int8", "int8", waves, args.threads
             ),
+            "faster-whisper float32, audio padded to 30 s": lambda: run_faster_whisper(
+                work / "ct2_float32", "float32", waves, args.threads, pad=True
+            ),
+            "faster-whisper int8, audio padded to 30 s": lambda: run_faster_whisper(
+                work / "ct2_int8", "int8", waves, args.threads, pad=True
+            ),
             "transformers": lambda: run_transformers(work / "hf", waves, args.batch_size),
         }
         results = {}
@@ -185,6 +198,12 @@ def main() -> None:
                 "texts": texts,
             }
             print(f"{name}: RTF {results[name]['rtf']}, kana CER {results[name]['kana_cer']}")
+        reference = results["openai-whisper"]
+        for run in results.values():
+            run["same_text_as_openai"] = sum(
+                a == b for a, b in zip(run["texts"], reference["texts"], strict=True)
+            )
+            run["speed_vs_openai"] = round(reference["rtf"] / run["rtf"], 2)
 
     report = {
         "date": datetime.date.today().isoformat(),
@@ -205,38 +224,34 @@ def main() -> None:
 HEADER = """
 # Runtimes: the same model in openai-whisper, faster-whisper and transformers
 
-Rows appended by `benchmarks/runtimes.py` (one per runtime and run), e.g.
+Rows added by `benchmarks/runtimes.py` (one per runtime and run), e.g.
 
-    nice -n 15 python benchmarks/runtimes.py --model base --json /tmp/runtimes.json
+    python benchmarks/runtimes.py --model run.ckpt --manifest corpus/test.jsonl --threads 2
 
 CPU only, greedy decoding without timestamps in every runtime (faster-whisper with beam_size=1,
-temperature 0.0 without fallback). RTF = decoding seconds / audio seconds (model load and
-export excluded). Kana CER: hypotheses read into katakana by OpenJTalk, against the reference
-kana, on synthetic test utterances (OpenJTalk voices) never seen in training.
+temperature 0.0 without fallback), one run, runtimes one after another. RTF = decoding seconds
+/ audio seconds (model load and export excluded); *× openai*: openai-whisper's RTF over the
+row's (above 1: faster). Kana CER: hypotheses read into katakana by OpenJTalk, against the
+reference kana, on test utterances never trained on; *same*: utterances whose text equals
+openai-whisper's. *audio padded to 30 s*: the waveform padded with silence before faster-whisper
+sees it, so that its log-mel is that of the window `whisper.decode` and training see (its own
+`transcribe` pads the log-mel of the speech with zeros instead).
 
-| date | model | utterances (audio s) | threads | runtime | RTF | load s | kana CER |
-| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |
+| date | model | utts (audio s) | threads | runtime | RTF | × openai | load s | kana CER | same |
+| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |
 """
 
 
 def append_rows(path: Path, report: dict) -> None:
-    """Add the run's rows at the end of the runtimes table (created at the end of the file the
-    first time); other benchmarks' tables in the file are left as they are."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if "# Runtimes:" not in text:
-        text = text.rstrip("\n") + "\n" + HEADER
-    lines = text.splitlines(keepends=True)
-    end = next(i for i, line in enumerate(lines) if line.startswith("# Runtimes:"))
-    end = next(i for i in range(end, len(lines)) if lines[i].startswith("| ---"))
-    while end + 1 < len(lines) and lines[end + 1].startswith("|"):
-        end += 1
+    """One row per runtime, into the runtimes table of `path`."""
     rows = [
         f"| {report['date']} | {report['model']} | {report['utterances']} "
         f"({report['audio_s']}) | {report['threads']} | {name} | {run['rtf']:.3f} | "
-        f"{run['load_s']} | {run['kana_cer']:.3f} |\n"
+        f"{run['speed_vs_openai']:.2f}× | {run['load_s']} | {run['kana_cer']:.3f} | "
+        f"{run['same_text_as_openai']} / {report['utterances']} |\n"
         for name, run in report["runtimes"].items()
     ]
-    path.write_text("".join(lines[: end + 1] + rows + lines[end + 1 :]), encoding="utf-8")
+    insert_rows(path, "# Runtimes:", HEADER.lstrip("\n"), rows)
 
 
 if __name__ == "__main__":

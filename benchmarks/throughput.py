@@ -66,6 +66,7 @@ from whisper.tokenizer import get_tokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone, not installed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_recipe  # noqa: E402
+from results_table import insert_rows  # noqa: E402
 
 from whisper_ft.check import check_manifest  # noqa: E402
 from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
@@ -535,13 +536,10 @@ def results_row(report: dict) -> str:
 
 
 def append_results(path: Path, report: dict) -> None:
-    if not path.exists() or not path.read_text(encoding="utf-8").strip():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        names, aligns = zip(*RESULTS_COLUMNS, strict=True)
-        table = f"| {' | '.join(names)} |\n| {' | '.join(aligns)} |\n"
-        path.write_text(RESULTS_HEADER + table, encoding="utf-8")
-    with path.open("a", encoding="utf-8") as f:
-        f.write(results_row(report))
+    """The run's row, into the throughput table of `path` (other benchmarks' tables kept)."""
+    names, aligns = zip(*RESULTS_COLUMNS, strict=True)
+    header = RESULTS_HEADER + f"| {' | '.join(names)} |\n| {' | '.join(aligns)} |\n"
+    insert_rows(path, "# Throughput:", header, [results_row(report)])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

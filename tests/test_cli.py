@@ -186,3 +186,28 @@ def test_prepare_and_unknown_command_errors(tmp_path):
     assert out.returncode != 0 and "no such folder" in out.stderr
     out = run(["frobnicate"], tmp_path)
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_demo_options_are_run_demos_parameters(monkeypatch, capsys):
+    import functools
+
+    import whisper_ft.demo
+
+    calls = []
+
+    @functools.wraps(whisper_ft.demo.run_demo)  # the signature the options come from
+    def record(**kwargs):
+        calls.append(kwargs)
+
+    monkeypatch.setattr(whisper_ft.demo, "run_demo", record)
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--out", "elsewhere", "--max-steps", "3", "--base-model", "small"])
+    assert exit_.value.code == 0
+    assert calls == [{"out": "elsewhere", "max_steps": 3, "base_model": "small"}]
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo"])  # run_demo's own defaults apply: nothing passed
+    assert exit_.value.code == 0 and calls[1] == {}
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--max-steps", "0"])
+    assert exit_.value.code == 2
+    assert "--max-steps: expected a whole number of at least 1" in capsys.readouterr().err

@@ -180,3 +180,29 @@ def test_a_nan_loss_on_one_process_skips_its_share_and_training_goes_on(corpus, 
     assert trainer.state.finished  # ddp_spawn hands back the state and weights, not the step
     assert all(torch.isfinite(v).all() for v in module.state_dict().values())
     assert _max_difference(module, _micro()) > 0  # it trained
+
+
+def test_two_processes_build_one_feature_cache_and_train_from_it(corpus, tmp_path, capfd):
+    # Both processes reach the cache build; the file lock lets one compute, the other waits
+    # (no collective barrier that a long build would time out) and reads the finished cache.
+    def cached(corpus: dict) -> WhisperDataModule:
+        data = _data(corpus)
+        data.hparams.feature_cache = str(tmp_path / "cache")
+        return data
+
+    ddp = _micro()
+    _trainer(tmp_path / "ddp", devices=2, strategy="ddp_spawn", max_steps=3).fit(
+        ddp, cached(corpus)
+    )
+    built = capfd.readouterr().out
+    single = _micro()
+    _trainer(tmp_path / "single", max_steps=3, accumulate_grad_batches=2).fit(
+        single, cached(corpus)
+    )
+    reused = capfd.readouterr().out
+    (folder,) = (p for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
+    n_train = len(read_manifest(corpus["train"]))
+    assert built.count(f"{n_train} utterances computed") == 1, built
+    assert "computed" not in reused  # the single process found it complete
+    assert _max_difference(ddp, single) < WEIGHT_TOLERANCE
+    assert folder.name.startswith("train-")  # one cache (beside its lock file), built once

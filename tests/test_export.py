@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 import whisper
@@ -340,6 +341,15 @@ def test_faster_whisper_decodes_the_ct2_export_as_openai_whisper(
         )  # fmt: skip
         tokens = [t for s in segments for t in s.tokens]
         assert tokens == [t for s in reference["segments"] for t in s["tokens"]]
+    # Audio padded to 30 s, faster-whisper's transcribe sees the window whisper.decode (and
+    # training) sees: the same tokens as `expected`, not merely as whisper.transcribe.
+    for wave, tokens in zip(audio, expected, strict=True):
+        padded = np.pad(wave, (0, whisper.audio.N_SAMPLES - len(wave)))
+        segments, _ = model.transcribe(
+            padded, language="ja", beam_size=1, best_of=1, temperature=0.0,
+            without_timestamps=True, condition_on_previous_text=False,
+        )  # fmt: skip
+        assert [t for s in segments for t in s.tokens] == tokens
 
 
 def test_transformers_generate_decodes_the_hf_export_as_openai_whisper(
@@ -365,3 +375,29 @@ def test_transformers_generate_decodes_the_hf_export_as_openai_whisper(
     # and back: hf → openai-whisper keeps every tensor of the packaged model
     back = load_base_model(str(out)).state_dict()
     assert all(torch.equal(back[k], v) for k, v in real_base[0].state_dict().items())
+
+
+def test_the_readme_deploying_snippets_run_on_the_exports(real_base, real_speech, tmp_path, capsys):
+    """README's "Deploying": the three export commands' outputs, loaded by the three snippets as
+    printed there, transcribe real speech to the same text."""
+    needs("ctranslate2", "transformers", "faster_whisper")
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Deploying\n", 1)[1].split("\n## ", 1)[0]
+    snippets = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert [s.splitlines()[0] for s in snippets] == [
+        "# openai-whisper", "# faster-whisper (a clip up to 30 s padded with silence: the window "
+        "training saw, see below)", "# transformers",
+    ]  # fmt: skip
+    for name, fmt in (("model.pt", "openai"), ("model-ct2", "ct2"), ("model-hf", "hf")):
+        export_model(str(real_base[1]), tmp_path / name, fmt)
+    audio = real_speech[0][0]
+    texts = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        for snippet in snippets:
+            exec(snippet, {"audio": audio})  # noqa: S102 (the README's own code)
+            texts.append(capsys.readouterr().out.strip())
+    assert texts == [SENTENCES[0]] * 3, texts

@@ -12,13 +12,15 @@ import torch
 import whisper_ft.module
 from whisper_ft.cli import main
 from whisper_ft.data import WhisperDataModule
-from whisper_ft.features import FeatureCache
-from whisper_ft.module import (
+from whisper_ft.failures import (
+    InFlight,
     NonFiniteLossError,
-    WhisperFineTuner,
+    NonFiniteLossGuard,
     is_out_of_memory,
     out_of_memory_message,
 )
+from whisper_ft.features import FeatureCache
+from whisper_ft.module import WhisperFineTuner
 
 
 def train_data(corpus, **kwargs) -> WhisperDataModule:
@@ -86,7 +88,7 @@ def test_consecutive_nan_losses_stop_naming_the_utterances(
         with pytest.raises(NonFiniteLossError) as error:
             trainer.fit(model, train_data(corpus))
     message = str(error.value)
-    assert "nan or inf for 2 steps in a row" in message and "--model.lr (now 0.0001)" in message
+    assert "nan or inf for 2 steps in a row" in message and "`lr` (now 0.0001)" in message
     for step, ids in ((1, recorder.ids[1]), (2, recorder.ids[2])):
         assert f"step {step}: {', '.join(ids)}" in message
     assert "\n" not in message and "16-mixed" not in message  # 32-true: no precision advice
@@ -111,6 +113,8 @@ def test_a_diverging_fit_ends_with_one_error_line(corpus, monkeypatch, tmp_path)
                   "--trainer.enable_progress_bar", "false"])  # fmt: skip
     line = str(exit_.value.code)
     assert line.startswith("error: training stopped: the loss was nan or inf for 2 steps")
+    # the command line names its flags where the library names parameters
+    assert "Lower --model.lr (now 0.0001)" in line and "(--model.max_nonfinite_steps)" in line
     assert "\n" not in line and "step 0: " in line and "step 1: " in line
 
 
@@ -126,15 +130,49 @@ def test_out_of_memory_names_the_batch_in_flight(micro, corpus, make_trainer, mo
         make_trainer(max_steps=1, limit_val_batches=0).fit(micro, train_data(corpus))
     [note] = error.value.__notes__
     assert note.startswith("It happened in training on a batch of 4 utterances, ")
-    tokens = micro._in_flight["tokens"]
+    tokens = micro.in_flight.tokens
     assert tokens[0] == 4 and f", {tokens[1]} decoder tokens each, 4 × 30-s encoder windows" in note
-    longest = micro._in_flight["audio_lengths"].max().item() / 16000
+    longest = micro.in_flight.audio_lengths.max().item() / 16000
     assert f"(audio: longest {longest:.1f} s" in note
-    for advice in ("--data.batch_size", "--trainer.accumulate_grad_batches", "max_duration_s",
-                   "--tune_batch_size"):  # fmt: skip
+    # parameters, as a notebook passes them (the command line turns them into flags)
+    for advice in ("`batch_size`", "`accumulate_grad_batches`", "`max_duration_s`",
+                   "`tune_batch_size`"):  # fmt: skip
         assert advice in note
     line = out_of_memory_message(error.value)
     assert line.startswith("CUDA out of memory. It happened in training") and "\n" not in line
+
+
+def test_the_guard_skips_nonfinite_losses_and_stops_at_the_nth_in_a_row():
+    guard = NonFiniteLossGuard(max_steps=2)
+    assert guard.check(1.5, 0, ["a"], lr=1e-4, precision="32-true")
+    with pytest.warns(UserWarning, match=r"step 1: training loss is nan; .*utterances b, c\)"):
+        assert not guard.check(float("nan"), 1, ["b", "c"], lr=1e-4, precision="32-true")
+    assert guard.check(0.7, 2, ["d"], lr=1e-4, precision="32-true")  # a good step resets the run
+    with pytest.warns(UserWarning, match="step 3: training loss is inf"):
+        assert not guard.check(float("inf"), 3, ["e"], lr=1e-4, precision="16-mixed")
+    with pytest.raises(NonFiniteLossError) as error:
+        guard.check(float("nan"), 4, ["f"], lr=1e-4, precision="16-mixed")
+    message = str(error.value)
+    assert "for 2 steps in a row" in message and "step 3: e; step 4: f" in message
+    assert "step 1" not in message and "bf16-mixed" in message and guard.total == 3
+
+
+def test_the_guard_stops_with_the_other_processes_and_says_whose_loss_it_was():
+    guard = NonFiniteLossGuard(max_steps=3)
+    with pytest.raises(NonFiniteLossError, match="another process's loss was nan or inf for 3"):
+        guard.check(0.5, 7, ["a"], lr=1e-4, precision="32-true", any_process=lambda stop: True)
+    with pytest.raises(ValueError, match="max_nonfinite_steps must be at least 1, got 0"):
+        NonFiniteLossGuard(max_steps=0)
+
+
+def test_in_flight_advice_without_a_trainer():
+    batch = {"ids": ["a", "b"], "dec_input_ids": torch.zeros(2, 9, dtype=torch.long),
+             "audio_lengths": torch.tensor([16000 * 3, 16000 * 12])}  # fmt: skip
+    advice = InFlight.of(batch, "validation").advice()
+    assert advice.startswith("It happened in validation on a batch of 2 utterances, 9 decoder")
+    assert "(audio: longest 12.0 s, 15.0 s in all)" in advice
+    cached = InFlight.of({**batch, "features": torch.zeros(2, 1, 1)}, "test").advice()
+    assert "cached encoder features" in cached and "longest" not in cached
 
 
 def test_the_cpu_allocators_error_counts_as_out_of_memory():

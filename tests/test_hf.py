@@ -134,21 +134,12 @@ def test_a_folder_that_is_neither_hf_nor_ct2_is_one_clear_error(tmp_path):
 
 
 def test_large_v3_dims_and_vocabulary_map_both_ways():
-    from whisper_ft.hf import dims_from_hf_config, whisper_tokenizer
+    from whisper_ft.hf import config_sizes, dims_from_hf_config, whisper_tokenizer
     from whisper_ft.model import RANDOM_DIMS
 
     dims = RANDOM_DIMS["large-v3"]
-    config = transformers.WhisperConfig(
-        vocab_size=dims.n_vocab,
-        num_mel_bins=dims.n_mels,
-        d_model=dims.n_text_state,
-        encoder_layers=dims.n_audio_layer,
-        encoder_attention_heads=dims.n_audio_head,
-        decoder_layers=dims.n_text_layer,
-        decoder_attention_heads=dims.n_text_head,
-        encoder_ffn_dim=4 * dims.n_audio_state,
-        decoder_ffn_dim=4 * dims.n_text_state,
-    ).to_dict()
+    config = transformers.WhisperConfig(**config_sizes(dims)).to_dict()
+    assert (config["d_model"], config["decoder_layers"], config["num_mel_bins"]) == (1280, 32, 128)
     assert dims_from_hf_config(config) == dims
     tokenizer = whisper_tokenizer(dims)
     assert tokenizer.encoding.n_vocab == dims.n_vocab == 51866

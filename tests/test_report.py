@@ -1,51 +1,19 @@
 """report.py: run folders built by hand (TensorBoard events, predictions.tsv, metrics.json)."""
 
 import argparse
-import csv
 import json
 import re
 import time
-import unicodedata
 import warnings
 from pathlib import Path
 
 import matplotlib.image
 import pytest
+from report_helpers import ROWS, write_predictions
 from torch.utils.tensorboard import SummaryWriter
 
-from whisper_ft.report import (
-    Prediction,
-    ReportError,
-    add_report_command,
-    aligned,
-    read_predictions,
-    read_scalars,
-    show_report,
-    write_report,
-)
-
-# (id, reference, hypothesis, speaker): edits by hand (jiwer's alignment)
-ROWS = [
-    ("u1", "アイウエオ", "アイカエオオ", "spk_a"),  # ウ→カ, +オ: 2 edits / 5
-    ("u2", "カキク", "カキク", "spk_a"),  # 0 / 3
-    ("u3", "サシスセソ", "サスセソ", "spk_b"),  # -シ: 1 / 5
-    ("u4", "タチ", "", "spk_b"),  # -タ -チ: 2 / 2
-]
-# spk_a: (2 + 0) / (5 + 3) = 0.250; spk_b: (1 + 2) / (5 + 2) = 3/7 = 0.429
-# corpus: 5 edits / 15 characters
-
-
-def write_predictions(run_dir: Path, rows=ROWS) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "predictions.tsv"
-    edits = {"u1": 2, "u2": 0, "u3": 1, "u4": 2}
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["id", "reference", "hypothesis", "cer", "speaker"])
-        for utterance_id, ref, hyp, speaker in rows:
-            cer = edits.get(utterance_id, 0) / len(ref)
-            writer.writerow([utterance_id, ref, hyp, f"{cer:.6f}", speaker])
-    return path
+from whisper_ft.predictions import ReportError
+from whisper_ft.report import add_report_command, read_scalars, show_report, write_report
 
 
 def write_metrics(run_dir: Path, checkpoint: str | None = None) -> None:
@@ -83,42 +51,6 @@ def assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     height, width, channels = matplotlib.image.imread(path).shape
     assert height > 100 and width > 100 and channels == 4
-
-
-def display_width(line: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
-
-
-def test_aligned_marks_substitution_insertion_deletion():
-    assert aligned("アイウエオ", "アイカエオオ") == ("アイウエ　オ", "アイカエオオ", "　　Ｓ　Ｉ　")
-    assert aligned("アイウ", "アウ") == ("アイウ", "ア　ウ", "　Ｄ　")
-    assert aligned("タチ", "") == ("タチ", "　　", "ＤＤ")
-    assert aligned("AB", "AC") == ("AB", "AC", " S")
-
-
-def test_aligned_lines_keep_columns_with_mixed_widths():
-    ref, hyp, marks = aligned("ABアイ", "AカアイX")
-    # B→カ is written full-width (Ｂ over カ), the inserted X half-width.
-    assert (ref, hyp, marks) == ("AＢアイ ", "AカアイX", " Ｓ　　I")
-    assert display_width(ref) == display_width(hyp) == display_width(marks)
-
-
-def test_read_predictions_and_bad_rows(tmp_path):
-    path = write_predictions(tmp_path)
-    predictions = read_predictions(path)
-    assert predictions[0] == Prediction("u1", "アイウエオ", "アイカエオオ", 0.4, "spk_a")
-    assert [p.errors for p in predictions] == [2, 0, 1, 2]
-    assert predictions[3].hypothesis == ""
-
-    with path.open("a", encoding="utf-8") as f:
-        f.write("u5\tアイ\tアイ\tnot-a-number\tspk_a\n")
-    with pytest.raises(
-        ReportError, match=rf"{re.escape(str(path))}:6: expected 5 tab-separated fields"
-    ):
-        read_predictions(path)
-    path.write_text("id\treference\n", encoding="utf-8")
-    with pytest.raises(ReportError, match=rf"{re.escape(str(path))}:1: the header is not"):
-        read_predictions(path)
 
 
 def test_read_scalars_sorted_and_resumed_steps_replaced(tmp_path):
@@ -264,6 +196,9 @@ def test_report_command(tmp_path, capsys):
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["report", str(tmp_path), "--worst", "-1"])
+    write_report(tmp_path)  # the library prints nothing unless asked to
+    assert capsys.readouterr().out == ""
+    assert "(default: 10)" in parser._subparsers._group_actions[0].choices["report"].format_help()
 
 
 def test_show_report_displays_the_markdown_with_each_plot_in_its_place(tmp_path, monkeypatch):

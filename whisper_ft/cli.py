@@ -110,6 +110,28 @@ def tune_batch_size(trainer, model, datamodule) -> int:
     return size
 
 
+def lightning_flags() -> dict[str, str]:
+    """fit/validate/test's flag of each parameter a library message may name: the module's
+    (`lr` → --model.lr), the data module's (--data.*), the Trainer's (--trainer.*) and
+    --tune_batch_size."""
+    import inspect
+
+    from pytorch_lightning import Trainer
+
+    from whisper_ft.data import WhisperDataModule
+    from whisper_ft.module import WhisperFineTuner
+
+    flags = {"tune_batch_size": "--tune_batch_size"}
+    for prefix, cls in (
+        ("trainer", Trainer),
+        ("data", WhisperDataModule),
+        ("model", WhisperFineTuner),
+    ):
+        for name in list(inspect.signature(cls.__init__).parameters)[1:]:  # after self
+            flags[name] = f"--{prefix}.{name}"
+    return flags
+
+
 def build_parser() -> argparse.ArgumentParser:
     from whisper_ft.check import add_check_command
     from whisper_ft.commands import (
@@ -155,24 +177,25 @@ def main(argv: list[str] | None = None) -> None:
     from whisper_ft.model import ModelLoadError
 
     args = sys.argv[1:] if argv is None else argv
+    flags: dict[str, str] = {}  # parameter → its flag, for the error line
     try:
         if args and args[0] in LIGHTNING_COMMANDS:
+            flags = lightning_flags()
             run_lightning(argv)
             return
         parsed = build_parser().parse_args(args)
+        flags = getattr(parsed, "flags", {})
         sys.exit(parsed.func(parsed))
     except (ValueError, FileNotFoundError, ImportError, ModelLoadError) as e:
         # Library errors name parameters; on the command line they are flags.
-        flags = getattr(locals().get("parsed"), "flags", {})
         sys.exit(f"error: {with_flags(str(e), flags)}")
     except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
-        # Imported here: pytorch_lightning would slow down every other command's start.
-        from whisper_ft.module import NonFiniteLossError, is_out_of_memory, out_of_memory_message
+        from whisper_ft.failures import NonFiniteLossError, is_out_of_memory, out_of_memory_message
 
         if isinstance(e, NonFiniteLossError):
-            sys.exit(f"error: {e}")
+            sys.exit(f"error: {with_flags(str(e), flags)}")
         if is_out_of_memory(e):
-            sys.exit(f"error: {out_of_memory_message(e)}")
+            sys.exit(f"error: {with_flags(out_of_memory_message(e), flags)}")
         raise
     except OSError as e:
         if e.errno != errno.ENOSPC:

@@ -191,8 +191,8 @@ def runs(function: Callable, *, split: bool = False) -> Callable[[argparse.Names
 
 
 def add_cache_command(commands: argparse._SubParsersAction) -> None:
-    """`cache`: store a frozen encoder's output for manifests (`features.cache_manifests`)."""
-    from whisper_ft.features import cache_manifests
+    """`cache`: store a frozen encoder's output for manifests (`feature_build.cache_manifests`)."""
+    from whisper_ft.feature_build import cache_manifests
 
     p = commands.add_parser(
         "cache",
@@ -225,16 +225,26 @@ def add_cache_command(commands: argparse._SubParsersAction) -> None:
 
 def add_demo_command(commands: argparse._SubParsersAction) -> None:
     """`demo`: the offline end-to-end job (`demo.run_demo`)."""
+    from whisper_ft.demo import run_demo
+
     p = commands.add_parser("demo", help="offline end-to-end run: corpus, fit, evaluate, export")
-    p.add_argument("--out", default="checkpoints/demo", help="folder for corpus and run outputs")
-    p.add_argument("--max-steps", type=int, default=None, help="training steps (default: auto)")
+    add_options(
+        p,
+        run_demo,
+        help={
+            "out": "folder for corpus and run outputs",
+            "max_steps": "training steps (default: 150 decoder steps from pretrained weights, 60 "
+            "whole-model steps from random ones)",
+            "base_model": "the model to fine-tune: a Whisper name, .pt, CTranslate2 or Hugging "
+            "Face folder",
+        },
+        value_types={"max_steps": positive_int},
+    )
     p.set_defaults(func=demo)
 
 
 def demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from whisper_ft.demo import run_demo
 
-    run_demo(Path(args.out), max_steps=args.max_steps)
+    call(run_demo, args)
     return 0

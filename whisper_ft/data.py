@@ -21,16 +21,13 @@ from whisper.model import Whisper
 from whisper.tokenizer import Tokenizer
 
 from whisper_ft.augment import SpecAugment, WaveformAugment
-from whisper_ft.check import CheckResult, check_manifest, write_report
+from whisper_ft.check import check_manifest, write_report
+from whisper_ft.check_lines import CheckResult
 from whisper_ft.collate import Collator
 from whisper_ft.dataset import UtteranceDataset
-from whisper_ft.features import (
-    CachedFeatureDataset,
-    FeatureCache,
-    FeatureCollator,
-    build_feature_cache,
-    refuse_with_augmentation,
-)
+from whisper_ft.feature_build import build_feature_cache, refuse_with_augmentation
+from whisper_ft.feature_dataset import CachedFeatureDataset, FeatureCollator
+from whisper_ft.features import FeatureCache
 from whisper_ft.manifest import ManifestError, Target
 from whisper_ft.sampler import BucketingBatchSampler
 
@@ -239,7 +236,7 @@ class WhisperDataModule(pl.LightningDataModule):
 
     def _feature_cache(self, dataset: UtteranceDataset, cache_dir: Path) -> FeatureCache:
         """Every process builds (or resumes, or reuses) the cache on its training device: the
-        first to take the cache's file lock (`features.build_lock`) computes it, the others
+        first to take the cache's file lock (`feature_build.build_lock`) computes it, the others
         wait on the lock, which has no time limit (a collective barrier would end the job at
         the process group's timeout during a long build), then find it complete."""
         model, strategy = self.model_side.model, self.trainer.strategy

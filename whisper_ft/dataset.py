@@ -34,7 +34,6 @@ class UtteranceDataset(Dataset):
         tokenizer: Tokenizer,
         target: Target = "kana",
         augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
-        feature_cache: str | None = "auto",
     ) -> None:
         self.manifest = Path(manifest)  # relative audio paths start at its folder
         self.utterances = utterances

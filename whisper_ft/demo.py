@@ -67,7 +67,7 @@ def _base_module(base_model: str, offline_model: str) -> tuple[WhisperFineTuner,
 
 
 def run_demo(
-    out: Path,
+    out: str | Path = "checkpoints/demo",
     max_steps: int | None = None,
     n_sentences: int | None = DEMO_SENTENCES,
     n_speakers: int = DEMO_SPEAKERS,
@@ -80,7 +80,7 @@ def run_demo(
     RANDOM_STEPS whole-model steps from random weights (`offline_model`, when no pretrained
     `base_model` can be had).
     """
-    started = time.time()
+    started, out = time.time(), Path(out)
 
     def stage(message: str) -> None:
         print(f"[demo {time.time() - started:5.0f} s] {message}", flush=True)
@@ -115,7 +115,7 @@ def run_demo(
     stage(f"fine-tuning for {steps} steps of {BATCH_SIZE} utterances")
     trainer.fit(module, data)
     checkpoint = Path(trainer.log_dir) / "demo.ckpt"
-    trainer.save_checkpoint(checkpoint)
+    trainer.save_checkpoint(checkpoint, weights_only=False)  # resumable: optimizer state too
     stage("decoding the held-out test set after fine-tuning")
     fine_tuned = trainer.test(module, data, verbose=False)[0]
     exported = export_checkpoint(checkpoint, Path(trainer.log_dir) / "demo.pt")

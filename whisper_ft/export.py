@@ -7,14 +7,17 @@ export (`ctranslate2.converters.TransformersConverter`), never by writing its by
 """
 
 import argparse
+import inspect
 import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from whisper.model import Whisper
 
+from whisper_ft.arguments import add_options, call
 from whisper_ft.files import atomic_write
 from whisper_ft.model import (
     ModelLoadError,
@@ -23,10 +26,12 @@ from whisper_ft.model import (
     model_from_checkpoint,
 )
 
-FORMATS = ("openai", "ct2", "hf")  # what `--format` accepts; openai is the default
+Format = Literal["openai", "ct2", "hf"]  # what `--format` accepts; openai is the default
+FORMATS: tuple[str, ...] = get_args(Format)
 # CTranslate2 weight types (`--quantization`); float16 is faster-whisper's usual download, int8
 # the smallest and fastest on CPUs (approximate: its tokens may differ from openai-whisper's).
-QUANTIZATIONS = ("float16", "float32", "int8", "int8_float16")
+Quantization = Literal["float16", "float32", "int8", "int8_float16"]
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 # Files faster-whisper reads beside model.bin so that it never reaches for the Hub.
 CT2_COPIED_FILES = ("tokenizer.json", "preprocessor_config.json")
 
@@ -101,12 +106,16 @@ def _replace_folder(out_dir: Path, write) -> Path:
 
 
 def export_model(
-    source: str, out: str | Path, format: str = "openai", quantization: str = "float16"
+    source: str, out: str | Path, format: Format = "openai", quantization: Quantization = "float16"
 ) -> Path:
     """Export `source` (see `load_for_export`) as `format` (`FORMATS`) to `out`: a `.pt` file
     for openai, a folder for ct2 and hf. `quantization` applies to ct2 only."""
     if format not in FORMATS:
-        raise ValueError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
+        raise ValueError(f"`format` {format!r}: choose one of {', '.join(FORMATS)}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"`quantization` {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}"
+        )
     require_extras(
         *{"openai": (), "hf": ("transformers",), "ct2": ("ctranslate2", "transformers")}[format]
     )
@@ -132,14 +141,15 @@ LOAD_SNIPPETS = {
 
 
 def export_command(args: argparse.Namespace) -> int:
-    out = export_model(args.source, args.out, args.format, args.quantization)
-    snippet = LOAD_SNIPPETS[args.format].format(out=str(out))
-    print(f"wrote {out} ({args.format}); load it with:\n{snippet}")
+    out = call(export_model, args)
+    written = vars(args).get("format", inspect.signature(export_model).parameters["format"].default)
+    snippet = LOAD_SNIPPETS[written].format(out=str(out))
+    print(f"wrote {out} ({written}); load it with:\n{snippet}")
     return 0
 
 
 def add_export_command(subparsers: argparse._SubParsersAction) -> None:
-    """Add `export` to an argparse subparsers object; it sets `func`."""
+    """Add `export` to an argparse subparsers object; its options are `export_model`'s."""
     p = subparsers.add_parser(
         "export",
         help="a .ckpt (or .pt, CTranslate2/Hugging Face folder) → openai .pt, CTranslate2 or HF",
@@ -147,13 +157,15 @@ def add_export_command(subparsers: argparse._SubParsersAction) -> None:
         "ct2: a CTranslate2 folder for faster-whisper; hf: a WhisperForConditionalGeneration "
         "folder for transformers. LoRA adapters are merged first. Everything runs offline.",
     )
-    p.add_argument("source", help="checkpoint written by fit, a .pt, or a CTranslate2/HF folder")
-    p.add_argument("out", help="the .pt to write (openai), or the folder (ct2, hf)")
-    p.add_argument("--format", choices=FORMATS, default="openai", help="default: openai")
-    p.add_argument(
-        "--quantization",
-        choices=QUANTIZATIONS,
-        default="float16",
-        help="ct2 weight type (default float16; int8 is smaller and faster on CPUs, approximate)",
+    add_options(
+        p,
+        export_model,
+        help={
+            "source": "checkpoint written by fit, a .pt, or a CTranslate2/HF folder",
+            "out": "the .pt to write (openai), or the folder (ct2, hf)",
+            "format": "what to write",
+            "quantization": "ct2 weight type (int8 is smaller and faster on CPUs, approximate)",
+        },
+        positional=("source", "out"),
     )
     p.set_defaults(func=export_command)

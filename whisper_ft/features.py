@@ -1,8 +1,12 @@
-"""Encoder-feature cache: a frozen encoder's output for every utterance, computed once.
+"""The encoder-feature store: a frozen encoder's output for every utterance, on disk, and its key.
 
-    cache = build_feature_cache(model, dataset, "cache/features")  # prints its size first
-    items = CachedFeatureDataset(dataset, cache)                    # "features" for "audio"
-    loader = DataLoader(items, collate_fn=FeatureCollator(collator, cache.feature_shape))
+    key = feature_cache_key(model, dataset)             # what the stored rows depend on
+    cache = FeatureCache.open("cache/features", model, dataset)  # complete, or None
+    cache.features(row)                                 # (n_audio_ctx, n_audio_state) float16
+
+Owns the on-disk format, the key that names a folder and the reading and writing of rows.
+Computing them is `feature_build`'s (encoder pass, file lock); reading them as training items
+and batches is `feature_dataset`'s.
 
 With the encoder frozen and no augmentation, every epoch computes the same encoder output for
 an utterance; storing it once leaves training with decoder-only steps, and validation decodes
@@ -16,9 +20,9 @@ One folder per manifest and key under `cache_dir`, `<manifest stem>-<key digest[
     done.u8        one byte per row, set to 1 only after the row's bytes are on disk
 
 Any change of the key (an encoder weight, the utterance list, a setting) gives another folder.
-A build computes only the rows not done, so an interrupted one resumes; rows are written with
-ordinary file writes (a full disk raises an error instead of a memory map's SIGBUS) and
-marked done every `flush_every_s` seconds and when the build stops.
+Rows are written with ordinary file writes (a full disk raises an error instead of a memory
+map's SIGBUS) and marked done only after `flush` has made them durable, so an interrupted
+build resumes from the rows done.
 
 Storage is float16: numpy has no bfloat16, and float16 keeps 11 significant bits (relative
 rounding <= 2^-11) where bfloat16 keeps 8. Its range suffices: the output of the encoder's
@@ -28,43 +32,26 @@ CUDA (`DecodingOptions(fp16=True)`, the default, halves it in `_get_audio_featur
 
 from __future__ import annotations
 
-import copy
-import fcntl
 import hashlib
 import json
 import math
 import os
-import shutil
-import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import whisper
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, SAMPLE_RATE
 from whisper.model import ModelDimensions, Whisper
 
-from whisper_ft.audio import log_mel_batch
-from whisper_ft.augment import SpecAugment, WaveformAugment
-from whisper_ft.collate import Collator
 from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.files import atomic_write
-from whisper_ft.manifest import Target
-from whisper_ft.precision import autocast_dtype
 
 CACHE_VERSION = 1  # part of every key: raise it when what is stored, or how, changes
 STORAGE_DTYPES = {"float16": "f16", "float32": "f32"}  # storage dtype → features file suffix
-FLUSH_EVERY_S = 30.0  # a killed build loses at most this much work
-MAX_LISTED_IDS = 10  # ids named in a warning about rows that could not be cached
 _AUDIO_DIMS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer")
-_NO_AUDIO = np.zeros(0, np.float32)  # stands in for the waveform when only tokens are padded
 
 
 class FeatureCacheError(ValueError):
@@ -162,41 +149,12 @@ def human_bytes(n: int) -> str:
     return f"{n:.1f} TB"
 
 
-def refuse_with_augmentation(
-    waveform_augment: WaveformAugment | None,
-    spec_augment: SpecAugment | None = None,
-    *,
-    freeze_encoder: bool = True,
-) -> None:
-    """Raise FeatureCacheError when cached features would not be what training computes:
-    augmentation on (the cache holds the encoder's output for un-augmented audio) or an
-    encoder that trains (its output changes every step). None: that augmentation is off."""
-    on = []
-    if waveform_augment is not None and waveform_augment.enabled:
-        on.append("waveform augmentation (--data.augment.speed_prob/volume_prob/noise_prob)")
-    if spec_augment is not None and spec_augment.enabled:
-        on.append("SpecAugment (--model.spec_augment.prob)")
-    if on:
-        raise FeatureCacheError(
-            f"the encoder-feature cache holds the encoder's output for un-augmented audio, but "
-            f"{' and '.join(on)} {'are' if len(on) > 1 else 'is'} on: augmented audio needs a "
-            "new encoder pass every time. Set those probabilities to 0, or train without the "
-            "feature cache."
-        )
-    if not freeze_encoder:
-        raise FeatureCacheError(
-            "the encoder-feature cache needs a frozen encoder (--model.freeze_encoder true): "
-            "an encoder that trains changes its output every step. Freeze it, or train "
-            "without the feature cache."
-        )
-
-
 class FeatureCache:
     """One cache folder: the encoder outputs of N utterances, row i for utterance i.
 
     Readers get rows from a copy-on-write memory map opened in each process on first use
     (DataLoader workers receive the paths, never the mapped bytes). Writers call `write`,
-    then `flush` makes the rows durable and marks them done; `build_feature_cache` does both.
+    then `flush` makes the rows durable and marks them done (as `feature_build` does).
     """
 
     def __init__(self, path: Path, meta: dict) -> None:
@@ -225,7 +183,7 @@ class FeatureCache:
         """The complete cache of `dataset`'s features from `model`'s encoder under
         `cache_dir`, or None (never built, another key, or not finished)."""
         key = feature_cache_key(model, dataset, dtype)
-        cache = _existing(cache_folder(cache_dir, name or dataset.manifest.stem, key), key)
+        cache = existing_cache(cache_folder(cache_dir, name or dataset.manifest.stem, key), key)
         return cache if cache is not None and cache.complete else None
 
     def __len__(self) -> int:
@@ -327,7 +285,7 @@ def _write_meta(folder: Path, meta: dict) -> None:
         tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
 
-def _existing(folder: Path, key: FeatureCacheKey) -> FeatureCache | None:
+def existing_cache(folder: Path, key: FeatureCacheKey) -> FeatureCache | None:
     """The cache in `folder` if it was made for `key` and its files have their sizes."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
@@ -342,9 +300,10 @@ def _existing(folder: Path, key: FeatureCacheKey) -> FeatureCache | None:
     return cache
 
 
-def _create(folder: Path, key: FeatureCacheKey, dims: ModelDimensions) -> FeatureCache:
+def new_cache(folder: Path, key: FeatureCacheKey, dims: ModelDimensions) -> FeatureCache:
     """A new, empty cache for `key` in `folder`, replacing whatever was there. The data files
-    come first: meta.json exists only once they do."""
+    come first: meta.json exists only once they do. Call it under `feature_build.build_lock`:
+    it zeroes rows another builder may have marked done."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "meta.json").unlink(missing_ok=True)
     n = len(key.utterances)
@@ -363,345 +322,3 @@ def _create(folder: Path, key: FeatureCacheKey, dims: ModelDimensions) -> Featur
         f.truncate(estimate_cache_bytes(n, dims, key.dtype))
     _write_meta(folder, meta)
     return cache
-
-
-class _Rows(Dataset):
-    """(row, item) for the rows of `dataset` still to compute."""
-
-    def __init__(self, dataset: UtteranceDataset, rows: np.ndarray) -> None:
-        self.dataset, self.rows = dataset, rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[int, dict]:
-        row = int(self.rows[index])
-        return row, self.dataset[row]
-
-
-def _collate_audio(pairs: list[tuple[int, dict]]) -> tuple[list[int], torch.Tensor, list[str]]:
-    """Rows, their waveforms padded/trimmed to 30 s as `Collator` pads them (B, N_SAMPLES),
-    and the ids of unreadable items."""
-    readable = [(row, item) for row, item in pairs if "error" not in item]
-    audio = np.zeros((len(readable), N_SAMPLES), np.float32)
-    for i, (_, item) in enumerate(readable):
-        audio[i] = whisper.pad_or_trim(item["audio"], N_SAMPLES)
-    unreadable = [item["id"] for _, item in pairs if "error" in item]
-    return [row for row, _ in readable], torch.from_numpy(audio), unreadable
-
-
-def build_feature_cache(
-    model: Whisper,
-    dataset: UtteranceDataset,
-    cache_dir: str | Path,
-    *,
-    dtype: str = "float16",
-    name: str | None = None,
-    device: str | torch.device | None = None,
-    batch_size: int = 16,
-    num_workers: int = 2,
-    progress: bool = True,
-    rebuild: bool = False,
-    flush_every_s: float = FLUSH_EVERY_S,
-) -> FeatureCache:
-    """Store the encoder output of every utterance of `dataset`, or of those not stored yet;
-    returns the cache (complete unless some audio could not be read).
-
-    Prints the cache's size (estimate_cache_bytes) before computing anything. DataLoader
-    workers read audio; the log-mel (log_mel_batch) and the encoder run on `device` (None:
-    the encoder's) under inference mode, with autocast in `autocast_dtype(device)`. An
-    unreadable utterance leaves its row not done (the DataLoader then skips it) and is
-    named in a warning. `rebuild` starts afresh (audio changed in place).
-
-    Args:
-        dtype: storage dtype, float16 (half the disk of float32; see the module's docstring).
-        name: the folder's name before the key digest; None: the manifest's stem.
-    """
-    refuse_with_augmentation(dataset.augment)
-    if not len(dataset):
-        raise FeatureCacheError(f"{dataset.manifest}: no utterances to cache.")
-    key = feature_cache_key(model, dataset, dtype)
-    folder = cache_folder(cache_dir, name or dataset.manifest.stem, key)
-    with build_lock(folder, progress):
-        return _build(model, dataset, folder, key, dtype, device, batch_size, num_workers,
-                      progress, rebuild, flush_every_s)  # fmt: skip
-
-
-@contextmanager
-def build_lock(folder: Path, progress: bool = True) -> Iterator[None]:
-    """Holds an exclusive lock (`fcntl.flock` on `.<folder name>.lock` beside it) while one
-    process builds the cache in `folder`: a second builder (another fit, a DDP rank, a node
-    sharing the disk) waits, without a time limit, then finds the rows done. Without it, one
-    builder's `_create` could zero the rows another had marked done."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with (folder.parent / f".{folder.name}.lock").open("a+b") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if progress:
-                print(f"encoder-feature cache {folder}: another process builds it, waiting",
-                      flush=True)  # fmt: skip
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _build(
-    model: Whisper,
-    dataset: UtteranceDataset,
-    folder: Path,
-    key: FeatureCacheKey,
-    dtype: str,
-    device: str | torch.device | None,
-    batch_size: int,
-    num_workers: int,
-    progress: bool,
-    rebuild: bool,
-    flush_every_s: float,
-) -> FeatureCache:
-    """`build_feature_cache`'s work, under `build_lock`."""
-    cache = None if rebuild else _existing(folder, key)
-    todo = np.arange(len(dataset)) if cache is None else np.flatnonzero(~cache.done())
-    if not len(todo):
-        if progress:
-            print(
-                f"encoder-feature cache {folder}: complete ({len(cache):,} utterances), reused",
-                flush=True,
-            )
-        return cache
-    if progress:
-        message = size_message(len(dataset), model.dims, dtype, folder)
-        if len(todo) < len(dataset):
-            message += f"; resuming: {len(todo):,} utterances left to compute"
-        print(message, flush=True)
-    _check_free_space(folder, estimate_cache_bytes(len(todo), model.dims, dtype))
-    cache = cache or _create(folder, key, model.dims)
-
-    device = torch.device(device) if device is not None else _device_of(model.encoder)
-    loader = DataLoader(
-        _Rows(dataset, todo),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_collate_audio,
-        pin_memory=device.type == "cuda",
-    )
-    start = time.monotonic()
-    bar = tqdm(total=len(todo), desc=f"caching {folder.name}", unit="utt", disable=not progress)
-    try:
-        unreadable = _encode_rows(model, loader, cache, device, bar, flush_every_s)
-    finally:
-        bar.close()
-        cache.close()  # whatever was computed is kept, also on an error or Ctrl-C
-    seconds = time.monotonic() - start
-    if unreadable:
-        _warn_unreadable(dataset.manifest, unreadable)
-    if progress:
-        computed = len(todo) - len(unreadable)
-        print(
-            f"encoder-feature cache {folder}: {computed:,} utterances computed in "
-            f"{seconds:.1f} s ({seconds / max(computed, 1):.3f} s each), "
-            + ("complete" if cache.complete else f"{len(cache.missing_ids):,} missing"),
-            flush=True,
-        )
-    return cache
-
-
-def _encode_rows(
-    model: Whisper,
-    loader: DataLoader,
-    cache: FeatureCache,
-    device: torch.device,
-    bar: tqdm,
-    flush_every_s: float,
-) -> list[str]:
-    """Encode and write every batch of `loader` (rows, audio, unreadable ids); flush every
-    `flush_every_s` seconds. Returns the unreadable ids."""
-    encoder = _encoder_on(model, device)
-    was_training = encoder.training
-    encoder.eval()
-    compute_dtype = autocast_dtype(device)
-    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype is not None)
-    unreadable: list[str] = []
-    last_flush = time.monotonic()
-    try:
-        with torch.inference_mode():
-            for rows, audio, skipped in loader:
-                unreadable += skipped
-                if rows:
-                    # The log-mel in float32, as Whisper computes it; autocast would run its
-                    # mel-filter matmul in 16 bits. The encoder runs as mixed precision trains.
-                    mel = log_mel_batch(audio.to(device, non_blocking=True), model.dims.n_mels)
-                    with autocast:
-                        features = encoder(mel)
-                    cache.write(rows, features)
-                if time.monotonic() - last_flush > flush_every_s:
-                    cache.flush()
-                    last_flush = time.monotonic()
-                bar.update(len(rows) + len(skipped))
-    finally:
-        encoder.train(was_training)
-    return unreadable
-
-
-def _warn_unreadable(manifest: Path, unreadable: list[str]) -> None:
-    listed = ", ".join(unreadable[:MAX_LISTED_IDS])
-    more = len(unreadable) - MAX_LISTED_IDS
-    warnings.warn(
-        f"{manifest}: {len(unreadable)} utterances not cached, their audio could not be read: "
-        f"{listed}{f' and {more} more' if more > 0 else ''}. Training skips them; fix the files "
-        "(check-data lists them) and build again to add them.",
-        stacklevel=3,
-    )
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
-def _encoder_on(model: Whisper, device: torch.device) -> torch.nn.Module:
-    """The model's encoder if it is on `device`, else a copy there (the model stays as it is,
-    e.g. training on another device)."""
-    if _device_of(model.encoder) == device:
-        return model.encoder
-    return copy.deepcopy(model.encoder).to(device)
-
-
-def _check_free_space(folder: Path, needed: int) -> None:
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    free = shutil.disk_usage(existing).free
-    if needed > free:
-        raise FeatureCacheError(
-            f"{folder}: the encoder-feature cache needs {human_bytes(needed)} more, but only "
-            f"{human_bytes(free)} are free there. Choose a cache folder on a larger disk, or "
-            "delete old caches (folders named <manifest>-<digest>) in it."
-        )
-
-
-class CachedFeatureDataset(Dataset):
-    """The utterances of an UtteranceDataset with their cached encoder output in place of the
-    audio: no audio is read. Items are `{"id": str, "features": torch.Tensor (n_audio_ctx,
-    n_audio_state) in the storage dtype, "tokens": list[int], "text": str}`, or `{"id",
-    "error"}` for a row the cache lacks (unreadable audio when built); `FeatureCollator`
-    batches them. `tokens` and `durations_s` are the dataset's, for the batch sampler.
-    """
-
-    def __init__(self, dataset: UtteranceDataset, cache: FeatureCache) -> None:
-        utterances = [(u.id, u.audio) for u in dataset.utterances]
-        if utterances != cache.utterances:
-            raise FeatureCacheError(
-                f"{cache.path} was built for other utterances than {dataset.manifest} holds "
-                "now (ids, audio paths or their order differ); build the cache for it again."
-            )
-        self.dataset, self.cache = dataset, cache
-        self.tokens = dataset.tokens
-        self.durations_s = dataset.durations_s
-        self.stored = cache.done()  # (N,) bool, read once
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        utterance_id = self.dataset.utterances[index].id
-        if not self.stored[index]:
-            return {
-                "id": utterance_id,
-                "error": f"not in the encoder-feature cache {self.cache.path}: its audio could "
-                "not be read when the cache was built",
-            }
-        return {
-            "id": utterance_id,
-            "features": self.cache.features(index),
-            "tokens": self.dataset.tokens[index],
-            "text": self.dataset.targets[index],
-            "speaker": self.dataset.utterances[index].speaker or "",
-        }
-
-
-@dataclass
-class FeatureCollator:
-    """Batches `CachedFeatureDataset` items: tokens padded by `collator` itself (the same
-    rounding, eot and -100 padding, skipped ids and target as audio batches), features
-    stacked. The batch is Collator's (see `whisper_ft.collate`) with one key in place of
-    `audio` and `audio_lengths`:
-
-    | `features` | (B, n_audio_ctx, n_audio_state) | the cache's dtype (float16) |
-
-    Cast it on the device before use: `.float()` for the decoder (autocast then picks the
-    compute dtype) and for decoding on the CPU; decoding with fp16 on CUDA halves it itself.
-    """
-
-    collator: Collator  # the audio collator of the same split; its n_samples is not used
-    feature_shape: tuple[int, int]  # (n_audio_ctx, n_audio_state): an empty batch's shape
-    dtype: torch.dtype = torch.float16  # the cache's storage dtype
-    _tokens: Collator = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._tokens = replace(self.collator, n_samples=0)
-
-    def __call__(self, items: list[dict]) -> dict:
-        readable = [item for item in items if "error" not in item]
-        batch = self._tokens(
-            [item if "error" in item else item | {"audio": _NO_AUDIO} for item in items]
-        )
-        del batch["audio"], batch["audio_lengths"]
-        batch["features"] = (
-            torch.stack([item["features"] for item in readable])
-            if readable
-            else torch.zeros((0, *self.feature_shape), dtype=self.dtype)
-        )
-        return batch
-
-
-def cache_manifests(
-    model: str,
-    manifests: list[str],
-    out: str | Path,
-    *,
-    batch_size: int = 16,
-    device: str | None = None,
-    workers: int = 2,
-    dtype: Literal["float16", "float32"] = "float16",
-    target: Target | None = None,
-    rebuild: bool = False,
-) -> bool:
-    """Store `model`'s encoder output for every usable utterance of each manifest, one
-    folder each under `out` (the `cache` command). Each manifest first goes through the same
-    data check as training (`target`: the one training uses; None: the lines' own, else kana).
-    `device`: None is cuda if available. Returns True if every utterance was cached."""
-    from whisper.tokenizer import get_tokenizer
-
-    from whisper_ft.check import check_manifest
-    from whisper_ft.model import load_base_model
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    whisper_model = load_base_model(model, device)
-    # The language does not change which lines fit the decoder: every SOT prefix is as long.
-    tokenizer = get_tokenizer(
-        whisper_model.is_multilingual,
-        num_languages=whisper_model.num_languages,
-        language="ja",
-        task="transcribe",
-    )
-    complete = True
-    for manifest in manifests:
-        result = check_manifest(
-            manifest, target=target, tokenizer=tokenizer, n_text_ctx=whisper_model.dims.n_text_ctx
-        )
-        print(result.summary(), flush=True)
-        result.require_usable()
-        dataset = UtteranceDataset(result.utterances, result.manifest, tokenizer, result.target)
-        cache = build_feature_cache(
-            whisper_model,
-            dataset,
-            out,
-            dtype=dtype,
-            device=device,
-            batch_size=batch_size,
-            num_workers=workers,
-            progress=True,
-            rebuild=rebuild,
-        )
-        complete = complete and cache.complete
-    return complete

@@ -291,20 +291,9 @@ def hf_config(model: Whisper):
     """transformers' `WhisperConfig` for this model's dims and token ids (float32 weights)."""
     from transformers import WhisperConfig
 
-    dims = model.dims
     generation = generation_config(model)
     return WhisperConfig(
-        vocab_size=dims.n_vocab,
-        num_mel_bins=dims.n_mels,
-        d_model=dims.n_text_state,
-        encoder_layers=dims.n_audio_layer,
-        encoder_attention_heads=dims.n_audio_head,
-        encoder_ffn_dim=4 * dims.n_audio_state,
-        decoder_layers=dims.n_text_layer,
-        decoder_attention_heads=dims.n_text_head,
-        decoder_ffn_dim=4 * dims.n_text_state,
-        max_source_positions=dims.n_audio_ctx,
-        max_target_positions=dims.n_text_ctx,
+        **config_sizes(model.dims),
         decoder_start_token_id=generation["decoder_start_token_id"],
         pad_token_id=generation["pad_token_id"],
         bos_token_id=generation["bos_token_id"],
@@ -316,6 +305,23 @@ def hf_config(model: Whisper):
         architectures=["WhisperForConditionalGeneration"],
         dtype="float32",
     )
+
+
+def config_sizes(dims: ModelDimensions) -> dict[str, int]:
+    """`WhisperConfig`'s size fields for `dims`; `dims_from_hf_config` reads them back."""
+    return {
+        "vocab_size": dims.n_vocab,
+        "num_mel_bins": dims.n_mels,
+        "d_model": dims.n_text_state,
+        "encoder_layers": dims.n_audio_layer,
+        "encoder_attention_heads": dims.n_audio_head,
+        "encoder_ffn_dim": 4 * dims.n_audio_state,
+        "decoder_layers": dims.n_text_layer,
+        "decoder_attention_heads": dims.n_text_head,
+        "decoder_ffn_dim": 4 * dims.n_text_state,
+        "max_source_positions": dims.n_audio_ctx,
+        "max_target_positions": dims.n_text_ctx,
+    }
 
 
 def save_hf(model: Whisper, out_dir: str | Path) -> Path:

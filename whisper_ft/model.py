@@ -19,7 +19,8 @@ from whisper_ft.ct2 import is_ct2_model_dir, load_ct2_model
 from whisper_ft.files import atomic_write, cache_root
 from whisper_ft.hf import is_hf_folder, load_hf_model
 
-_MULTILINGUAL = {"n_mels": 80, "n_audio_ctx": 1500, "n_vocab": 51865, "n_text_ctx": 448}
+N_TEXT_CTX = 448  # decoder context of every released Whisper (ModelDimensions.n_text_ctx)
+_MULTILINGUAL = {"n_mels": 80, "n_audio_ctx": 1500, "n_vocab": 51865, "n_text_ctx": N_TEXT_CTX}
 _V3 = {**_MULTILINGUAL, "n_mels": 128, "n_vocab": 51866}
 
 

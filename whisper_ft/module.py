@@ -1,15 +1,11 @@
 """The LightningModule: teacher-forced decoder loss, AdamW with warm-up, evaluation by decoding."""
 
-import csv
-import json
 import warnings
 from dataclasses import asdict
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from whisper.audio import SAMPLE_RATE
 from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 
@@ -22,7 +18,8 @@ from whisper_ft.decoding import (
     non_katakana_tokens,
     sample_len_for,
 )
-from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, rates_for_json, score
+from whisper_ft.failures import InFlight, NonFiniteLossGuard, add_note, is_out_of_memory
+from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, score
 from whisper_ft.model import (
     TrainParts,
     add_lora,
@@ -31,23 +28,9 @@ from whisper_ft.model import (
     load_base_model,
     select_trainable,
 )
-from whisper_ft.report import write_report
+from whisper_ft.results import TestResults, TestScores
 from whisper_ft.text import LongVowel
 from whisper_ft.throughput import ThroughputLogger
-
-MAX_LISTED_IDS = 8  # utterance ids named per batch in a failure message
-CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"  # in torch's RuntimeError
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training stopped after `max_nonfinite_steps` consecutive steps with a nan/inf loss; the
-    message names the steps' utterances and what to change."""
-
-
-WER_MEANING = (
-    "word error rate over whitespace-separated words after normalisation; Japanese is written "
-    "without spaces, so each Japanese utterance is one word and WER is the utterance error rate"
-)
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -159,8 +142,7 @@ class WhisperFineTuner(pl.LightningModule):
         kana_decoding: bool = False,
     ) -> None:
         super().__init__()
-        if max_nonfinite_steps < 1:
-            raise ValueError(f"max_nonfinite_steps must be at least 1, got {max_nonfinite_steps}")
+        self.nonfinite = NonFiniteLossGuard(max_nonfinite_steps)  # checks the value first
         if isinstance(spec_augment, dict):  # as stored in a checkpoint's hyperparameters
             spec_augment = SpecAugment(**spec_augment)
         self.spec_augment = spec_augment or SpecAugment()
@@ -188,11 +170,10 @@ class WhisperFineTuner(pl.LightningModule):
         self.val_rates = CorpusErrorRates()
         self.test_rates = CorpusErrorRates()
         self.test_records: list[tuple[str, str, UtteranceScore]] = []  # (id, speaker, score)
+        self.test_scores: TestScores | None = None  # the last test's, for TestResults
         self._val_runs = 0
         self.skipped: dict[str, int] = {"train": 0, "val": 0, "test": 0}  # unreadable audio
-        self.nonfinite_steps = 0  # training steps skipped for a nan/inf loss, in all
-        self._nonfinite_run: list[tuple[int, list[str]]] = []  # (step, ids), consecutive ones
-        self._in_flight: dict | None = None  # the last batch a step began: for OOM messages
+        self.in_flight: InFlight | None = None  # the last batch a step began: for OOM advice
 
     def train(self, mode: bool = True) -> "WhisperFineTuner":
         # Lightning switches the whole module to train mode each epoch; a frozen encoder stays
@@ -231,7 +212,7 @@ class WhisperFineTuner(pl.LightningModule):
         return self.model.decoder(dec_input_ids, self.encode(audio))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        self._note_in_flight(batch, "training")
+        self.in_flight = InFlight.of(batch, "training")
         if not self._count_skipped(batch, "train"):  # every file of the batch became unreadable
             self._loss_is_finite(torch.zeros(()), [])  # still takes part in the stop decision
             return self._skipped_step()
@@ -241,6 +222,11 @@ class WhisperFineTuner(pl.LightningModule):
             return self._skipped_step()
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """Training steps skipped for a nan/inf loss, in all."""
+        return self.nonfinite.total
 
     def _skipped_step(self) -> torch.Tensor | None:
         """What a training step that must not learn returns. One process: None, and Lightning
@@ -257,51 +243,26 @@ class WhisperFineTuner(pl.LightningModule):
         return self._trainer is not None and self.trainer.world_size > 1
 
     def _loss_is_finite(self, loss: torch.Tensor, ids: list[str]) -> bool:
-        """Counts a nan/inf loss and warns; raises NonFiniteLossError at the
-        `max_nonfinite_steps`-th in a row. Costs one host-device sync per step on a GPU (the
-        decision to skip needs the value); the progress bar's train_loss syncs as often."""
-        finite = bool(torch.isfinite(loss).item())
-        if finite:
-            self._nonfinite_run = []
-        else:
-            self.nonfinite_steps += 1
-            self._nonfinite_run.append((self.global_step, list(ids)))
-            self.log("train_nonfinite_steps", float(self.nonfinite_steps), reduce_fx="max")
-        stop = len(self._nonfinite_run) >= self.hparams.max_nonfinite_steps
+        """The guard's decision for this step (see `NonFiniteLossGuard`). Costs one
+        host-device sync per step on a GPU (the decision to skip needs the value); the
+        progress bar's train_loss syncs as often."""
+        any_process = bool
         if self._distributed():  # all processes stop together, or none waits forever
-            stop = self.trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if finite and not stop:
-            return True
-        if stop and not self._nonfinite_run:  # this process's losses were fine
-            raise NonFiniteLossError(
-                "training stopped: another process's loss was nan or inf for "
-                f"{self.hparams.max_nonfinite_steps} steps in a row (its error names them)."
-            )
-        if stop:
-            raise NonFiniteLossError(
-                nonfinite_message(self._nonfinite_run, self.hparams.lr, str(self.trainer.precision))
-            )
-        warnings.warn(
-            f"step {self.global_step}: training loss is {loss.item()}; the step is skipped "
-            f"(utterances {listed(ids)}).",
-            stacklevel=2,
-        )
-        return False
-
-    def _note_in_flight(self, batch: dict, stage: str) -> None:
-        # Shapes only (and the small (B,) lengths tensor): holding the batch itself would keep
-        # its audio in memory past the step.
-        self._in_flight = {
-            "stage": stage,
-            "n": len(batch["ids"]),
-            "tokens": tuple(batch["dec_input_ids"].shape),
-            "audio_lengths": batch.get("audio_lengths"),
-            "cached": "features" in batch,
-        }
+            strategy = self.trainer.strategy
+            any_process = lambda stop: strategy.reduce_boolean_decision(stop, all=False)  # noqa: E731
+        total = self.nonfinite.total
+        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
+        finite = self.nonfinite.check(
+            loss.item(), self.global_step, ids, lr=self.hparams.lr, precision=precision,
+            any_process=any_process,
+        )  # fmt: skip
+        if self.nonfinite.total > total:
+            self.log("train_nonfinite_steps", float(self.nonfinite.total), reduce_fx="max")
+        return finite
 
     def out_of_memory_advice(self) -> str:
         """What was in flight when memory ran out, and what to try; '' before any step."""
-        return out_of_memory_advice(self._in_flight) if self._in_flight else ""
+        return self.in_flight.advice() if self.in_flight else ""
 
     def features(self, batch: dict, augment: bool = False) -> torch.Tensor:
         """The batch's encoder output: read from the encoder-feature cache when the batch
@@ -322,7 +283,7 @@ class WhisperFineTuner(pl.LightningModule):
         return len(batch["ids"])
 
     def _evaluate(self, batch: dict, stage: str, decode: bool) -> list[UtteranceScore]:
-        self._note_in_flight(batch, {"val": "validation", "test": "test"}[stage])
+        self.in_flight = InFlight.of(batch, {"val": "validation", "test": "test"}[stage])
         if not self._count_skipped(batch, stage):
             return []
         features = self.features(batch)
@@ -370,39 +331,11 @@ class WhisperFineTuner(pl.LightningModule):
         self.test_records.extend(zip(batch["ids"], speakers, scores, strict=True))
 
     def on_test_epoch_end(self) -> None:
-        rates = self.test_rates.compute()
+        rates = self.test_rates.compute()  # counts summed over processes
         for name in ("cer", "wer", "kana_cer", "mora_er", "pipeline_kana_cer"):
             self.log(f"test_{name}", rates[name])
-        records = self._gather(self.test_records)
-        skipped = self._gather([self.skipped["test"]])
-        # Every process asks: under DDP, Trainer.log_dir is a broadcast from rank 0.
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir).resolve()
-        if self.trainer.is_global_zero:
-            metrics = {
-                **rates_for_json(rates),  # counts summed over processes by compute()
-                "wer_meaning": WER_MEANING,
-                "long_vowel": self.hparams.long_vowel,
-                "skipped_unreadable_audio": sum(skipped),
-                **excluded_by_data_check(self.trainer, "test"),
-                "base_model": self.hparams.base_model,
-                "language": self.hparams.language,
-                # The fit's run folder holds the learning curves `report` plots.
-                "checkpoint": str(Path(self.trainer.ckpt_path).resolve())
-                if self.trainer.ckpt_path
-                else None,
-            }
-            paths = write_test_report(out_dir, records, metrics)
-            print(f"predictions: {paths[0]}\nmetrics:     {paths[1]}")
-            try:
-                print(f"report:      {write_report(out_dir)}")
-            # The results are written; a plot that fails (a broken matplotlib, a full disk)
-            # must not turn the finished test into an error.
-            except Exception as e:  # noqa: BLE001
-                warnings.warn(
-                    f"report.md was not written ({type(e).__name__}: {e}); the predictions and "
-                    f"metrics are. Retry with: python -m whisper_ft report {out_dir}",
-                    stacklevel=1,
-                )
+        skipped = sum(self._gather([self.skipped["test"]]))
+        self.test_scores = TestScores(self._gather(self.test_records), rates, skipped)
         self.test_rates.reset()
         self.test_records = []
 
@@ -438,7 +371,7 @@ class WhisperFineTuner(pl.LightningModule):
 
     def configure_callbacks(self) -> list[pl.Callback]:
         # Every fit logs samples_per_s (and mfu on GPUs with a known peak), CLI or Trainer.fit.
-        return [ThroughputLogger(), OutOfMemoryNote()]
+        return [ThroughputLogger(), OutOfMemoryNote(), TestResults()]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lets `export` and `transcribe` rebuild the Whisper model without the base weights.
@@ -455,88 +388,4 @@ class OutOfMemoryNote(pl.Callback):
     ) -> None:
         advice = getattr(pl_module, "out_of_memory_advice", lambda: "")()
         if is_out_of_memory(exception) and advice:
-            if hasattr(exception, "add_note"):
-                exception.add_note(advice)
-            else:  # Python 3.10: no add_note; out_of_memory_message reads __notes__ all the same
-                exception.__notes__ = [*getattr(exception, "__notes__", []), advice]
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """A CUDA out-of-memory error, or the CPU allocator's."""
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and CPU_OUT_OF_MEMORY in str(error)
-    )
-
-
-def out_of_memory_message(error: BaseException) -> str:
-    """One line: the allocator's first sentence, then the notes OutOfMemoryNote added."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    first = first.split(". ")[0].rstrip(".")
-    return " ".join([f"{first}.", *getattr(error, "__notes__", [])])
-
-
-def out_of_memory_advice(in_flight: dict) -> str:
-    """`in_flight`: stage, n (utterances), tokens ((B, L) decoder tokens), audio_lengths ((B,)
-    samples, or None), cached (features from the cache instead of audio)."""
-    n, (_, n_tokens) = in_flight["n"], in_flight["tokens"]
-    if in_flight["cached"]:
-        audio = "cached encoder features"
-    else:
-        audio = f"{n} × 30-s encoder windows"
-        lengths = in_flight["audio_lengths"]
-        if lengths is not None and len(lengths):
-            seconds = lengths.detach().to("cpu", torch.float64) / SAMPLE_RATE
-            audio += f" (audio: longest {seconds.max():.1f} s, {seconds.sum():.1f} s in all)"
-    return (
-        f"It happened in {in_flight['stage']} on a batch of {n} utterances, {n_tokens} decoder "
-        f"tokens each, {audio}. Try a smaller --data.batch_size (with "
-        "--trainer.accumulate_grad_batches N to keep the effective batch), "
-        "--data.max_duration_s to cap the seconds of audio per batch, --data.eval_batch_size "
-        "for validation/test, or --tune_batch_size to find the largest batch that fits; "
-        "--model.gradient_checkpointing true and bf16-mixed precision also save memory."
-    )
-
-
-def listed(ids: list[str]) -> str:
-    """The first MAX_LISTED_IDS ids, comma-separated, and how many more."""
-    more = len(ids) - MAX_LISTED_IDS
-    return ", ".join(ids[:MAX_LISTED_IDS]) + (f" and {more} more" if more > 0 else "")
-
-
-def nonfinite_message(run: list[tuple[int, list[str]]], lr: float, precision: str) -> str:
-    """The NonFiniteLossError message for `run`, the consecutive (step, utterance ids)."""
-    steps = "; ".join(f"step {step}: {listed(ids)}" for step, ids in run)
-    fp16 = (
-        " or --trainer.precision bf16-mixed (or 32-true) instead of 16-mixed"
-        if precision.startswith("16")
-        else ""
-    )
-    return (
-        f"training stopped: the loss was nan or inf for {len(run)} steps in a row "
-        f"(--model.max_nonfinite_steps); they were skipped, so the weights and the last "
-        f"checkpoint are from before them. Utterances: {steps}. Lower --model.lr (now {lr:g}), "
-        f"lengthen --model.lr_warmup_steps{fp16}, and check those utterances' audio and text."
-    )
-
-
-def excluded_by_data_check(trainer: pl.Trainer, split: str) -> dict:
-    """How many lines of `split`'s manifest the start-up data check excluded, and where its
-    report is; {} when the data did not come through `WhisperDataModule`."""
-    return getattr(getattr(trainer, "datamodule", None), "exclusions", {}).get(split, {})
-
-
-def write_test_report(
-    out_dir: Path, records: list[tuple[str, str, UtteranceScore]], metrics: dict
-) -> tuple[Path, Path]:
-    """Write `predictions.tsv` (id, reference, hypothesis, cer: the strings exactly as scored;
-    speaker; sorted by id whatever order batches and processes ran in) and `metrics.json`
-    into `out_dir`; returns their paths. `records`: (id, speaker, score) per utterance."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    predictions, metrics_path = out_dir / "predictions.tsv", out_dir / "metrics.json"
-    with predictions.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["id", "reference", "hypothesis", "cer", "speaker"])
-        for utterance_id, speaker, s in sorted(records, key=lambda record: record[0]):
-            writer.writerow([utterance_id, s.reference, s.hypothesis, f"{s.cer:.6f}", speaker])
-    metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
-    return predictions, metrics_path
+            add_note(exception, advice)

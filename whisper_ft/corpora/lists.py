@@ -17,7 +17,7 @@ others. Audio stays where it is (absolute paths).
 import csv
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from whisper_ft.audio import AUDIO_SUFFIXES
@@ -205,18 +205,8 @@ def prepare_csv(
 ) -> dict[str, Path]:
     """Write the utterances of a CSV (see `read_csv`) to `<out>/all.jsonl`, or with `split`
     to `<out>/{train,val,test}.jsonl` (needs a `speaker` column). Returns name → manifest."""
-    check_target(target)
-    utterances, skipped = read_csv(csv_path)
-    print(f"prepare csv: {len(utterances)} utterances read from {Path(csv_path).absolute()}")
-    return write_manifests(
-        "csv",
-        {"all": utterances},
-        skipped,
-        out,
-        target=target,
-        split=split,
-        speaker_hint="add a `speaker` column to the CSV (header form)",
-    )
+    hint = "add a `speaker` column to the CSV (header form)"
+    return _prepare_list("csv", read_csv, csv_path, out, target, split, hint)
 
 
 def prepare_tsv(path: str | Path, out: str | Path, *, target: Target = "kana") -> dict[str, Path]:
@@ -258,15 +248,24 @@ def prepare_folder(
     """Write the utterances of a folder of transcribed audio (see `read_folder`) to
     `<out>/all.jsonl`, or with `split` to `<out>/{train,val,test}.jsonl`. Returns name →
     manifest."""
+    hint = "put each speaker's files in a folder of its own under the root"
+    return _prepare_list("folder", read_folder, root, out, target, split, hint)
+
+
+def _prepare_list(
+    kind: str,
+    read: Callable[[str | Path], tuple[list[Utterance], Skipped]],
+    path: str | Path,
+    out: str | Path,
+    target: Target,
+    split: SplitOptions | None,
+    speaker_hint: str,
+) -> dict[str, Path]:
+    """`read(path)` → `<out>/all.jsonl`, or split; `speaker_hint` says how to give speakers."""
     check_target(target)
-    utterances, skipped = read_folder(root)
-    print(f"prepare folder: {len(utterances)} utterances read from {Path(root).absolute()}")
+    utterances, skipped = read(path)
+    print(f"prepare {kind}: {len(utterances)} utterances read from {Path(path).absolute()}")
     return write_manifests(
-        "folder",
-        {"all": utterances},
-        skipped,
-        out,
-        target=target,
-        split=split,
-        speaker_hint="put each speaker's files in a folder of its own under the root",
-    )
+        kind, {"all": utterances}, skipped, out, target=target, split=split,
+        speaker_hint=speaker_hint,
+    )  # fmt: skip
