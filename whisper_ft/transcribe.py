@@ -25,6 +25,7 @@ from tqdm import tqdm
 from whisper_ft.arguments import add_options, call, positive_int
 from whisper_ft.audio import AUDIO_SUFFIXES
 from whisper_ft.transcriber import (
+    BATCH_SIZE,
     AudioInput,
     Transcriber,
     Transcript,
@@ -48,7 +49,7 @@ def transcribe_inputs(
     inputs: Sequence[AudioInput],
     out_dir: str | Path | None = None,
     formats: Sequence[str] | None = None,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     timestamps: bool = False,
     progress: bool | None = None,
     on_transcript: Callable[[Transcript], None] | None = None,
@@ -119,7 +120,7 @@ def transcribe_files(
     model_spec: str,
     paths: list[str],
     language: str | None = None,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     device: str | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Yield `(path, text)` per audio file, in order, decoding `batch_size` files at a time.

@@ -37,6 +37,8 @@ from whisper_ft.manifest import ManifestError, path_ids, read_manifest
 from whisper_ft.model import load_base_model, model_from_checkpoint
 from whisper_ft.text import to_kana
 
+BATCH_SIZE = 8  # files of up to 30 s decoded together, unless told otherwise
+
 
 def load_for_transcription(model_spec: str, device: torch.device) -> tuple[Whisper, str]:
     """The model in eval mode, and its default language: the one a `.ckpt` was fine-tuned
@@ -234,7 +236,7 @@ def _unique_ids(inputs: list[AudioInput]) -> list[AudioInput]:
 def iter_transcripts(
     transcriber: Transcriber,
     inputs: Sequence[AudioInput],
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     timestamps: bool = False,
 ) -> Iterator[Transcript]:
     """One Transcript per input, in order. Files of up to 30 s are decoded `batch_size` at a
