@@ -44,7 +44,7 @@ from whisper_ft.export import export_model  # noqa: E402
 from whisper_ft.manifest import read_manifest  # noqa: E402
 from whisper_ft.metrics import score  # noqa: E402
 from whisper_ft.text import to_kana  # noqa: E402
-from whisper_ft.transcribe import Transcriber  # noqa: E402
+from whisper_ft.transcriber import Transcriber  # noqa: E402
 
 SAMPLE_RATE = 16000
 N_SAMPLES = 30 * SAMPLE_RATE  # Whisper's window
