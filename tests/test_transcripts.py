@@ -77,3 +77,18 @@ def test_ids_that_differ_only_by_a_separator_get_different_files():
     assert len(names) == 3 and "spk1_utt1" in names
     assert output_name("spk1/utt1") == output_name("spk1/utt1")  # the same every run
     assert all("/" not in n and "\\" not in n for n in names)
+
+
+def test_error_rates_sum_edits_over_the_scored_references():
+    from whisper_ft.transcripts import error_rates
+
+    transcripts = [
+        Transcript("a", "a.wav", "アイウ", reference="アイウエ"),  # 1 deletion in 4
+        Transcript("b", "b.wav", "カキ", reference="カキ"),
+        Transcript("c", "c.wav", "", reference="サシ", error="unreadable"),  # not scored
+        Transcript("d", "d.wav", "タチ"),  # no reference
+    ]
+    rates = error_rates(transcripts, "ja")
+    assert rates == {"scored": 2, "cer": 1 / 6, "kana_cer": 1 / 6}
+    assert error_rates(transcripts, "en")["kana_cer"] is None  # kana only for Japanese
+    assert error_rates(transcripts[2:], "ja") == {}

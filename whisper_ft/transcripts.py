@@ -25,7 +25,7 @@ from typing import TextIO
 from whisper.utils import WriteSRT
 
 from whisper_ft.files import atomic_write
-from whisper_ft.metrics import score
+from whisper_ft.metrics import CorpusErrorRates, rates_for_json, score
 from whisper_ft.transcriber import Transcript
 
 FORMATS = ("txt", "tsv", "json", "srt")  # what `formats` accepts
@@ -226,7 +226,8 @@ def check_outputs(
 
 def error_rates(transcripts: list[Transcript], language: str) -> dict:
     """`scored`, `cer` and `kana_cer` of the transcripts that have a reference: summed edits
-    over summed reference characters (`metrics.score` with text targets)."""
+    over summed reference characters, by `metrics.CorpusErrorRates` as in training's test
+    (the scores of `metrics.score` with text targets: `cer` is the orthographic rate)."""
     scores = [
         score(t.reference, t.text, target="text")
         for t in transcripts
@@ -234,14 +235,11 @@ def error_rates(transcripts: list[Transcript], language: str) -> dict:
     ]
     if not scores:
         return {}
-    chars = sum(s.ortho_chars for s in scores)
-    kana_chars = sum(s.kana_chars for s in scores)
+    rates = CorpusErrorRates()
+    rates.update(scores)
+    counts = rates_for_json(rates.compute())
     return {
         "scored": len(scores),
-        "cer": sum(s.ortho_errors for s in scores) / chars if chars else None,
-        "kana_cer": (
-            sum(s.kana_errors for s in scores) / kana_chars
-            if language == "ja" and kana_chars
-            else None
-        ),
+        "cer": counts["ortho_cer"] if counts["ortho_chars"] else None,
+        "kana_cer": counts["kana_cer"] if language == "ja" and counts["kana_chars"] else None,
     }
