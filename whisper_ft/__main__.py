@@ -1,3 +1,5 @@
+"""`python -m whisper_ft …`: runs `cli.main`."""
+
 from whisper_ft.cli import main
 
 main()
