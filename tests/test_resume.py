@@ -16,14 +16,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from whisper_ft.checkpointing import (
     AtomicCheckpointIO,
     BestCheckpoint,
+    continue_logs,
     find_best_checkpoint,
     find_last_checkpoint,
     logger_version,
+    resilient_callbacks,
     resolve_ckpt_path,
 )
 
@@ -34,9 +37,6 @@ MAX_STEPS = 15
 def fit(root: Path, manifest: str, action: str, at_step: int, resume: bool) -> None:
     """One fit (in a subprocess): `action` at the start of step `at_step` is none, sigkill,
     sigterm or kill_in_write (SIGKILL in the middle of the next checkpoint write)."""
-    import pytorch_lightning as pl
-
-    from whisper_ft.checkpointing import continue_logs, resilient_callbacks
     from whisper_ft.data import WhisperDataModule
     from whisper_ft.module import WhisperFineTuner
 
@@ -88,9 +88,9 @@ def run(root: Path, corpus: dict, action: str = "none", at_step: int = -1, resum
     )
 
 
-def logged_losses(root: Path) -> list[tuple[int, str]]:
+def logged_losses(root: Path, name: str = "train_loss") -> list[tuple[int, str]]:
     with (root / "lightning_logs" / "version_0" / "metrics.csv").open(newline="") as f:
-        return [(int(r["step"]), r["train_loss"]) for r in csv.DictReader(f) if r["train_loss"]]
+        return [(int(r["step"]), r[name]) for r in csv.DictReader(f) if r.get(name)]
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -268,9 +268,6 @@ def fit_epochs(
     """One fit (in a subprocess), SIGKILLed at kill point `kill_at` (`none`: never). With
     `snapshots` (a folder; `-`: none) it copies `root` at every kill point as a SIGKILL there
     would leave it, into `snapshots/<point>`, lists the points in `snapshots/met`, and goes on."""
-    import pytorch_lightning as pl
-
-    from whisper_ft.checkpointing import continue_logs, resilient_callbacks
     from whisper_ft.data import WhisperDataModule
     from whisper_ft.module import WhisperFineTuner
 
@@ -453,6 +450,13 @@ def test_kill_anywhere_then_resume_gives_bit_identical_weights(
     lost = resume_epochs(two_step_epochs, run)
     assert lost <= EPOCH_EVERY_N_STEPS
     assert_bit_identical(uninterrupted_epochs["reference"], run, EPOCH_MAX_STEPS)
+    # Every validation logged once, but the one killed: the epoch's checkpoint, taken before
+    # it, resumes after it (Lightning counts that epoch done).
+    where, _, step = kill_at.partition(":")
+    killed = [int(step) - 1] if where == "val" else []
+    expected = logged_losses(uninterrupted_epochs["reference"], "val_loss")
+    expected = [(s, loss) for s, loss in expected if s not in killed]
+    assert logged_losses(run, "val_loss") == expected
     print(f"{kill_at}: {lost} steps lost")
 
 
