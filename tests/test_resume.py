@@ -9,20 +9,24 @@ fit of a random micro Whisper on the CPU, 24 utterances in batches of 4 (6 steps
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from whisper_ft.checkpointing import (
     AtomicCheckpointIO,
     BestCheckpoint,
+    continue_logs,
     find_best_checkpoint,
     find_last_checkpoint,
     logger_version,
+    resilient_callbacks,
     resolve_ckpt_path,
 )
 
@@ -33,9 +37,6 @@ MAX_STEPS = 15
 def fit(root: Path, manifest: str, action: str, at_step: int, resume: bool) -> None:
     """One fit (in a subprocess): `action` at the start of step `at_step` is none, sigkill,
     sigterm or kill_in_write (SIGKILL in the middle of the next checkpoint write)."""
-    import pytorch_lightning as pl
-
-    from whisper_ft.checkpointing import continue_logs, resilient_callbacks
     from whisper_ft.data import WhisperDataModule
     from whisper_ft.module import WhisperFineTuner
 
@@ -87,9 +88,9 @@ def run(root: Path, corpus: dict, action: str = "none", at_step: int = -1, resum
     )
 
 
-def logged_losses(root: Path) -> list[tuple[int, str]]:
+def logged_losses(root: Path, name: str = "train_loss") -> list[tuple[int, str]]:
     with (root / "lightning_logs" / "version_0" / "metrics.csv").open(newline="") as f:
-        return [(int(r["step"]), r["train_loss"]) for r in csv.DictReader(f) if r["train_loss"]]
+        return [(int(r["step"]), r[name]) for r in csv.DictReader(f) if r.get(name)]
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -247,48 +248,64 @@ def test_best_resolves_to_the_lowest_val_cer_of_the_newest_run(tmp_path):
 
 
 # The issue's run: 18 training utterances in batches of 16 (2 steps an epoch, the second of 2
-# utterances), validation at every epoch's end, seed 7, 8 steps; last.ckpt every 3 steps and at
-# each epoch's end (2, 3, 4, 6, 8), so resumes start both from mid-epoch and epoch-end states.
-EPOCH_MAX_STEPS = 8
+# utterances), validation at every epoch's end, seed 7, 6 steps; last.ckpt every 3 steps and at
+# each epoch's last step (2, 3, 4, 6), so resumes start from epoch-end and mid-epoch states.
+EPOCH_MAX_STEPS = 6
 EPOCH_EVERY_N_STEPS = 3
+# Every moment of that run a kill can hit, in the order the run meets them: each step boundary
+# (`step:K`, K steps done), the middle of each validation (`val:S`, after step S) and of each
+# checkpoint write (`write:S:last` or `:best`, the top-k file written after a validation).
+KILL_POINTS = [
+    "step:1", "write:2:last", "val:2", "write:2:best", "step:2", "write:3:last", "step:3",
+    "write:4:last", "val:4", "write:4:best", "step:4", "step:5", "write:6:last", "val:6",
+    "write:6:best",
+]  # fmt: skip
 
 
-def fit_epochs(root: Path, train: str, val: str, kill_at: str, resume: bool) -> None:
-    """One fit (in a subprocess), SIGKILLed at `kill_at`: `step:K` as step K starts (K steps
-    done), `val:N` at the second batch of the N-th validation, `write:N` halfway through the
-    N-th checkpoint file written, `none` never."""
-    import pytorch_lightning as pl
-
-    from whisper_ft.checkpointing import continue_logs, resilient_callbacks
+def fit_epochs(
+    root: Path, train: str, val: str, kill_at: str, resume: bool, snapshots: str
+) -> None:
+    """One fit (in a subprocess), SIGKILLed at kill point `kill_at` (`none`: never). With
+    `snapshots` (a folder; `-`: none) it copies `root` at every kill point as a SIGKILL there
+    would leave it, into `snapshots/<point>`, lists the points in `snapshots/met`, and goes on."""
     from whisper_ft.data import WhisperDataModule
     from whisper_ft.module import WhisperFineTuner
 
-    where, _, at = kill_at.partition(":")
-    counts = {"val": 0, "write": 0}
+    def reach(point: str, writing: Path | None = None) -> None:
+        """`writing`: the checkpoint being written, whole; a kill leaves it half written."""
+        if snapshots != "-":
+            copy = Path(snapshots) / point.replace(":", "-")
+            # Checkpoints are never changed in place (atomic writes): a hard link keeps the
+            # state of each at this moment without copying 40 MB.
+            shutil.copytree(root, copy, copy_function=link_checkpoints)
+            if writing is not None:
+                half = copy / writing.relative_to(root)
+                half.write_bytes(writing.read_bytes()[:1000])
+            with (Path(snapshots) / "met").open("a") as f:
+                f.write(point + "\n")
+        if point == kill_at:
+            if writing is not None:
+                writing.write_bytes(writing.read_bytes()[:1000])  # the write half done
+            os.kill(os.getpid(), signal.SIGKILL)
 
     class Kill(pl.Callback):
         def on_train_batch_start(self, trainer, *args) -> None:
-            if where == "step" and trainer.global_step == int(at):
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        def on_validation_start(self, trainer, *args) -> None:
-            counts["val"] += not trainer.sanity_checking
+            if trainer.global_step > 0:
+                reach(f"step:{trainer.global_step}")
 
         def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
-            if where == "val" and counts["val"] == int(at) and batch_idx == 1:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if batch_idx == 1:
+                reach(f"val:{trainer.global_step}")
 
     real_save = torch.save
 
-    def save_or_kill(obj, f, *args, **kwargs) -> None:
+    def save_and_reach(obj, f, *args, **kwargs) -> None:
         real_save(obj, f, *args, **kwargs)
         if isinstance(f, (str, Path)) and str(f).endswith(".tmp"):  # a checkpoint's write
-            counts["write"] += 1
-            if where == "write" and counts["write"] == int(at):
-                Path(f).write_bytes(Path(f).read_bytes()[:1000])  # the write half done
-                os.kill(os.getpid(), signal.SIGKILL)
+            kind = "last" if Path(f).name.startswith(".last.ckpt") else "best"
+            reach(f"write:{obj['global_step']}:{kind}", Path(f).resolve())
 
-    torch.save = save_or_kill
+    torch.save = save_and_reach
     pl.seed_everything(7, verbose=False)
     model = WhisperFineTuner(base_model="random:micro", lr_warmup_steps=2)
     data = WhisperDataModule(
@@ -310,7 +327,15 @@ def fit_epochs(root: Path, train: str, val: str, kill_at: str, resume: bool) -> 
     if ckpt is not None:
         continue_logs(trainer.loggers, ckpt)
     trainer.fit(model, data, ckpt_path=ckpt)
-    torch.save(model.state_dict(), root / "final.pt")
+    real_save(model.state_dict(), root / "final.pt")
+
+
+def link_checkpoints(src: str, dst: str) -> None:
+    """copytree's copy_function: hard links for checkpoints, copies for the rest (logs)."""
+    if src.endswith(".ckpt"):
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
 
 
 @pytest.fixture(scope="module")
@@ -323,8 +348,10 @@ def two_step_epochs(corpus, tmp_path_factory) -> dict:
     return {"train": train, "val": corpus["val"]}
 
 
-def run_epochs(root: Path, data: dict, kill_at: str = "none", resume: bool = False):
-    args = [str(root), str(data["train"]), str(data["val"]), kill_at, str(int(resume))]
+def run_epochs(
+    root: Path, data: dict, kill_at: str = "none", resume: bool = False, snapshots: str = "-"
+):
+    args = [str(root), str(data["train"]), str(data["val"]), kill_at, str(int(resume)), snapshots]
     env = os.environ | {"PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, __file__, "epochs", *args],
@@ -336,11 +363,17 @@ def run_epochs(root: Path, data: dict, kill_at: str = "none", resume: bool = Fal
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_epochs(two_step_epochs, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("epochs")
-    out = run_epochs(root, two_step_epochs)
+def uninterrupted_epochs(two_step_epochs, tmp_path_factory) -> dict:
+    """The run never stopped (`reference`), with a copy of its folder at every kill point
+    (`snapshots`), and `run`: where it ran, where each kill point resumes (the same path)."""
+    folder = tmp_path_factory.mktemp("epochs")
+    run, snapshots = folder / "run", folder / "snapshots"
+    snapshots.mkdir()
+    out = run_epochs(run, two_step_epochs, snapshots=str(snapshots))
     assert out.returncode == 0, out.stderr
-    return root
+    assert (snapshots / "met").read_text().split() == KILL_POINTS  # no kill point untried
+    run.rename(folder / "reference")
+    return {"reference": folder / "reference", "snapshots": snapshots, "run": run}
 
 
 def assert_bit_identical(a: Path, b: Path, max_steps: int) -> None:
@@ -356,10 +389,8 @@ def assert_bit_identical(a: Path, b: Path, max_steps: int) -> None:
     assert losses == logged_losses(a)
 
 
-def kill_and_resume(data: dict, root: Path, kill_at: str) -> int:
-    """Kills a run at `kill_at`, resumes it to the end; returns the steps the kill lost."""
-    killed = run_epochs(root, data, kill_at)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+def resume_epochs(data: dict, root: Path) -> int:
+    """Resumes a killed run in `root` to the end; returns the steps the kill lost."""
     reached = max((step for step, _ in logged_losses(root)), default=-1) + 1
     last = find_last_checkpoint(root)
     saved = 0 if last is None else torch.load(last, weights_only=True)["global_step"]
@@ -368,58 +399,71 @@ def kill_and_resume(data: dict, root: Path, kill_at: str) -> int:
     return reached - saved
 
 
-# Known open bug (issue 12): in this tree the resumed run still draws another epoch's batch
-# order after some kill points; checkpointing.undo_recounted_epoch fixed the issue's case when
-# run by hand, not under these tests. Strict: a fix makes these pass and must remove the marks.
-EPOCH_ORDER_BUG = pytest.mark.xfail(
-    strict=True, reason="issue 12: a resumed epoch draws another epoch's order (open)"
-)
-FAILING_KILL_POINTS = {"step:2", "step:4", "step:5", "write:3", "write:6"}
+def training_state(ckpt: Path) -> dict:
+    """What a resume continues from: weights, optimizer, schedule, loops, sampler position."""
+    state = torch.load(ckpt, weights_only=True)
+    keys = ("state_dict", "optimizer_states", "lr_schedulers", "loops", "WhisperDataModule")
+    return {key: state[key] for key in keys}
 
 
-@EPOCH_ORDER_BUG
+def same(a, b) -> bool:
+    """Nested checkpoint contents equal, tensors bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+    return a == b
+
+
 def test_resume_from_an_epoch_end_checkpoint_draws_the_next_epochs_order(
     two_step_epochs, uninterrupted_epochs, tmp_path
 ):
-    # The issue's case: killed right after the epoch-0 last.ckpt (step 2, saved at the epoch's
-    # end): Lightning counted the epoch twice on resume and the sampler skipped an epoch's order.
-    lost = kill_and_resume(two_step_epochs, tmp_path, "step:2")
-    ckpt = torch.load(find_last_checkpoint(tmp_path), weights_only=True)
-    assert lost <= EPOCH_EVERY_N_STEPS
-    assert_bit_identical(uninterrupted_epochs, tmp_path, EPOCH_MAX_STEPS)
-    epochs = ckpt["loops"]["fit_loop"]["epoch_progress"]["total"]
-    uninterrupted = torch.load(find_last_checkpoint(uninterrupted_epochs), weights_only=True)
-    assert epochs == uninterrupted["loops"]["fit_loop"]["epoch_progress"]["total"]
+    # The issue's case, killed for real right after the epoch-0 last.ckpt (step 2): a
+    # checkpoint saved in on_train_epoch_end made Lightning count that epoch (and a logging
+    # step) twice on resume, so the sampler drew the next epoch's order and the log went a step
+    # off. It also shows that the copies the kill-anywhere test resumes from are what a kill
+    # leaves: the same training state and log.
+    killed = run_epochs(tmp_path, two_step_epochs, "step:2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    snapshot = uninterrupted_epochs["snapshots"] / "step-2"
+    last = Path("lightning_logs") / "version_0" / "checkpoints" / "last.ckpt"
+    state = training_state(tmp_path / last)
+    assert state["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"] == 0
+    assert state["WhisperDataModule"]["train_sampler"]["batches_done"] == 2
+    assert same(state, training_state(snapshot / last))
+    assert logged_losses(tmp_path) == logged_losses(snapshot)
+    assert resume_epochs(two_step_epochs, tmp_path) == 0
+    assert_bit_identical(uninterrupted_epochs["reference"], tmp_path, EPOCH_MAX_STEPS)
 
 
-KILL_POINTS = (
-    [f"step:{k}" for k in range(1, EPOCH_MAX_STEPS)]
-    + [f"val:{n}" for n in range(1, EPOCH_MAX_STEPS // 2 + 1)]
-    + [f"write:{n}" for n in range(1, 10)]
-)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "kill_at",
-    [
-        pytest.param(k, marks=EPOCH_ORDER_BUG) if k in FAILING_KILL_POINTS else k
-        for k in KILL_POINTS
-    ],
-)
+@pytest.mark.parametrize("kill_at", KILL_POINTS)
 def test_kill_anywhere_then_resume_gives_bit_identical_weights(
-    two_step_epochs, uninterrupted_epochs, tmp_path, kill_at
+    two_step_epochs, uninterrupted_epochs, kill_at
 ):
-    lost = kill_and_resume(two_step_epochs, tmp_path, kill_at)
+    # The folder as a SIGKILL at `kill_at` leaves it, resumed in the path it was written in.
+    run = uninterrupted_epochs["run"]
+    shutil.rmtree(run, ignore_errors=True)
+    snapshot = uninterrupted_epochs["snapshots"] / kill_at.replace(":", "-")
+    shutil.copytree(snapshot, run, copy_function=link_checkpoints)
+    lost = resume_epochs(two_step_epochs, run)
     assert lost <= EPOCH_EVERY_N_STEPS
-    assert_bit_identical(uninterrupted_epochs, tmp_path, EPOCH_MAX_STEPS)
+    assert_bit_identical(uninterrupted_epochs["reference"], run, EPOCH_MAX_STEPS)
+    # Every validation logged once, but the one killed: the epoch's checkpoint, taken before
+    # it, resumes after it (Lightning counts that epoch done).
+    where, _, step = kill_at.partition(":")
+    killed = [int(step) - 1] if where == "val" else []
+    expected = logged_losses(uninterrupted_epochs["reference"], "val_loss")
+    expected = [(s, loss) for s, loss in expected if s not in killed]
+    assert logged_losses(run, "val_loss") == expected
     print(f"{kill_at}: {lost} steps lost")
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "epochs":
-        root, train, val, kill_at, resume = sys.argv[2:]
-        fit_epochs(Path(root), train, val, kill_at, bool(int(resume)))
+        root, train, val, kill_at, resume, snapshots = sys.argv[2:]
+        fit_epochs(Path(root), train, val, kill_at, bool(int(resume)), snapshots)
     else:
         root, manifest, action, at_step, resume = sys.argv[1:]
         fit(Path(root), manifest, action, int(at_step), bool(int(resume)))

@@ -306,3 +306,62 @@ def test_two_process_lightning_ddp_shares_the_data(tmp_path):
         assert [len(s) for s in val] == [3, 2]
         assert sorted(_flat(val[0] + val[1])) == list(range(17))  # each once, no padding
     assert orders[0] != orders[1]
+
+
+class _EpochModule(pl.LightningModule):
+    """Records, per training step, (step, epoch, the epoch its sampler was last set to)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[tuple[int, int, int]] = []
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = BucketingBatchSampler([1] * 8, batch_size=4, seed=1)  # 2 steps an epoch
+        return DataLoader(list(range(8)), batch_sampler=sampler)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        sampler = self.trainer.train_dataloader.batch_sampler
+        self.seen.append((self.global_step, self.current_epoch, sampler.epoch))
+        loss = ((self.weight - batch.float().mean()) ** 2).sum()
+        self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_steps(root: Path, max_steps: int, ckpt: Path | None = None) -> tuple[list, list[int]]:
+    """(what _EpochModule saw, the steps logged) of a fit with ResumableCheckpoint."""
+    import csv
+
+    from whisper_ft.checkpointing import ResumableCheckpoint
+
+    module = _EpochModule()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=pl.loggers.CSVLogger(root, version=0),
+        callbacks=[ResumableCheckpoint(every_n_minutes=60)],  # only epoch ends and the fit's end
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.fit(module, ckpt_path=ckpt)
+    with (root / "lightning_logs" / "version_0" / "metrics.csv").open(newline="") as f:
+        return module.seen, [int(row["step"]) for row in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("first_steps", [2, 3])  # an epoch's end; the middle of the next one
+def test_resuming_sets_each_epoch_once_and_logs_each_step_once(tmp_path, first_steps):
+    # Lightning 2.6 restarted a last.ckpt saved in on_train_epoch_end by running that epoch's
+    # end again: the epoch and a logging step were counted twice, so set_epoch went one epoch
+    # ahead from then on, and every later step was logged one step on.
+    straight, straight_steps = _fit_steps(tmp_path / "straight", max_steps=6)
+    assert [epoch for _, epoch, _ in straight] == [0, 0, 1, 1, 2, 2]
+    _fit_steps(tmp_path / "resumed", max_steps=first_steps)
+    last = tmp_path / "resumed" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    resumed, resumed_steps = _fit_steps(tmp_path / "resumed", max_steps=6, ckpt=last)
+    assert resumed == straight[first_steps:]  # (step, epoch, sampler epoch) of every step
+    assert resumed_steps == straight_steps[first_steps:] == list(range(first_steps, 6))

@@ -7,8 +7,9 @@ the fetcher's count), but it does not skip batches of a DataLoader that has no `
 only warns. `WhisperDataModule.state_dict` therefore stores where the training sampler stands
 (the batches the loop finished, not those the workers prefetched), and the sampler resumes
 there. A checkpoint is written only where Lightning knows how to restart from: at a training
-batch's end, a validation's end or an epoch's end (not from `on_exception`, whose loop state
-Lightning restarts one logging step off).
+batch's end (an epoch's end too, at its last batch: `is_last_step_of_epoch`) or a validation's
+end; not from `on_train_epoch_end` or `on_exception`, whose loop states Lightning restarts with
+an epoch or a logging step counted twice.
 """
 
 import csv
@@ -88,10 +89,11 @@ def mirror_run_folder(mirror_dir: Path, ckpt: Path) -> Path:
 
 
 class ResumableCheckpoint(ModelCheckpoint):
-    """Writes `last.ckpt` every `every_n_minutes` of training (or `every_n_train_steps`) and at
-    each epoch's end, atomically; on SIGTERM or a first Ctrl-C (SIGINT) it finishes the step,
-    writes `last.ckpt` and ends the process with the command that resumes. Loggers are flushed
-    after each checkpoint, so that `continue_logs` finds every step before it.
+    """Writes `last.ckpt` every `every_n_minutes` of training (or `every_n_train_steps`), at each
+    epoch's last training step (before its validation) and at the fit's last, atomically; on
+    SIGTERM or a first Ctrl-C (SIGINT) it finishes the step, writes `last.ckpt` and ends the
+    process with the command that resumes. Loggers are flushed after each checkpoint, so that
+    `continue_logs` finds every step before it.
 
     Args:
         every_n_minutes: Wall time between periodic checkpoints (ignored with every_n_train_steps).
@@ -160,6 +162,8 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
+        if is_last_step_of_epoch(trainer) and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         if self._stop_requested(trainer):
             # The step is logged after this hook: exit at the next hook instead of now. Lightning
             # would raise on SIGTERM first, after validating, from a state its restart mishandles.
@@ -176,12 +180,6 @@ class ResumableCheckpoint(ModelCheckpoint):
             for logger in trainer.loggers:  # this step and its validation are logged already
                 logger.save()
             raise SystemExit(message)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        undo_recounted_epoch(trainer)  # before any save: the checkpoint must hold the true count
-        super().on_train_epoch_end(trainer, pl_module)
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
@@ -219,16 +217,18 @@ class BestCheckpoint(ModelCheckpoint):
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 
-def undo_recounted_epoch(trainer: pl.Trainer) -> None:
-    """Lightning (2.6) resuming a `max_steps` fit from a checkpoint saved at an epoch's end
-    (`on_train_epoch_end`) runs that epoch's end again (`FitLoop.on_advance_end`, restart stage
-    "restarted_on_epoch_end") and counts it as processed a second time. `set_epoch` is given that
-    count, so every later epoch would draw the order of the epoch after it and the weights part
-    from the uninterrupted run's. Call from `on_train_epoch_end`: it takes the second count back."""
-    loop = trainer.fit_loop
-    if loop.restarted_on_epoch_end:
-        loop.epoch_progress.total.processed -= 1
-        loop.epoch_progress.current.processed -= 1
+def is_last_step_of_epoch(trainer: pl.Trainer) -> bool:
+    """The training batch that just ended is its epoch's last, or the fit's (`max_steps`).
+
+    The epoch's end is checkpointed here, at that batch's end, not in `on_train_epoch_end`:
+    Lightning (2.6) restarts a `max_steps` fit from a checkpoint saved in `on_train_epoch_end`
+    by running that epoch's end a second time (`FitLoop` restart stage "restarted_on_epoch_end",
+    its epoch loop "restarted_on_last"), which counts the epoch and the logging step twice: every
+    later epoch gets the next one's `set_epoch` and every later step is logged one step off. A
+    checkpoint at a training batch's end restarts with each counted once (`FitLoop.reset`
+    finishes the epoch when it was the last batch)."""
+    loop = trainer.fit_loop.epoch_loop
+    return loop.batch_progress.is_last_batch or loop.global_step >= trainer.max_steps > 0
 
 
 def resilient_callbacks(
