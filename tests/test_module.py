@@ -206,3 +206,16 @@ def test_adamw_uses_the_fused_kernel_and_updates_as_the_default_does():
         plain.step()
     for w, c in zip(weights, copies, strict=True):
         torch.testing.assert_close(w, c)
+
+
+def test_a_resumed_fit_keeps_the_decode_every_n_val_schedule(micro):
+    from whisper_ft.module import WhisperFineTuner
+
+    micro._val_runs = 5  # five validations ran before the checkpoint
+    checkpoint: dict = {}
+    micro.on_save_checkpoint(checkpoint)
+    resumed = WhisperFineTuner("random:micro", decode_every_n_val=2)
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed._val_runs == 5 and checkpoint["whisper_dims"]["n_text_ctx"] == 448
+    resumed.on_load_checkpoint({})  # a checkpoint from before: the schedule starts over
+    assert resumed._val_runs == 0

@@ -376,6 +376,12 @@ class WhisperFineTuner(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lets `export` and `transcribe` rebuild the Whisper model without the base weights.
         checkpoint["whisper_dims"] = vars(self.model.dims).copy()
+        # A resumed fit decodes on the same validations (`decode_every_n_val`) as one that ran
+        # through.
+        checkpoint["whisper_ft_val_runs"] = self._val_runs
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._val_runs = checkpoint.get("whisper_ft_val_runs", 0)
 
 
 class OutOfMemoryNote(pl.Callback):
