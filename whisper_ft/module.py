@@ -250,13 +250,12 @@ class WhisperFineTuner(pl.LightningModule):
         if self._distributed():  # all processes stop together, or none waits forever
             strategy = self.trainer.strategy
             any_process = lambda stop: strategy.reduce_boolean_decision(stop, all=False)  # noqa: E731
-        total = self.nonfinite.total
         precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
         finite = self.nonfinite.check(
             loss.item(), self.global_step, ids, lr=self.hparams.lr, precision=precision,
             any_process=any_process,
         )  # fmt: skip
-        if self.nonfinite.total > total:
+        if not finite:  # skipped (a stop raised above): one more in the count
             self.log("train_nonfinite_steps", float(self.nonfinite.total), reduce_fx="max")
         return finite
 
