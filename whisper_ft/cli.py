@@ -1,7 +1,7 @@
 """`python -m whisper_ft <command>`: the entry point. Owns the LightningCLI of fit/validate/test
 (checkpoint callbacks, `--ckpt_path last`, `--tune_batch_size`), the parser of the other verbs
-(built in `commands.py` and the modules that still define theirs), and `main`, the one place
-where a user error becomes one `error:` line."""
+(each added by its module, its options made from a function's signature), and `main`, the one
+place where a user error becomes one `error:` line."""
 
 import argparse
 import sys
