@@ -210,6 +210,45 @@ def test_refuses_an_oversized_upload(port, controlled, chunked):
     assert post_file(port, "after.wav", noise_wav(0.5))[0] == 200
 
 
+def keep_sending(port: int, body: bytes, content_type: str, chunked: bool) -> bytes:
+    """What a client that sends its whole request body before it reads (as curl and requests
+    do) gets back: the bytes the server answered, b"" if the connection was reset instead."""
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    head = (
+        f"POST /transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{framing}\r\n\r\n"
+    )
+    pieces = [body[i : i + 16384] for i in range(0, len(body), 16384)]
+    if chunked:
+        pieces = [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        try:
+            sock.sendall(head.encode())
+            for piece in pieces:
+                sock.sendall(piece)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            return b""
+    return answer
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+def test_a_client_that_keeps_sending_reads_its_413(port, controlled, chunked):
+    """The server refuses while the client is still sending; closed at once, the unread bytes
+    in its socket would make the kernel answer with a reset, and the client would never read
+    the status. Repeated: the race went the bad way often, not always."""
+    body, content_type = multipart({"file": ("big.wav", noise_wav(30.0))})  # 960 kB
+    calls = len(controlled.batch_sizes)
+    answers = [keep_sending(port, body, content_type, chunked) for _ in range(20)]
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [
+        b"HTTP/1.1 413 Request Entity Too Large"
+    ] * 20
+    assert all(b"connection: close" in a.lower() and b"0.25 MiB" in a for a in answers)
+    assert len(controlled.batch_sizes) == calls
+    assert post_file(port, "after.wav", noise_wav(0.5))[0] == 200
+
+
 def test_refuses_requests_without_a_file(port):
     body, content_type = multipart({"audio": (None, b"hello")})
     code, answer = request(port, "POST", "/transcribe", body, {"Content-Type": content_type})

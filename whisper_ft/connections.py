@@ -20,6 +20,10 @@ KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this (s; uvico
 BACKLOG = 128  # connections the kernel holds before they are accepted
 MAX_HEADER_BYTES = 16_384  # h11's buffer for an incomplete request line and headers
 LOG_FLOOD_INTERVAL_S = 10.0  # one log record per message and logger in this time at most
+# After a refusal mid-body, what the server still reads (and drops) so the client gets to read
+# the answer: nginx's lingering close, with its 5-s default, and a cap on the bytes.
+LINGER_S = 5.0
+LINGER_MAX_BYTES = 64 * 2**20
 
 EXTRAS_MESSAGE = "serve needs the optional extras: pip install -r requirements-optional.txt"
 
@@ -71,6 +75,22 @@ def quiet_floods(loggers: tuple[str, ...] = ("asyncio", "uvicorn.error")) -> Non
             logger.addFilter(FloodFilter())
 
 
+class LingeringTransport:
+    """A transport whose `close` is its protocol's `linger`; everything else is the wrapped
+    transport's. uvicorn's protocol and its request cycles close the transport they were given
+    in a dozen places: wrapping it makes each of them a gentle close."""
+
+    def __init__(self, transport: asyncio.Transport, protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        self._protocol.linger(self._transport)
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
 def uvicorn_config(
     app: "FastAPI",
     host: str = "127.0.0.1",
@@ -82,7 +102,8 @@ def uvicorn_config(
 ) -> "uvicorn.Config":
     """uvicorn's settings for `app` with every limit set: `max_connections` (more get 503),
     request headers that must arrive within `request_timeout_s` (uvicorn has no such timeout),
-    `keep_alive_s`, `BACKLOG`, `MAX_HEADER_BYTES`; log floods quieted (`quiet_floods`).
+    `keep_alive_s`, `BACKLOG`, `MAX_HEADER_BYTES`; log floods quieted (`quiet_floods`); a
+    connection refused before its body was read closed gently (`LINGER_S`).
     `kwargs` go to `uvicorn.Config` as they are (`log_config`, `log_level`)."""
     uvicorn = require_extras()
     import h11
@@ -91,15 +112,45 @@ def uvicorn_config(
     class TimedH11Protocol(H11Protocol):
         """uvicorn's h11 protocol, closing a connection whose request line and headers have not
         all arrived `request_timeout_s` after it opened or after the request's first byte: a
-        client sending a header byte every few seconds would otherwise hold it forever."""
+        client sending a header byte every few seconds would otherwise hold it forever.
+
+        A connection closed while the client is still sending its body (refused mid-body: 413,
+        408, 415, 503, all answered with `Connection: close`) lingers: the write side is shut
+        after the answer, and what the client still sends is read and dropped until it stops,
+        for at most `LINGER_S` and `LINGER_MAX_BYTES`. Closed at once, the unread bytes would
+        make the kernel reset the connection, and the client would see "connection reset by
+        peer" instead of the answer."""
 
         header_timer: asyncio.TimerHandle | None = None
+        linger_timer: asyncio.TimerHandle | None = None
+        lingered_bytes: int = 0
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
+            super().connection_made(LingeringTransport(transport, self))
             self.header_timer = self.loop.call_later(request_timeout_s, self.headers_late)
 
+        def linger(self, transport: asyncio.Transport) -> None:
+            """Close `transport` (the real one) gently if the request's body is unread."""
+            if self.linger_timer is not None or transport.is_closing():
+                return
+            if self.conn.their_state is not h11.SEND_BODY or not transport.can_write_eof():
+                transport.close()
+                return
+            transport.write_eof()  # after the buffered answer: the client reads it, then EOF
+            self.linger_timer = self.loop.call_later(LINGER_S, transport.close)
+            transport.resume_reading()  # uvicorn pauses reading while the app holds a body
+
+        def eof_received(self) -> bool | None:
+            if self.linger_timer is not None:
+                return None  # the client has sent all: asyncio closes the transport now
+            return super().eof_received()
+
         def data_received(self, data: bytes) -> None:
+            if self.linger_timer is not None:  # the answer is sent: drop the rest unread
+                self.lingered_bytes += len(data)
+                if self.lingered_bytes > LINGER_MAX_BYTES:
+                    self.transport.abort()
+                return
             if self.header_timer is None and self.conn.their_state is h11.IDLE:
                 self.header_timer = self.loop.call_later(request_timeout_s, self.headers_late)
             super().data_received(data)
@@ -108,8 +159,9 @@ def uvicorn_config(
                 self.header_timer = None
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self.header_timer is not None:
-                self.header_timer.cancel()
+            for timer in (self.header_timer, self.linger_timer):
+                if timer is not None:
+                    timer.cancel()
             super().connection_lost(exc)
 
         def headers_late(self) -> None:
