@@ -22,10 +22,11 @@ def test_the_server_runs_with_limits():
     from whisper_ft.connections import uvicorn_config
 
     config = uvicorn_config(fastapi.FastAPI())
-    assert (config.limit_concurrency, config.timeout_keep_alive, config.backlog) == (64, 5, 128)
+    # Requests in flight are limited by the app wrapper, not by uvicorn's count of sockets.
+    assert (config.limit_concurrency, config.timeout_keep_alive, config.backlog) == (None, 5, 128)
     assert config.h11_max_incomplete_event_size == 16384
     config = uvicorn_config(fastapi.FastAPI(), max_connections=8, keep_alive_s=2)
-    assert (config.limit_concurrency, config.timeout_keep_alive) == (8, 2)
+    assert config.timeout_keep_alive == 2
 
 
 def test_log_floods_are_quieted(monkeypatch):

@@ -553,6 +553,52 @@ def test_slow_clients_are_cut_off_and_health_answers(controlled):
     assert status == 200 and health["status"] == "ok"
 
 
+def test_header_trickling_clients_do_not_starve_health_or_a_request(controlled):
+    """300 clients open a connection and send half a request line, more than the server keeps
+    open: /health and a real upload are still answered at once, the clients idle longest are
+    the ones closed, and past `max_requests` in flight a request gets 503 but /health 200."""
+    app = create_app(controlled, ServeOptions())
+    with running(app, max_connections=64, max_requests=1) as port:
+        trickling = []
+        for _ in range(300):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /transcribe HTTP/1.1\r\nHo")
+            trickling.append(sock)
+        started = time.monotonic()
+        health = request(port, "GET", "/health")
+        health_s = time.monotonic() - started
+        upload = post_file(port, "real.wav", noise_wav(0.5))
+        time.sleep(0.2)  # the server's closes reach these sockets
+        closed = []
+        for sock in trickling:
+            sock.setblocking(False)
+            try:
+                closed.append(sock.recv(1) == b"")
+            except BlockingIOError:  # nothing to read, and open
+                closed.append(False)
+            except ConnectionResetError:
+                closed.append(True)
+        controlled.gate = threading.Event()  # one upload held in the model: 1 request in flight
+        held = threading.Thread(target=post_file, args=(port, "held.wav", noise_wav(0.5)))
+        held.start()
+        try:
+            wait_for(port, "decoding", 1)
+            busy = post_file(port, "busy.wav", noise_wav(0.5))
+            health_while_busy = request(port, "GET", "/health")
+        finally:
+            controlled.gate.set()
+            controlled.gate = None
+            held.join(60)
+        for sock in trickling:
+            sock.close()
+    assert health[0] == 200 and health_s < 5.0, (health, health_s)
+    assert upload[0] == 200, upload
+    # The oldest were shed to make room; the newest (still within budget) are kept open.
+    assert all(closed[:200]) and not any(closed[-40:]), "".join("x" if c else "." for c in closed)
+    assert busy[0] == 503 and "Retry-After" in busy[1]["detail"]
+    assert health_while_busy[0] == 200
+
+
 @pytest.mark.slow
 def test_load_overload_and_recovery():
     """16 clients × 2 uploads against `serve --max-queue 2` (its own process, on loopback):

@@ -1,7 +1,12 @@
 """The server under the app: the optional extras (`require_extras`: fastapi, uvicorn,
 python-multipart, imported only when a server is built) and uvicorn configured with every
-connection limit set (`uvicorn_config`: connection count, header timeout, keep-alive,
-backlog, header size), with log floods quieted (`FloodFilter`)."""
+connection limit set (`uvicorn_config`: requests in flight, connection count, header timeout,
+keep-alive, backlog, header size), with log floods quieted (`FloodFilter`).
+
+Work and sockets have separate budgets: requests in flight are limited (`limit_requests`, 503
+past `max_requests`), open connections are not refused but shed, the one idle longest first, so
+clients that open connections and trickle their headers (slowloris) cannot starve `/health` or
+a real request."""
 
 import asyncio
 import logging
@@ -14,7 +19,11 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
-MAX_CONNECTIONS = 64  # open connections (and requests) before uvicorn answers 503
+MAX_REQUESTS = 64  # requests handled at once (headers read, answer not sent); more get 503
+# Open connections. Past it, the connection that has waited longest without a request (headers
+# still arriving, or idle between keep-alive requests) is closed to make room for the new one.
+MAX_CONNECTIONS = 1024
+HEALTH_PATH = "/health"  # never refused for load: a probe must not fail while the server works
 REQUEST_TIMEOUT_S = 30.0  # headers, then the body, must each arrive within this (s)
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this (s; uvicorn's default)
 BACKLOG = 128  # connections the kernel holds before they are accepted
@@ -91,6 +100,37 @@ class LingeringTransport:
         return getattr(self._transport, name)
 
 
+def limit_requests(app, max_requests: int = MAX_REQUESTS, exempt: tuple[str, ...] = (HEALTH_PATH,)):
+    """`app` (ASGI) answering 503 with `Retry-After` to an HTTP request that arrives while
+    `max_requests` others are being handled; requests to the `exempt` paths are always
+    handled. Counts requests, not connections: one that has not sent its headers costs
+    nothing here."""
+    in_flight = 0
+    body = b'{"detail": "the server is busy: too many requests at once; retry after the seconds in the Retry-After header."}'  # noqa: E501
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+
+    async def limited(scope, receive, send) -> None:
+        nonlocal in_flight
+        if scope["type"] != "http" or scope["path"] in exempt:
+            return await app(scope, receive, send)
+        if in_flight >= max_requests:
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        in_flight += 1
+        try:
+            await app(scope, receive, send)
+        finally:
+            in_flight -= 1
+
+    return limited
+
+
 def uvicorn_config(
     app: "FastAPI",
     host: str = "127.0.0.1",
@@ -98,9 +138,11 @@ def uvicorn_config(
     max_connections: int = MAX_CONNECTIONS,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     keep_alive_s: int = KEEP_ALIVE_S,
+    max_requests: int = MAX_REQUESTS,
     **kwargs,
 ) -> "uvicorn.Config":
-    """uvicorn's settings for `app` with every limit set: `max_connections` (more get 503),
+    """uvicorn's settings for `app` with every limit set: `max_requests` in flight (more get
+    503, `limit_requests`), `max_connections` open (past it the longest-idle one is shed),
     request headers that must arrive within `request_timeout_s` (uvicorn has no such timeout),
     `keep_alive_s`, `BACKLOG`, `MAX_HEADER_BYTES`; log floods quieted (`quiet_floods`); a
     connection refused before its body was read closed gently (`LINGER_S`).
@@ -124,10 +166,32 @@ def uvicorn_config(
         header_timer: asyncio.TimerHandle | None = None
         linger_timer: asyncio.TimerHandle | None = None
         lingered_bytes: int = 0
+        idle_since: float = 0.0  # when it last started waiting for a request's headers
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(LingeringTransport(transport, self))
+            self.idle_since = self.loop.time()
             self.header_timer = self.loop.call_later(request_timeout_s, self.headers_late)
+            self.shed()
+
+        def shed(self) -> None:
+            """Over the connection budget: close the connection that has waited longest
+            without a request (this one if no other is waiting). Connections already closing
+            do not count: their `connection_lost` comes later, in a burst of accepts."""
+            open_ = [c for c in self.connections if not c.transport.is_closing()]
+            if len(open_) <= max_connections:
+                return
+            waiting = [
+                c
+                for c in open_
+                if isinstance(c, TimedH11Protocol) and c.conn.their_state is h11.IDLE
+            ]
+            oldest = min(waiting, key=lambda c: c.idle_since, default=self)
+            oldest.transport.close()
+
+        def on_response_complete(self) -> None:
+            self.idle_since = self.loop.time()
+            super().on_response_complete()
 
         def linger(self, transport: asyncio.Transport) -> None:
             """Close `transport` (the real one) gently if the request's body is unread."""
@@ -170,11 +234,10 @@ def uvicorn_config(
                 self.transport.close()
 
     config = uvicorn.Config(
-        app,
+        limit_requests(app, max_requests),
         host=host,
         port=port,
         http=TimedH11Protocol,
-        limit_concurrency=max_connections,
         timeout_keep_alive=keep_alive_s,
         backlog=BACKLOG,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,

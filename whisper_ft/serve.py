@@ -38,8 +38,9 @@ Errors answer `{"detail": "..."}` saying what to do:
   audio would be cut), or holding non-finite samples (NaN, infinity);
 - 500: the model's decode failed (the traceback goes to the server's log); every request of
   that batch gets the message, and the server goes on serving;
-- 503 with `Retry-After`: `max_queue` requests already wait; uvicorn also answers 503 past
-  `max_connections` open connections.
+- 503 with `Retry-After`: `max_queue` requests already wait, or `max_requests` are being
+  handled (`/health` is never refused for load). Open connections are not refused: past
+  `max_connections`, the one that has waited longest without sending a request is closed.
 
 Resources are bounded by the limits, not by what clients send: uploads are decoded by
 `decode_workers` threads, block by block (`uploads.decode_upload`: memory is the 16-kHz output
@@ -71,6 +72,7 @@ from whisper_ft.connections import (
     EXTRAS_MESSAGE,
     KEEP_ALIVE_S,
     MAX_CONNECTIONS,
+    MAX_REQUESTS,
     REQUEST_TIMEOUT_S,
     require_extras,
     uvicorn_config,
@@ -108,13 +110,15 @@ class ServeOptions:
     decode_workers: int = DECODE_WORKERS  # threads decoding uploads to 16-kHz mono
     max_channels: int = MAX_CHANNELS  # uploads with more channels get 415
     max_sample_rate: int = MAX_SAMPLE_RATE  # uploads at a higher rate get 415 (Hz)
-    max_connections: int = MAX_CONNECTIONS  # open connections before uvicorn answers 503
+    max_requests: int = MAX_REQUESTS  # requests handled at once; more get 503 (not /health)
+    max_connections: int = MAX_CONNECTIONS  # open connections; past it the longest idle is shed
     request_timeout_s: float = REQUEST_TIMEOUT_S  # headers, then body, must each arrive (s)
     keep_alive_s: int = KEEP_ALIVE_S  # idle keep-alive connections are closed after (s)
 
     def __post_init__(self) -> None:
         positive = ("max_upload_mb", "max_batch", "max_queue", "decode_workers")
-        positive += ("max_channels", "max_connections", "request_timeout_s", "keep_alive_s")
+        positive += ("max_channels", "max_connections", "max_requests", "request_timeout_s")
+        positive += ("keep_alive_s",)
         if not_positive := [f"`{name}`" for name in positive if not getattr(self, name) > 0]:
             raise ValueError(f"{', '.join(not_positive)} must be positive")
         if not self.batch_wait_ms >= 0:
@@ -164,8 +168,8 @@ def create_app(
     model_name: str | None = None,
 ) -> "FastAPI":
     """The ASGI app around a loaded `transcriber` (see the module docstring for the API),
-    with `options`' limits and batching (uvicorn's own, `max_connections` and
-    `keep_alive_s`, are `serve`'s).
+    with `options`' limits and batching (the connection-level ones, `max_requests`,
+    `max_connections` and `keep_alive_s`, are `serve`'s).
 
     The batching worker and the decode threads start with the app's lifespan, so the app
     serves under uvicorn or any ASGI server that runs lifespan events. `model_name` is what
@@ -276,7 +280,13 @@ def serve(
         flush=True,
     )
     config = uvicorn_config(
-        app, host, port, options.max_connections, options.request_timeout_s, options.keep_alive_s
+        app,
+        host,
+        port,
+        options.max_connections,
+        options.request_timeout_s,
+        options.keep_alive_s,
+        options.max_requests,
     )
     server = uvicorn.Server(config)
     server.run()
@@ -335,7 +345,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
             "decode_workers": "threads decoding uploads to 16-kHz mono",
             "max_channels": "uploads with more channels get 415",
             "max_sample_rate": "uploads at a higher rate get 415 (Hz)",
-            "max_connections": "open connections before uvicorn answers 503",
+            "max_requests": "requests handled at once; more get 503 (/health never)",
+            "max_connections": "open connections; past it the one idle longest is closed",
             "request_timeout_s": "headers, then body, must each arrive within (s)",
             "keep_alive_s": "idle keep-alive connections are closed after (s)",
         },
@@ -348,6 +359,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
             "decode_workers": positive_int,
             "max_channels": positive_int,
             "max_sample_rate": _sample_rate,
+            "max_requests": positive_int,
             "max_connections": positive_int,
             "request_timeout_s": positive_float,
             "keep_alive_s": positive_int,
