@@ -195,7 +195,9 @@ class ResumableCheckpoint(ModelCheckpoint):
 
 class BestCheckpoint(ModelCheckpoint):
     """Keeps the `save_top_k` checkpoints of lowest val_cer. Validation runs that do not decode
-    (`decode_every_n_val`) log no val_cer: those are skipped, not an error.
+    (`decode_every_n_val`) log no val_cer: those are skipped, not an error. Whether one decoded
+    is the module's `val_decoded`, not val_cer's presence in `trainer.callback_metrics`, which
+    keeps an earlier validation's value.
 
     Args:
         save_top_k: How many checkpoints of lowest val_cer to keep; 0: none.
@@ -213,7 +215,8 @@ class BestCheckpoint(ModelCheckpoint):
         )
 
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
-        if self.monitor in monitor_candidates:
+        decoded = getattr(trainer.lightning_module, "val_decoded", False)
+        if decoded and self.monitor in monitor_candidates:
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 

@@ -172,6 +172,7 @@ class WhisperFineTuner(pl.LightningModule):
         self.test_records: list[tuple[str, str, UtteranceScore]] = []  # (id, speaker, score)
         self.test_scores: TestScores | None = None  # the last test's, for TestResults
         self._val_runs = 0
+        self.val_decoded = False  # whether the last validation decoded (BestCheckpoint reads it)
         self.skipped: dict[str, int] = {"train": 0, "val": 0, "test": 0}  # unreadable audio
         self.in_flight: InFlight | None = None  # the last batch a step began: for OOM advice
 
@@ -287,7 +288,9 @@ class WhisperFineTuner(pl.LightningModule):
             return []
         features = self.features(batch)
         loss = token_loss(self.model.decoder(batch["dec_input_ids"], features), batch["labels"])
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        self.log(
+            f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=True
+        )
         if not decode:
             return []
         sample_len = sample_len_for(
@@ -313,7 +316,10 @@ class WhisperFineTuner(pl.LightningModule):
         self.val_rates.update(self._evaluate(batch, "val", self._decoding_this_validation()))
 
     def on_validation_epoch_end(self) -> None:
-        if self._decoding_this_validation():
+        # BestCheckpoint saves only when this is True: Lightning keeps an earlier run's val_cer
+        # in `trainer.callback_metrics`, so its presence does not say this validation decoded.
+        self.val_decoded = self._decoding_this_validation()
+        if self.val_decoded:
             rates = self.val_rates.compute()
             self.log("val_cer", rates["cer"], prog_bar=True)
             self.log("val_wer", rates["wer"])
