@@ -270,7 +270,7 @@ class CorpusErrorRates(torchmetrics.Metric):
         if self.text_utterances == 0:
             out["ortho_cer"] = nan
         if self.kana_utterances == 0:  # no Japanese utterance: no kana to score
-            out.update({rate: nan for rate in ("kana_cer", "mora_er", "pipeline_kana_cer")})
+            out.update(dict.fromkeys(("kana_cer", "mora_er", "pipeline_kana_cer"), nan))
         out["n_utterances"] = self.utterances.clone()
         out["n_text_utterances"] = self.text_utterances.clone()
         out["n_kana_utterances"] = self.kana_utterances.clone()
