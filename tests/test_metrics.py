@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from whisper_ft.metrics import CorpusErrorRates, rates_for_json, score
+from whisper_ft.text import normalize_words
 
 
 def test_score_normalises_before_counting():
@@ -19,7 +20,8 @@ def test_corpus_rate_is_summed_edits_over_summed_length_not_a_mean():
     out = rates.compute()
     assert out["cer"].item() == pytest.approx(1 / 11)  # a mean of per-utterance rates: 0.5
     assert out["cer"].item() == pytest.approx(jiwer.cer(refs, hyps))
-    assert out["wer"].item() == pytest.approx(0.5)  # one word each; one of two wrong
+    words = [normalize_words(t) for t in refs], [normalize_words(t) for t in hyps]
+    assert out["wer"].item() == pytest.approx(jiwer.wer(*words))  # OpenJTalk's words, summed
     assert out["n_utterances"] == 2
 
 
@@ -55,7 +57,7 @@ def test_text_target_scores_orthography_and_pronunciation():
     assert (s.ortho_errors, s.ortho_chars, s.kana_errors, s.kana_chars) == (0, 2, 0, 5)
     # same pronunciation, other script: orthographic errors only
     s = score("東京", "とうきょう", target="text")
-    assert (s.hypothesis, s.kana_hypothesis) == ("トウキョウ", "トーキョー")
+    assert (s.hypothesis, s.kana_hypothesis) == ("とうきょう", "トーキョー")  # script kept
     assert (s.ortho_errors, s.ortho_chars, s.kana_errors, s.mora_errors) == (2 + 3, 2, 0, 0)
     assert s.cer == 2.5 and s.kana_cer == 0.0  # the primary rate is orthographic
     # キョーワ vs キョート: one kana and one mora of [キョ, ー, ワ]; 今日ハ vs 京都: all three
@@ -140,3 +142,38 @@ def test_pipeline_reads_the_raw_hypothesis_by_openjtalk_for_kana_targets():
 def test_pipeline_equals_kana_cer_for_text_targets():
     s = score("今日はいい天気", "今日は良い天気", target="text")
     assert s.pipeline_errors == s.kana_errors
+
+
+def test_japanese_wer_ignores_spaces_and_counts_words():
+    from whisper_ft.metrics import score
+
+    s = score("アイウエオ", "アイウ エオ")
+    assert (s.word_errors, s.words, s.kana_errors) == (0, 1, 0)
+    s = score("今日はいい天気です", "", target="text")
+    assert s.word_errors == s.words == 5  # OpenJTalk's words: 今日 は いい 天気 です
+
+
+def test_english_text_scored_with_whisper_normaliser():
+    from whisper_ft.metrics import score
+
+    s = score("HELLO WORLD", "Hello world.", target="text", language="en")
+    assert (s.word_errors, s.words, s.cer) == (0, 2, 0.0)
+    assert s.kana_cer is None and s.mora_er is None and s.pipeline_errors is None
+
+
+def test_orthographic_cer_keeps_hiragana_apart_from_katakana():
+    from whisper_ft.metrics import score
+
+    assert score("りんご", "リンゴ", target="text").ortho_cer > 0
+    assert score("りんご", "リンゴ", target="kana").cer == 0  # kana targets fold as before
+
+
+def test_looping_signs():
+    from whisper_ft.metrics import CorpusErrorRates, has_loop, rates_for_json, score
+
+    assert has_loop("アサササササササ") and not has_loop("キョウハイイテンキデス")
+    rates = CorpusErrorRates()
+    rates.update([score("アイ", "アイアイアイアイアイ", hit_budget=True), score("ウ", "ウ")])
+    out = rates_for_json(rates.compute())
+    assert out["budget_hit_rate"] == 0.5 and out["repetition_rate"] == 0.5
+    assert out["insertion_rate"] == 8 / 3  # 8 inserted characters over 3 reference characters

@@ -23,6 +23,7 @@ kana model would get it. For a kana model both are close.
 """
 
 import math
+import re
 from dataclasses import dataclass
 
 import jiwer
@@ -44,17 +45,20 @@ class UtteranceScore:
     target: Target  # what the model was trained to write: kana or text (orthography)
     reference: str  # normalised reference, exactly as scored for `cer`
     hypothesis: str  # normalised hypothesis, exactly as scored for `cer`
-    kana_reference: str  # normalised katakana of the reference (= reference for kana targets)
-    kana_hypothesis: str  # normalised katakana of the hypothesis
-    kana_errors: int  # substitutions + deletions + insertions, in kana characters
-    kana_chars: int  # reference length in kana characters
-    mora_errors: int  # the same in morae (see text.split_morae)
-    morae: int
+    kana_reference: str | None  # normalised katakana of the reference; None outside Japanese
+    kana_hypothesis: str | None  # normalised katakana of the hypothesis
+    kana_errors: int | None  # substitutions + deletions + insertions, in kana characters
+    kana_chars: int | None  # reference length in kana characters
+    mora_errors: int | None  # the same in morae (see text.split_morae)
+    morae: int | None
     ortho_errors: int | None  # the same in characters of the orthography; None for kana targets
     ortho_chars: int | None
-    word_errors: int  # the same in whitespace-separated words (see text.normalize_words)
+    word_errors: int  # the same in words (text.normalize_words for Japanese, else spaces)
     words: int
-    pipeline_errors: int  # kana edits after OpenJTalk reads the raw hypothesis (/ kana_chars)
+    pipeline_errors: int | None  # kana edits after OpenJTalk reads the raw hypothesis
+    char_insertions: int = 0  # insertions among the primary CER's character edits
+    hit_budget: bool = False  # decoding reached its token budget without end-of-text
+    repeating: bool = False  # the hypothesis holds a loop (see `has_loop`)
 
     @property
     def char_errors(self) -> int:
@@ -70,12 +74,12 @@ class UtteranceScore:
         return error_rate(self.char_errors, self.chars)
 
     @property
-    def kana_cer(self) -> float:
-        return error_rate(self.kana_errors, self.kana_chars)
+    def kana_cer(self) -> float | None:
+        return None if self.kana_errors is None else error_rate(self.kana_errors, self.kana_chars)
 
     @property
-    def mora_er(self) -> float:
-        return error_rate(self.mora_errors, self.morae)
+    def mora_er(self) -> float | None:
+        return None if self.mora_errors is None else error_rate(self.mora_errors, self.morae)
 
     @property
     def ortho_cer(self) -> float | None:
@@ -93,11 +97,59 @@ def char_edits(reference: str, hypothesis: str) -> int:
     return _edits(jiwer.process_characters(reference, hypothesis))
 
 
+# A unit of 1-4 characters written 4 or more times in a row (サササササ, ですですですです).
+_LOOP = re.compile(r"(.{1,4}?)\1{3,}", re.DOTALL)
+
+
+def has_loop(text: str) -> bool:
+    """Whether `text` repeats a unit of 1-4 characters at least 4 times in a row, the sign of a
+    decoder stuck in a loop. Spaces are removed first; 3 repeats (ハハハ) are allowed."""
+    return _LOOP.search("".join(text.split())) is not None
+
+
+def _whisper_normalizer(language: str):
+    from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
+
+    return EnglishTextNormalizer() if language == "en" else BasicTextNormalizer()
+
+
+def _score_other(
+    reference: str, hypothesis: str, target: Target, language: str, hit_budget: bool
+) -> UtteranceScore:
+    """A language other than Japanese: Whisper's normaliser on both sides, CER on its text
+    without spaces, WER on its words; no kana, mora or pipeline scores."""
+    normalizer = _whisper_normalizer(language)
+    ref_words, hyp_words = normalizer(reference).split(), normalizer(hypothesis).split()
+    ref, hyp = "".join(ref_words), "".join(hyp_words)
+    chars = jiwer.process_characters(ref, hyp)
+    return UtteranceScore(
+        target=target,
+        reference=ref,
+        hypothesis=hyp,
+        kana_reference=None,
+        kana_hypothesis=None,
+        kana_errors=None,
+        kana_chars=None,
+        mora_errors=None,
+        morae=None,
+        ortho_errors=_edits(chars),
+        ortho_chars=len(ref),
+        word_errors=_edits(jiwer.process_words(" ".join(ref_words), " ".join(hyp_words))),
+        words=len(ref_words),
+        pipeline_errors=None,
+        char_insertions=chars.insertions,
+        hit_budget=hit_budget,
+        repeating=has_loop(hyp),
+    )
+
+
 def score(
     reference: str,
     hypothesis: str,
     target: Target = "kana",
     long_vowel: LongVowel = "keep",
+    language: str = "ja",
+    hit_budget: bool = False,
 ) -> UtteranceScore:
     """Edit counts of one utterance after normalisation (see the module docstring).
 
@@ -106,7 +158,13 @@ def score(
         writing kanji gets a pronunciation score too.
     long_vowel: how `text.normalize` treats ー (keep, drop, or the vowel it lengthens); it
         applies to every rate.
+    language: the run's language (Whisper's code). Other than "ja": Whisper's English (for
+        "en") or basic normaliser on both sides, orthographic CER and WER only (kana fields
+        None).
+    hit_budget: the decoder reached its token budget without end-of-text (a looping sign).
     """
+    if language != "ja":
+        return _score_other(reference, hypothesis, target, language, hit_budget)
     if target == "kana":
         kana_ref, kana_hyp = normalize(reference, long_vowel), normalize(hypothesis, long_vowel)
         ortho_ref = ortho_hyp = None
@@ -114,30 +172,38 @@ def score(
     elif target == "text":
         kana_ref = normalize(to_kana(reference), long_vowel)
         kana_hyp = normalize(to_kana(hypothesis), long_vowel)
-        ortho_ref, ortho_hyp = normalize(reference, long_vowel), normalize(hypothesis, long_vowel)
+        # Orthography keeps its script: りんご and リンゴ are different spellings.
+        ortho_ref = normalize(reference, long_vowel, fold_kana=False)
+        ortho_hyp = normalize(hypothesis, long_vowel, fold_kana=False)
         pipeline_hyp = kana_hyp
     else:
         raise ValueError(f"target={target!r}: use 'kana' or 'text'")
     morae_ref, morae_hyp = split_morae(kana_ref), split_morae(kana_hyp)
     # Morae contain no spaces, so jiwer's words are exactly the morae.
     mora_edits = _edits(jiwer.process_words(" ".join(morae_ref), " ".join(morae_hyp)))
-    ref_words = normalize_words(reference, long_vowel)
-    hyp_words = normalize_words(hypothesis, long_vowel)
+    fold = target == "kana"
+    ref_words = normalize_words(reference, long_vowel, fold_kana=fold)
+    hyp_words = normalize_words(hypothesis, long_vowel, fold_kana=fold)
+    kana_chars = jiwer.process_characters(kana_ref, kana_hyp)
+    primary = kana_chars if ortho_ref is None else jiwer.process_characters(ortho_ref, ortho_hyp)
     return UtteranceScore(
         target=target,
         reference=kana_ref if ortho_ref is None else ortho_ref,
         hypothesis=kana_hyp if ortho_hyp is None else ortho_hyp,
         kana_reference=kana_ref,
         kana_hypothesis=kana_hyp,
-        kana_errors=char_edits(kana_ref, kana_hyp),
+        kana_errors=_edits(kana_chars),
         kana_chars=len(kana_ref),
         mora_errors=mora_edits,
         morae=len(morae_ref),
-        ortho_errors=None if ortho_ref is None else char_edits(ortho_ref, ortho_hyp),
+        ortho_errors=None if ortho_ref is None else _edits(primary),
         ortho_chars=None if ortho_ref is None else len(ortho_ref),
         word_errors=_edits(jiwer.process_words(ref_words, hyp_words)),
         words=len(ref_words.split()),
         pipeline_errors=char_edits(kana_ref, pipeline_hyp),
+        char_insertions=primary.insertions,
+        hit_budget=hit_budget,
+        repeating=has_loop(kana_hyp if ortho_hyp is None else ortho_hyp),
     )
 
 
@@ -150,8 +216,17 @@ _RATES = {
     "ortho_cer": ("ortho_errors", "ortho_chars"),  # text-target utterances only
     "pipeline_kana_cer": ("pipeline_errors", "kana_chars"),  # raw hypothesis read by OpenJTalk
 }
-_COUNTS = list(dict.fromkeys(name for pair in _RATES.values() for name in pair))
+_COUNTS = [*dict.fromkeys(name for pair in _RATES.values() for name in pair), "char_insertions"]
 _ORTHO = ("ortho_cer", "ortho_errors", "ortho_chars")
+_KANA = ("kana_cer", "kana_errors", "kana_chars", "mora_er", "mora_errors", "morae")
+_KANA += ("pipeline_kana_cer", "pipeline_errors")
+# Looping signs: (rate, state it counts / what it is over).
+_LOOPING = {
+    "budget_hit_rate": ("budget_hits", "utterances"),  # share that hit the decoding budget
+    "repetition_rate": ("repeating_utterances", "utterances"),  # share with a loop (has_loop)
+    "insertion_rate": ("char_insertions", "chars"),  # inserted characters / reference characters
+}
+_TOTAL_KEYS = {"utterances": "n_utterances"}  # compute()'s key for a total
 
 
 class CorpusErrorRates(torchmetrics.Metric):
@@ -167,7 +242,8 @@ class CorpusErrorRates(torchmetrics.Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        for name in [*_COUNTS, "utterances", "text_utterances"]:
+        states = ["utterances", "text_utterances", "kana_utterances"]
+        for name in [*_COUNTS, *states, "budget_hits", "repeating_utterances"]:
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, scores: list[UtteranceScore]) -> None:
@@ -178,16 +254,26 @@ class CorpusErrorRates(torchmetrics.Metric):
         # are shared between processes, and `+=` made each process add to the others' counts.
         self.utterances = self.utterances + len(scores)
         self.text_utterances = self.text_utterances + sum(s.target == "text" for s in scores)
+        self.kana_utterances = self.kana_utterances + sum(s.kana_chars is not None for s in scores)
+        self.budget_hits = self.budget_hits + sum(s.hit_budget for s in scores)
+        self.repeating_utterances = self.repeating_utterances + sum(s.repeating for s in scores)
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
         for rate, (errors, length) in _RATES.items():
             out[errors], out[length] = getattr(self, errors).clone(), getattr(self, length).clone()
             out[rate] = out[errors] / out[length].clamp(min=1)
+        for rate, (count, total) in _LOOPING.items():
+            out[count] = getattr(self, count).clone()
+            out[rate] = out[count] / getattr(self, total).clamp(min=1)
+        nan = torch.tensor(math.nan, device=self.device)
         if self.text_utterances == 0:
-            out["ortho_cer"] = torch.tensor(math.nan, device=self.device)
+            out["ortho_cer"] = nan
+        if self.kana_utterances == 0:  # no Japanese utterance: no kana to score
+            out.update(dict.fromkeys(("kana_cer", "mora_er", "pipeline_kana_cer"), nan))
         out["n_utterances"] = self.utterances.clone()
         out["n_text_utterances"] = self.text_utterances.clone()
+        out["n_kana_utterances"] = self.kana_utterances.clone()
         return out
 
 
@@ -200,8 +286,14 @@ def rates_for_json(computed: dict[str, torch.Tensor]) -> dict[str, float | int |
     for rate, (errors, length) in _RATES.items():
         out[errors], out[length] = int(computed[errors]), int(computed[length])
         out[rate] = out[errors] / max(out[length], 1)
+    out["char_insertions"] = int(computed["char_insertions"])
+    for rate, (count, total) in _LOOPING.items():
+        out[count] = int(computed[count])
+        out[rate] = out[count] / max(int(computed[_TOTAL_KEYS.get(total, total)]), 1)
     out["n_utterances"] = int(computed["n_utterances"])
     out["n_text_utterances"] = int(computed["n_text_utterances"])
     if out["n_text_utterances"] == 0:
         out.update(dict.fromkeys(_ORTHO))
+    if int(computed.get("n_kana_utterances", 1)) == 0:
+        out.update(dict.fromkeys(_KANA))
     return out

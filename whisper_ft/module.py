@@ -339,6 +339,8 @@ class WhisperFineTuner(pl.LightningModule):
         rates = self.test_rates.compute()  # counts summed over processes
         for name in ("cer", "wer", "kana_cer", "mora_er", "pipeline_kana_cer"):
             self.log(f"test_{name}", rates[name])
+        for name in ("budget_hit_rate", "repetition_rate", "insertion_rate"):  # looping signs
+            self.log(f"test_{name}", rates[name])
         skipped = sum(self._gather([self.skipped["test"]]))
         self.test_scores = TestScores(self._gather(self.test_records), rates, skipped)
         self.test_rates.reset()

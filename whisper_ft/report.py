@@ -135,6 +135,10 @@ RATE_ROWS = [
     ("mora error rate", "mora_er", "mora_errors", "morae"),
     ("orthographic CER", "ortho_cer", "ortho_errors", "ortho_chars"),  # null for kana targets
     ("WER", "wer", "word_errors", "words"),
+    # Looping signs: share of hypotheses at the decoding budget / with a loop, insertions.
+    ("budget-hit rate", "budget_hit_rate", "budget_hits", "n_utterances"),
+    ("repetition rate", "repetition_rate", "repeating_utterances", "n_utterances"),
+    ("insertion rate", "insertion_rate", "char_insertions", "chars"),
 ]
 INFO_ROWS = {
     "n_utterances": "utterances",

@@ -19,8 +19,9 @@ from whisper_ft.predictions import PREDICTIONS_HEADER
 from whisper_ft.report import write_report
 
 WER_MEANING = (
-    "word error rate over whitespace-separated words after normalisation; Japanese is written "
-    "without spaces, so each Japanese utterance is one word and WER is the utterance error rate"
+    "word error rate: word edits over reference words. Japanese: both sides normalised without "
+    "spaces, then split into words by OpenJTalk (pyopenjtalk.run_frontend); other languages: "
+    "whitespace words after Whisper's text normaliser"
 )
 
 

@@ -53,8 +53,9 @@ def _is_separator_or_punctuation(char: str) -> bool:
     return char.isspace() or unicodedata.category(char)[0] in "PZ"
 
 
-def _fold(text: str) -> str:
-    return hiragana_to_katakana(unicodedata.normalize("NFKC", text))
+def _fold(text: str, fold_kana: bool = True) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    return hiragana_to_katakana(text) if fold_kana else text
 
 
 def _strip(text: str) -> str:
@@ -77,7 +78,7 @@ def _long_vowels(text: str, long_vowel: LongVowel) -> str:
     return "".join(out)
 
 
-def normalize(text: str, long_vowel: LongVowel = "keep") -> str:
+def normalize(text: str, long_vowel: LongVowel = "keep", fold_kana: bool = True) -> str:
     """Text as scored for CER: NFKC, hiragana→katakana, punctuation and whitespace removed.
 
     NFKC folds full-width letters and digits (ＡＢＣ１２３ → ABC123) and half-width katakana
@@ -89,17 +90,27 @@ def normalize(text: str, long_vowel: LongVowel = "keep") -> str:
         the kana before it (コーヒー → コオヒイ, キュー → キュウ, ケー → ケエ). "vowel" does not
         turn ケエ into ケイ or トオ into トウ: the エイ/オウ spellings stay different from
         long vowels. A ー after ン, ッ, a non-kana character or at the start is kept.
+    fold_kana: turn hiragana into katakana (kana targets, where the script is not scored);
+        False for orthography, where りんご and リンゴ are different spellings.
     """
-    return _long_vowels(_strip(_fold(text)), long_vowel)
+    return _long_vowels(_strip(_fold(text, fold_kana)), long_vowel)
 
 
-def normalize_words(text: str, long_vowel: LongVowel = "keep") -> str:
-    """Text as scored for WER: like `normalize`, but runs of whitespace become one space.
+def normalize_words(text: str, long_vowel: LongVowel = "keep", fold_kana: bool = True) -> str:
+    """Japanese text as scored for WER: `normalize`d (spaces removed), then split into words by
+    OpenJTalk's segmentation (`pyopenjtalk.run_frontend`), joined by single spaces.
 
-    Words are what whitespace separates. Japanese is written without spaces, so a Japanese
-    utterance is one word and WER on it is the utterance (sentence) error rate.
+    Spaces a transcript happens to contain do not count: both sides are segmented by the same
+    tool from space-free text, so アイウエオ and アイウ エオ have the same words. OpenJTalk's
+    dictionary is orthographic: it splits kanji/kana text into words (今日 は いい 天気 です)
+    but usually keeps a run of katakana it does not know as one word.
     """
-    words = (_long_vowels(_strip(w), long_vowel) for w in _fold(text).split())
+    flat = normalize(text, fold_kana=False)  # segmented as written: hiragana guides OpenJTalk
+    if not flat:
+        return ""
+    import pyopenjtalk  # imported here: loading its dictionary costs time and few callers need it
+
+    words = (normalize(w["string"], long_vowel, fold_kana) for w in pyopenjtalk.run_frontend(flat))
     return " ".join(w for w in words if w)
 
 
