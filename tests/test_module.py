@@ -219,3 +219,39 @@ def test_a_resumed_fit_keeps_the_decode_every_n_val_schedule(micro):
     assert resumed._val_runs == 5 and checkpoint["whisper_dims"]["n_text_ctx"] == 448
     resumed.on_load_checkpoint({})  # a checkpoint from before: the schedule starts over
     assert resumed._val_runs == 0
+
+
+def test_best_checkpoints_come_only_from_validations_that_decoded(
+    micro, corpus, make_trainer, tmp_path
+):
+    """Decoding every 2nd validation: Lightning keeps the last val_cer in callback_metrics, so
+    a checkpoint named with that old CER used to be written after each validation that did not
+    decode, and `best` could pick weights nobody had decoded."""
+    from whisper_ft.checkpointing import BestCheckpoint
+
+    micro.hparams.decode_every_n_val = 2
+    folder = tmp_path / "best"
+    run = make_trainer(
+        max_steps=6,
+        val_check_interval=2,  # not 1: Lightning would then save at the epoch's end only
+        enable_checkpointing=True,
+        callbacks=[BestCheckpoint(save_top_k=-1, dirpath=folder)],
+    )
+    run.fit(micro, data(corpus))
+    steps = sorted(int(p.name.split("step=")[1].split("-")[0]) for p in folder.glob("*.ckpt"))
+    assert steps == [2, 6]  # validations 0 and 2 decoded (after steps 2 and 6); step 4's did not
+
+
+def test_evaluation_losses_are_averaged_over_processes(micro, corpus, make_trainer, monkeypatch):
+    logged = {}
+    log = micro.log
+
+    def recording(name, *args, **kwargs):
+        logged.setdefault(name, kwargs)
+        return log(name, *args, **kwargs)
+
+    monkeypatch.setattr(micro, "log", recording)
+    make_trainer().validate(micro, data(corpus), verbose=False)
+    make_trainer().test(micro, data(corpus), verbose=False)
+    assert logged["val_loss"].get("sync_dist") is True
+    assert logged["test_loss"].get("sync_dist") is True

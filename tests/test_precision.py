@@ -7,18 +7,22 @@ from whisper_ft.precision import autocast_dtype, default_precision
 
 
 @pytest.mark.parametrize(
-    ("cuda", "bf16", "dtype", "precision"),
+    ("cuda", "capability", "dtype", "precision"),
     [
-        (False, False, None, "32-true"),
-        (True, True, torch.bfloat16, "bf16-mixed"),
-        (True, False, torch.float16, "16-mixed"),  # Colab's T4
+        (False, None, None, "32-true"),
+        (True, (8, 0), torch.bfloat16, "bf16-mixed"),  # A100
+        (True, (9, 0), torch.bfloat16, "bf16-mixed"),  # H100/H200
+        (True, (7, 5), torch.float16, "16-mixed"),  # Colab's T4: bf16 only emulated
+        (True, (7, 0), torch.float16, "16-mixed"),  # V100
     ],
 )
 def test_the_trainer_and_the_cache_build_choose_the_same_dtype(
-    monkeypatch, cuda, bf16, dtype, precision
+    monkeypatch, cuda, capability, dtype, precision
 ):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: capability)
+    # torch answers True on a T4 too (emulation counts by default): it must not decide.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     device = torch.device("cuda" if cuda else "cpu")
     assert autocast_dtype(device) is dtype
     assert default_precision() == precision

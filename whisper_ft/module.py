@@ -288,9 +288,7 @@ class WhisperFineTuner(pl.LightningModule):
             return []
         features = self.features(batch)
         loss = token_loss(self.model.decoder(batch["dec_input_ids"], features), batch["labels"])
-        self.log(
-            f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=True
-        )
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=True)
         if not decode:
             return []
         sample_len = sample_len_for(
@@ -304,7 +302,7 @@ class WhisperFineTuner(pl.LightningModule):
         )
         hypotheses = decode_texts(self.model, features, options)
         return [
-            score(ref, hyp, target=target, long_vowel=long_vowel)
+            score(ref, hyp, target=target, long_vowel=long_vowel, language=self.hparams.language)
             for ref, hyp in zip(batch["texts"], hypotheses, strict=True)
         ]
 

@@ -4,13 +4,18 @@
 
 import torch
 
+BF16_MIN_CAPABILITY = (8, 0)  # Ampere: the first GPUs with bf16 tensor cores and convolutions
+
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The encoder's compute dtype on `device`: bfloat16 on CUDA GPUs that have it, float16 on
-    older ones (as Lightning's mixed precision trains), None (float32) else."""
+    """The encoder's compute dtype on `device`: bfloat16 on CUDA GPUs that compute it natively
+    (compute capability 8.0 and up), float16 on older ones such as Colab's T4 (7.5), None
+    (float32) else. Not `torch.cuda.is_bf16_supported()`, which by default also answers True
+    where bf16 is only emulated, far slower than fp16."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    native = torch.cuda.get_device_capability(device) >= BF16_MIN_CAPABILITY
+    return torch.bfloat16 if native else torch.float16
 
 
 def default_precision() -> str:
