@@ -25,3 +25,21 @@ def test_decoding_options_keep_whispers_default_list_unless_given_one(ja_tokeniz
     assert decoding_options("ja", "transcribe", cpu).suppress_tokens == "-1"
     ids = non_katakana_tokens(ja_tokenizer)
     assert decoding_options("ja", "transcribe", cpu, suppress_tokens=ids).suppress_tokens == ids
+
+
+def test_decoding_leaves_the_katakana_list_unchanged(ja_tokenizer):
+    """Whisper extends the suppress list it is handed; a cached list grew by 6 per decode."""
+    import torch
+    import whisper
+    from whisper.model import ModelDimensions, Whisper
+
+    torch.manual_seed(0)
+    model = Whisper(ModelDimensions(80, 1500, 16, 2, 1, 51865, 448, 16, 2, 1)).eval()
+    before = list(non_katakana_tokens(ja_tokenizer))  # a copy
+    mel = torch.zeros(1, 80, whisper.audio.N_FRAMES)
+    for _ in range(2):
+        options = decoding_options(
+            "ja", "transcribe", torch.device("cpu"), 3, non_katakana_tokens(ja_tokenizer)
+        )
+        model.decode(mel, options)
+    assert non_katakana_tokens(ja_tokenizer) == before

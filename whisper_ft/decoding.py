@@ -43,7 +43,9 @@ def non_katakana_tokens(tokenizer: Tokenizer) -> list[int]:
     bytes can stand inside the UTF-8 of such a text: the tail of one allowed character, whole
     allowed characters, then the head of one (about 200 of multilingual Whisper's 50,257).
     """
-    return _non_katakana(tokenizer.encoding, tokenizer.eot)
+    # A fresh list: Whisper's `DecodingTask._get_suppress_tokens` extends the list it is given
+    # in place, which would grow a cached one on every decode.
+    return list(_non_katakana(tokenizer.encoding, tokenizer.eot))
 
 
 _KANA_UTF8 = {c.encode() for c in {chr(c) for c in range(0x30A0, 0x3100)} | set(KANA_PUNCTUATION)}
@@ -68,8 +70,8 @@ def _fits_kana(data: bytes) -> bool:
 
 
 @functools.cache  # one scan (0.1 s) per vocabulary
-def _non_katakana(encoding, eot: int) -> list[int]:
-    return [t for t in range(eot) if not _fits_kana(encoding.decode_single_token_bytes(t))]
+def _non_katakana(encoding, eot: int) -> tuple[int, ...]:
+    return tuple(t for t in range(eot) if not _fits_kana(encoding.decode_single_token_bytes(t)))
 
 
 def sample_len_for(label_lengths: torch.Tensor, n_text_ctx: int) -> int:
