@@ -1,6 +1,6 @@
 """Decoding options and the katakana constraint."""
 
-from whisper_ft.decoding import decoding_options, non_katakana_tokens
+from whisper_ft.decoding import decoding_options, hit_budget, non_katakana_tokens
 from whisper_ft.text import to_kana
 
 
@@ -43,3 +43,13 @@ def test_decoding_leaves_the_katakana_list_unchanged(ja_tokenizer):
         )
         model.decode(mel, options)
     assert non_katakana_tokens(ja_tokenizer) == before
+
+
+def test_hit_budget_means_cut_at_sample_len_not_ended():
+    import torch
+    import whisper
+
+    options = decoding_options("ja", "transcribe", torch.device("cpu"), sample_len=4)
+    cut = whisper.DecodingResult(audio_features=torch.zeros(1), language="ja", tokens=[1] * 4)
+    ended = whisper.DecodingResult(audio_features=torch.zeros(1), language="ja", tokens=[1] * 3)
+    assert hit_budget(cut, options) and not hit_budget(ended, options)

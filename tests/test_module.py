@@ -255,3 +255,9 @@ def test_evaluation_losses_are_averaged_over_processes(micro, corpus, make_train
     make_trainer().test(micro, data(corpus), verbose=False)
     assert logged["val_loss"].get("sync_dist") is True
     assert logged["test_loss"].get("sync_dist") is True
+
+
+def test_hypotheses_cut_by_the_budget_are_counted(micro, corpus, make_trainer):
+    """A random model never emits end-of-text: every test hypothesis runs to the budget."""
+    results = make_trainer().test(micro, data(corpus), verbose=False)[0]
+    assert results["test_budget_hit_rate"] == 1.0

@@ -83,10 +83,11 @@ def sample_len_for(label_lengths: torch.Tensor, n_text_ctx: int) -> int:
     return min(n_text_ctx // 2, int(label_lengths.max()) * 5 // 4 + 8)
 
 
-def decode_texts(
+def decode_results(
     model: Whisper, features: torch.Tensor, options: whisper.DecodingOptions
-) -> list[str]:
-    """Batched greedy decoding; returns one text per row.
+) -> list[whisper.DecodingResult]:
+    """Batched greedy decoding; one `whisper.DecodingResult` per row (`.text`, `.tokens`
+    without end-of-text, `.avg_logprob`, `.compression_ratio`).
 
     features : torch.Tensor, shape = (batch, n_mels, 3000) log-mel, or (batch, n_audio_ctx,
         n_audio_state) encoder output (then `model.decode` skips the encoder).
@@ -94,5 +95,17 @@ def decode_texts(
     # Mixed-precision training wraps evaluation in autocast; decoding keeps Whisper's own
     # fp16/fp32 choice instead.
     with torch.autocast(features.device.type, enabled=False):
-        results = model.decode(features, options)
-    return [result.text for result in results]
+        return model.decode(features, options)
+
+
+def hit_budget(result: whisper.DecodingResult, options: whisper.DecodingOptions) -> bool:
+    """Whether decoding stopped at `options.sample_len` tokens instead of at end-of-text: the
+    hypothesis was cut, the sign of a loop or a hallucination."""
+    return options.sample_len is not None and len(result.tokens) >= options.sample_len
+
+
+def decode_texts(
+    model: Whisper, features: torch.Tensor, options: whisper.DecodingOptions
+) -> list[str]:
+    """`decode_results`' texts, one per row (shapes as there)."""
+    return [result.text for result in decode_results(model, features, options)]

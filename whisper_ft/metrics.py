@@ -1,4 +1,5 @@
-"""Corpus-level error rates for Japanese: kana CER, orthographic CER, mora error rate and WER.
+"""Corpus-level error rates: for Japanese kana CER, orthographic CER, mora error rate and WER;
+for other languages CER and WER after Whisper's normaliser; and the signs of looping.
 
 Every rate is summed edit operations over summed reference lengths (jiwer's alignments), summed
 across processes under DDP (torchmetrics states with a "sum" reduction), never a mean of
@@ -12,14 +13,19 @@ What is compared depends on the target the model was trained on:
 | `mora_er` | `split_morae` of the same kana | the same |
 | `ortho_cer` | none (a kana model has no orthography) | characters of `normalize(text)` |
 | `cer` (primary) | `kana_cer` | `ortho_cer` |
-| `wer` | words of `normalize_words(text)` | the same |
+| `wer` | OpenJTalk words of `normalize_words(text)` (spaces removed first) | the same |
 | `pipeline_kana_cer` | kana of `normalize(to_kana(raw hypothesis))` | = `kana_cer` |
 
-For kana targets a hypothesis is not read by OpenJTalk for `kana_cer`: kanji a kana model
-writes are errors. `pipeline_kana_cer` is the other reading, the honest baseline for a model
-that was not fine-tuned for kana: its own text (raw, before normalisation, so OpenJTalk sees
-the punctuation and context it reads by) turned into kana by OpenJTalk, as a user without a
-kana model would get it. For a kana model both are close.
+Orthographic CER keeps hiragana and katakana apart. For kana targets a hypothesis is not read by
+OpenJTalk for `kana_cer`: kanji a kana model writes are errors. `pipeline_kana_cer` is the other
+reading, the honest baseline for a model that was not fine-tuned for kana: its own text (raw, before
+normalisation, so OpenJTalk sees the punctuation and context it reads by) turned into kana by
+OpenJTalk, as a user without a kana model would get it. For a kana model both are close.
+
+Other languages (`score(..., language="en")`): Whisper's `EnglishTextNormalizer` (English) or
+`BasicTextNormalizer` on both sides, CER over that text without spaces, WER over its words;
+no kana, mora or pipeline rates. Beside every rate, the looping signs: `budget_hit_rate`
+(hypotheses cut at the decoding budget), `repetition_rate` (`has_loop`) and `insertion_rate`.
 """
 
 import math

@@ -13,8 +13,9 @@ from whisper_ft.audio import log_mel_batch
 from whisper_ft.augment import SpecAugment, spec_augment, valid_frame_counts
 from whisper_ft.collate import IGNORE_INDEX
 from whisper_ft.decoding import (
-    decode_texts,
+    decode_results,
     decoding_options,
+    hit_budget,
     non_katakana_tokens,
     sample_len_for,
 )
@@ -300,11 +301,15 @@ class WhisperFineTuner(pl.LightningModule):
         options = decoding_options(
             self.hparams.language, self.hparams.task, features.device, sample_len, suppress
         )
-        hypotheses = decode_texts(self.model, features, options)
+        results = decode_results(self.model, features, options)
+        language = self.hparams.language
         return [
-            score(ref, hyp, target=target, long_vowel=long_vowel, language=self.hparams.language)
-            for ref, hyp in zip(batch["texts"], hypotheses, strict=True)
-        ]
+            score(
+                ref, result.text, target=target, long_vowel=long_vowel, language=language,
+                hit_budget=hit_budget(result, options),
+            )
+            for ref, result in zip(batch["texts"], results, strict=True)
+        ]  # fmt: skip
 
     def _decoding_this_validation(self) -> bool:
         every = self.hparams.decode_every_n_val
