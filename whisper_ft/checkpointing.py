@@ -215,8 +215,7 @@ class BestCheckpoint(ModelCheckpoint):
         )
 
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
-        decoded = getattr(trainer.lightning_module, "val_decoded", False)
-        if decoded and self.monitor in monitor_candidates:
+        if self.monitor in monitor_candidates and trainer.lightning_module.val_decoded:
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 
