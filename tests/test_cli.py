@@ -136,12 +136,12 @@ def test_shipped_configs_parse(config, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("cuda", "bf16", "expected"),
-    [(False, False, "32-true"), (True, True, "bf16-mixed"), (True, False, "16-mixed")],
+    ("cuda", "capability", "expected"),
+    [(False, None, "32-true"), (True, (8, 0), "bf16-mixed"), (True, (7, 5), "16-mixed")],
 )
-def test_default_precision_follows_the_hardware(monkeypatch, cuda, bf16, expected):
+def test_default_precision_follows_the_hardware(monkeypatch, cuda, capability, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: capability)
     assert default_precision() == expected
 
 
