@@ -28,6 +28,7 @@ no kana, mora or pipeline rates. Beside every rate, the looping signs: `budget_h
 (hypotheses cut at the decoding budget), `repetition_rate` (`has_loop`) and `insertion_rate`.
 """
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ def has_loop(text: str) -> bool:
     return _LOOP.search("".join(text.split())) is not None
 
 
+@functools.cache  # EnglishTextNormalizer reads its spelling table from disk when built
 def _whisper_normalizer(language: str):
     from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
 
