@@ -1,6 +1,22 @@
 """Decoding options and the katakana constraint."""
 
-from whisper_ft.decoding import decoding_options, hit_budget, non_katakana_tokens
+import dataclasses
+
+import pytest
+import torch
+import whisper
+from whisper.model import ModelDimensions, Whisper
+
+from whisper_ft.decoding import (
+    LoopGuard,
+    budgets_for,
+    decode_guarded,
+    decode_results,
+    decoding_budget,
+    decoding_options,
+    hit_budget,
+    non_katakana_tokens,
+)
 from whisper_ft.text import to_kana
 
 
@@ -45,11 +61,89 @@ def test_decoding_leaves_the_katakana_list_unchanged(ja_tokenizer):
     assert non_katakana_tokens(ja_tokenizer) == before
 
 
-def test_hit_budget_means_cut_at_sample_len_not_ended():
-    import torch
-    import whisper
-
-    options = decoding_options("ja", "transcribe", torch.device("cpu"), sample_len=4)
+def test_hit_budget_means_cut_at_the_budget_not_ended():
     cut = whisper.DecodingResult(audio_features=torch.zeros(1), language="ja", tokens=[1] * 4)
     ended = whisper.DecodingResult(audio_features=torch.zeros(1), language="ja", tokens=[1] * 3)
-    assert hit_budget(cut, options) and not hit_budget(ended, options)
+    assert hit_budget(cut, 4) and not hit_budget(ended, 4)
+
+
+def test_the_budget_comes_from_the_duration_alone():
+    assert decoding_budget(3.0, 448) == 15 * 3 + 8
+    assert decoding_budget(0.1, 448) == 2 + 8
+    assert decoding_budget(30.0, 448) == 224  # Whisper's own default, half the context
+    assert decoding_budget(None, 448) == decoding_budget(0.0, 448) == 224  # unknown duration
+    assert decoding_budget(3.0, 448, cap=16) == 16
+    assert budgets_for(torch.tensor([1.0, 2.0]), 448) == [23, 38]
+
+
+@pytest.fixture(scope="module")
+def never_ending():
+    """A random 1-layer model: it never emits end-of-text, so every row runs to its budget."""
+    torch.manual_seed(0)
+    return Whisper(ModelDimensions(80, 1500, 16, 2, 1, 51865, 448, 16, 2, 1)).eval()
+
+
+def test_a_rows_result_does_not_depend_on_its_batch(never_ending):
+    """Evaluation used to cut every row at 1.25 × the batch's longest reference: the same
+    utterance scored differently beside a longer one. Each row now stops at its own budget."""
+    torch.manual_seed(1)
+    mel = torch.randn(2, 80, whisper.audio.N_FRAMES)
+    options = decoding_options("ja", "transcribe", torch.device("cpu"))
+    together = decode_results(never_ending, mel, options, [5, 12])
+    alone = decode_results(never_ending, mel[:1], options, [5])
+    assert together[0].tokens == alone[0].tokens and len(alone[0].tokens) == 5
+    assert len(together[1].tokens) == 12
+    assert [hit_budget(r, b) for r, b in zip(together, [5, 12], strict=True)] == [True, True]
+
+
+class _Scripted:
+    """A stand-in model whose `decode` answers from a script: temperature → per-row results."""
+
+    is_multilingual, num_languages = True, 99
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def decode(self, features, options):
+        self.calls.append((options.temperature, len(features)))
+        rows = self.script[options.temperature]
+        return [rows[int(f.flatten()[0])] for f in features]
+
+
+def _result(text, logprob=-0.2, ratio=1.2, no_speech=0.01, n=3):
+    return whisper.DecodingResult(
+        audio_features=torch.zeros(1), language="ja", tokens=[1] * n, text=text,
+        avg_logprob=logprob, compression_ratio=ratio, no_speech_prob=no_speech,
+    )  # fmt: skip
+
+
+def test_the_loop_guard_decodes_failed_rows_again_and_empties_silence():
+    fine, loop, silence = (
+        _result("アイ"),
+        _result("ササササ", ratio=5.0),
+        _result("ア", -2.0, 1, 0.9),
+    )
+    model = _Scripted(
+        {
+            0.0: [fine, loop, silence],
+            0.2: {1: _result("ササ", ratio=3.0)},
+            0.4: {1: _result("カサ")},
+        }
+    )
+    features = torch.arange(3.0).reshape(3, 1, 1).expand(3, 2, 2)  # row i starts with i
+    options = decoding_options("ja", "transcribe", torch.device("cpu"))
+    guard = LoopGuard()
+    results = decode_guarded(model, features, options, [10, 10, 10], guard)
+    assert [r.text for r in results] == ["アイ", "カサ", ""]
+    assert model.calls == [(0.0, 3), (0.2, 1), (0.4, 1)]  # only the looping row again
+    model.calls.clear()
+    assert [r.text for r in decode_guarded(model, features, options, [10] * 3, None)] == [
+        "アイ", "ササササ", "ア",
+    ]  # fmt: skip
+    assert model.calls == [(0.0, 3)]
+
+
+def test_a_row_cut_at_its_budget_is_tried_again():
+    guard = LoopGuard()
+    assert guard.failed(_result("アイウ", n=3), 3) and not guard.failed(_result("アイ", n=2), 3)
+    assert not guard.failed(dataclasses.replace(_result("ア", -2.0, 1, 0.9)), 3)  # silence

@@ -10,6 +10,7 @@ import torch
 from whisper_ft.collate import Collator
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.dataset import UtteranceDataset
+from whisper_ft.decoding import budgets_for
 from whisper_ft.module import (
     decay_parameter_names,
     token_loss,
@@ -261,3 +262,28 @@ def test_hypotheses_cut_by_the_budget_are_counted(micro, corpus, make_trainer):
     """A random model never emits end-of-text: every test hypothesis runs to the budget."""
     results = make_trainer().test(micro, data(corpus), verbose=False)[0]
     assert results["test_budget_hit_rate"] == 1.0
+
+
+def test_a_hypothesis_depends_neither_on_its_reference_nor_on_its_batch(micro, corpus):
+    """The budget was 1.25 × the batch's longest reference + 8: a longer reference (or a
+    longer batch-mate) let the same audio decode to more tokens. It is the audio's own now,
+    and the same as `transcribe`'s for the same file."""
+    from whisper_ft.audio import load_audio
+    from whisper_ft.transcriber import Transcriber
+
+    dataset = UtteranceDataset.from_manifest(corpus["test"], micro.tokenizer)
+    collate = Collator(micro.tokenizer.eot)
+    micro.eval()
+    items = [dataset[i] for i in range(2)]
+    long_reference = dict(items[0], text=items[0]["text"] * 6)
+    long_reference["tokens"] = [*items[0]["tokens"], *items[0]["tokens"][4:] * 5]
+    with torch.no_grad():
+        alone = micro._evaluate(collate(items[:1]), "test", decode=True)[0]
+        paired = micro._evaluate(collate([items[0], items[1]]), "test", decode=True)[0]
+        longer = micro._evaluate(collate([long_reference]), "test", decode=True)[0]
+    assert alone.hit_budget  # a random model runs to the budget every time
+    assert alone.hypothesis == paired.hypothesis == longer.hypothesis
+    transcriber = Transcriber("random:micro", device="cpu")
+    audio = [load_audio(u.audio_path(corpus["test"].parent)) for u in dataset.utterances[:2]]
+    expected = budgets_for(collate(items)["durations_s"], micro.model.dims.n_text_ctx)
+    assert transcriber.budgets(audio) == expected and expected[0] < 224

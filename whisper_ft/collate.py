@@ -8,6 +8,7 @@ not past the decoder's `n_text_ctx`:
 | --------------- | -------------- | ------- | -------------------------------------------------- |
 | `audio`         | (B, n_samples) | float32 | 16-kHz waveforms zero-padded/trimmed to 30 s       |
 | `audio_lengths` | (B,)           | int64   | samples of real audio in each row (≤ n_samples)    |
+| `durations_s`   | (B,)           | float32 | seconds of real audio: what decoding's budget uses |
 | `dec_input_ids` | (B, L)         | int64   | SOT sequence + text tokens, padded with `eot`      |
 | `labels`        | (B, L)         | int64   | `dec_input_ids` shifted left + `eot`, pad = -100   |
 | `ids`           | list[str]      |         | utterance ids                                      |
@@ -18,8 +19,8 @@ not past the decoder's `n_text_ctx`:
 
 An item `{"id", "error": reason}` (audio that became unreadable during a run) is left out of the
 tensors and its id listed in `skipped` (usually empty). If every item was skipped, B = 0 and
-L = 0: `audio` is (0, n_samples), `audio_lengths` (0,), `dec_input_ids` and `labels` (0, 0),
-`ids`, `texts` and `speakers` [].
+L = 0: `audio` is (0, n_samples), `audio_lengths` and `durations_s` (0,), `dec_input_ids` and
+`labels` (0, 0), `ids`, `texts` and `speakers` [].
 """
 
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import whisper
-from whisper.audio import N_SAMPLES
+from whisper.audio import N_SAMPLES, SAMPLE_RATE
 from whisper.tokenizer import Tokenizer
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
@@ -76,6 +77,7 @@ class Collator:
         return {
             "audio": torch.from_numpy(audio),
             "audio_lengths": audio_lengths,
+            "durations_s": audio_lengths.float() / SAMPLE_RATE,
             "dec_input_ids": dec_input_ids,
             "labels": labels,
             "ids": [item["id"] for item in items],

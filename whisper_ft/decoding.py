@@ -1,15 +1,25 @@
 """Evaluation and transcription by real decoding: `whisper.DecodingOptions` and batched greedy."""
 
+import dataclasses
 import functools
+import math
+from dataclasses import dataclass
 
 import torch
 import whisper
 from whisper.model import Whisper
-from whisper.tokenizer import Tokenizer
+from whisper.tokenizer import Tokenizer, get_tokenizer
+from whisper.utils import compression_ratio
 
 # What a katakana transcript may contain besides the katakana block (U+30A0–U+30FF, with ー):
 # the punctuation OpenJTalk's g2p keeps, and the space.
 KANA_PUNCTUATION = "、。！？・「」 "
+
+# The decoding budget (`decoding_budget`): no speech carries more than about 15 tokens a
+# second (natural Japanese is ~8 mora/s, ~1.04 kana tokens per mora; English ~4 tokens/s),
+# plus a few for punctuation, never past Whisper's own default of half the text context.
+TOKENS_PER_SECOND = 15
+BUDGET_SLACK = 8
 
 
 def decoding_options(
@@ -74,38 +84,169 @@ def _non_katakana(encoding, eot: int) -> tuple[int, ...]:
     return tuple(t for t in range(eot) if not _fits_kana(encoding.decode_single_token_bytes(t)))
 
 
-def sample_len_for(label_lengths: torch.Tensor, n_text_ctx: int) -> int:
-    """Tokens to sample: 25% + 8 above the longest reference, at most Whisper's default half
-    context. A model that never emits `eot` (a random one) then costs little time.
+def max_decode_tokens(n_text_ctx: int) -> int:
+    """The most tokens decoding emits: Whisper's default `sample_len`, half the decoder's
+    context (224 for every released model). A target longer than this cannot be produced."""
+    return n_text_ctx // 2
 
-    label_lengths : torch.Tensor, shape = (batch,), tokens per label sequence (prefix + eot incl.)
+
+def decoding_budget(duration_s: float | None, n_text_ctx: int, cap: int | None = None) -> int:
+    """Tokens decoding may emit for `duration_s` seconds of audio, from the audio alone:
+    `TOKENS_PER_SECOND` × duration + `BUDGET_SLACK`, at most `max_decode_tokens` (and `cap`).
+    The same in test, validate, transcribe and serve, whatever the reference or the batch;
+    a hypothesis that reaches it loops or hallucinates (`hit_budget`). Unknown duration
+    (None or 0): the whole `max_decode_tokens`."""
+    limit = (
+        max_decode_tokens(n_text_ctx) if cap is None else min(cap, max_decode_tokens(n_text_ctx))
+    )
+    if not duration_s or duration_s <= 0:
+        return limit
+    return min(limit, math.ceil(duration_s * TOKENS_PER_SECOND) + BUDGET_SLACK)
+
+
+def budgets_for(
+    durations_s: torch.Tensor | list[float], n_text_ctx: int, cap: int | None = None
+) -> list[int]:
+    """`decoding_budget` of each row.
+
+    durations_s : shape = (batch,), seconds of real audio per row (0: unknown)
     """
-    return min(n_text_ctx // 2, int(label_lengths.max()) * 5 // 4 + 8)
+    return [decoding_budget(float(d), n_text_ctx, cap) for d in durations_s]
 
 
 def decode_results(
-    model: Whisper, features: torch.Tensor, options: whisper.DecodingOptions
+    model: Whisper,
+    features: torch.Tensor,
+    options: whisper.DecodingOptions,
+    budgets: list[int] | None = None,
 ) -> list[whisper.DecodingResult]:
     """Batched greedy decoding; one `whisper.DecodingResult` per row (`.text`, `.tokens`
     without end-of-text, `.avg_logprob`, `.compression_ratio`).
 
+    With `budgets` (tokens per row, `budgets_for`), the batch decodes up to the largest and
+    each row is cut at its own: greedy rows do not depend on one another, so a row's result
+    is what decoding it alone with its budget gives, whatever its batch-mates (a cut row keeps
+    the `avg_logprob` of its longer run). Without, `options.sample_len` holds for every row.
+
     features : torch.Tensor, shape = (batch, n_mels, 3000) log-mel, or (batch, n_audio_ctx,
         n_audio_state) encoder output (then `model.decode` skips the encoder).
     """
+    if budgets is not None:
+        if len(budgets) != len(features):
+            raise ValueError(f"{len(budgets)} budgets for a batch of {len(features)}")
+        if not budgets:
+            return []
+        options = dataclasses.replace(options, sample_len=max(budgets))
     # Mixed-precision training wraps evaluation in autocast; decoding keeps Whisper's own
     # fp16/fp32 choice instead.
     with torch.autocast(features.device.type, enabled=False):
-        return model.decode(features, options)
+        results = model.decode(features, options)
+    if budgets is None:
+        return results
+    tokenizer = get_tokenizer(
+        model.is_multilingual,
+        num_languages=model.num_languages,
+        language=options.language,
+        task=options.task,
+    )
+    return [_cut(r, budget, tokenizer) for r, budget in zip(results, budgets, strict=True)]
 
 
-def hit_budget(result: whisper.DecodingResult, options: whisper.DecodingOptions) -> bool:
-    """Whether decoding stopped at `options.sample_len` tokens instead of at end-of-text: the
-    hypothesis was cut, the sign of a loop or a hallucination."""
-    return options.sample_len is not None and len(result.tokens) >= options.sample_len
+def _cut(
+    result: whisper.DecodingResult, budget: int, tokenizer: Tokenizer
+) -> whisper.DecodingResult:
+    if len(result.tokens) <= budget:
+        return result
+    text = tokenizer.decode(result.tokens[:budget]).strip()
+    return dataclasses.replace(
+        result, tokens=result.tokens[:budget], text=text, compression_ratio=compression_ratio(text)
+    )
+
+
+@dataclass(frozen=True)
+class LoopGuard:
+    """`whisper.transcribe`'s checks of a decoded window and its temperature fallback, for a
+    batch of files of up to 30 s (`decode_guarded`): a row that reached its budget, whose text
+    compresses too well (a loop) or whose tokens are too unlikely is decoded again by sampling
+    at each temperature in turn until it passes (the last try is kept, as Whisper does); a
+    row the model calls no speech, with unlikely tokens, becomes "". None: that check is off."""
+
+    compression_ratio_threshold: float | None = 2.4  # whisper.transcribe's defaults
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    seed: int = 0  # sampling is seeded: the same audio gives the same text every time
+
+    def silent(self, result: whisper.DecodingResult) -> bool:
+        """No speech: Whisper's no-speech probability above the threshold and unlikely text."""
+        return (
+            self.no_speech_threshold is not None
+            and self.logprob_threshold is not None
+            and result.no_speech_prob > self.no_speech_threshold
+            and result.avg_logprob < self.logprob_threshold
+        )
+
+    def failed(self, result: whisper.DecodingResult, budget: int | None) -> bool:
+        """Whether the row needs another try: cut at its budget, a loop, or unlikely."""
+        if self.silent(result):
+            return False
+        return (
+            hit_budget(result, budget)
+            or (
+                self.compression_ratio_threshold is not None
+                and result.compression_ratio > self.compression_ratio_threshold
+            )
+            or (self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold)
+        )
+
+
+def decode_guarded(
+    model: Whisper,
+    features: torch.Tensor,
+    options: whisper.DecodingOptions,
+    budgets: list[int],
+    guard: LoopGuard | None,
+) -> list[whisper.DecodingResult]:
+    """`decode_results` with `guard`'s fallback (None: plain greedy). The rows that fail are
+    decoded again together at the next temperature (one sample each: openai-whisper's
+    `best_of` does not batch); silent rows come back with text "" and no tokens.
+
+    features : torch.Tensor, shape = (batch, n_mels, 3000) or (batch, n_audio_ctx, n_audio_state)
+    """
+    results = decode_results(model, features, options, budgets)
+    if guard is None:
+        return results
+    retry = [i for i, r in enumerate(results) if guard.failed(r, budgets[i])]
+    with torch.random.fork_rng(devices=[features.device] if features.device.type == "cuda" else []):
+        torch.manual_seed(guard.seed)
+        for temperature in guard.temperatures:
+            if not retry:
+                break
+            again = decode_results(
+                model,
+                features[retry],
+                dataclasses.replace(options, temperature=temperature),
+                [budgets[i] for i in retry],
+            )
+            for i, result in zip(retry, again, strict=True):
+                results[i] = result
+            retry = [i for i in retry if guard.failed(results[i], budgets[i])]
+    return [dataclasses.replace(r, text="", tokens=[]) if guard.silent(r) else r for r in results]
+
+
+def hit_budget(result: whisper.DecodingResult, budget: int | None) -> bool:
+    """Whether decoding stopped at its `budget` of tokens (a row's `decoding_budget`, or
+    `options.sample_len`) instead of at end-of-text: the hypothesis was cut, the sign of a
+    loop or a hallucination. None: Whisper's default budget, `max_decode_tokens`, applies;
+    pass it explicitly."""
+    return budget is not None and len(result.tokens) >= budget
 
 
 def decode_texts(
-    model: Whisper, features: torch.Tensor, options: whisper.DecodingOptions
+    model: Whisper,
+    features: torch.Tensor,
+    options: whisper.DecodingOptions,
+    budgets: list[int] | None = None,
 ) -> list[str]:
-    """`decode_results`' texts, one per row (shapes as there)."""
-    return [result.text for result in decode_results(model, features, options)]
+    """`decode_results`' texts, one per row (shapes and budgets as there)."""
+    return [result.text for result in decode_results(model, features, options, budgets)]

@@ -58,6 +58,7 @@ class CachedFeatureDataset(Dataset):
             "tokens": self.dataset.tokens[index],
             "text": self.dataset.targets[index],
             "speaker": self.dataset.utterances[index].speaker or "",
+            "duration": self.dataset.durations_s[index],  # the manifest's (check-data fills it)
         }
 
 
@@ -69,6 +70,8 @@ class FeatureCollator:
     `audio` and `audio_lengths`:
 
     | `features` | (B, n_audio_ctx, n_audio_state) | the cache's dtype (float16) |
+
+    and `durations_s` from the items' manifest durations (0: unknown) instead of from audio.
 
     Cast it on the device before use: `.float()` for the decoder (autocast then picks the
     compute dtype) and for decoding on the CPU; decoding with fp16 on CUDA halves it itself.
@@ -88,6 +91,9 @@ class FeatureCollator:
             [item if "error" in item else item | {"audio": _NO_AUDIO} for item in items]
         )
         del batch["audio"], batch["audio_lengths"]
+        batch["durations_s"] = torch.tensor(
+            [item.get("duration") or 0.0 for item in readable], dtype=torch.float32
+        )
         batch["features"] = (
             torch.stack([item["features"] for item in readable])
             if readable

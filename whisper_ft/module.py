@@ -13,11 +13,11 @@ from whisper_ft.audio import log_mel_batch
 from whisper_ft.augment import SpecAugment, spec_augment, valid_frame_counts
 from whisper_ft.collate import IGNORE_INDEX
 from whisper_ft.decoding import (
+    budgets_for,
     decode_results,
     decoding_options,
     hit_budget,
     non_katakana_tokens,
-    sample_len_for,
 )
 from whisper_ft.failures import InFlight, NonFiniteLossGuard, add_note, is_out_of_memory
 from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, score
@@ -292,23 +292,22 @@ class WhisperFineTuner(pl.LightningModule):
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=True)
         if not decode:
             return []
-        sample_len = sample_len_for(
-            (batch["labels"] != IGNORE_INDEX).sum(dim=1), self.model.dims.n_text_ctx
-        )
+        # From the audio alone, as transcribe and serve decode: never from the references.
+        budgets = budgets_for(batch["durations_s"], self.model.dims.n_text_ctx)
         target, long_vowel = batch.get("target", "kana"), self.hparams.long_vowel
         kana_only = self.hparams.kana_decoding and target == "kana"
         suppress = non_katakana_tokens(self.tokenizer) if kana_only else None
         options = decoding_options(
-            self.hparams.language, self.hparams.task, features.device, sample_len, suppress
+            self.hparams.language, self.hparams.task, features.device, suppress_tokens=suppress
         )
-        results = decode_results(self.model, features, options)
+        results = decode_results(self.model, features, options, budgets)
         language = self.hparams.language
         return [
             score(
                 ref, result.text, target=target, long_vowel=long_vowel, language=language,
-                hit_budget=hit_budget(result, options),
+                hit_budget=hit_budget(result, budget),
             )
-            for ref, result in zip(batch["texts"], results, strict=True)
+            for ref, result, budget in zip(batch["texts"], results, budgets, strict=True)
         ]  # fmt: skip
 
     def _decoding_this_validation(self) -> bool:

@@ -32,7 +32,7 @@ from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 
 from whisper_ft.audio import AUDIO_SUFFIXES, AudioError, load_audio, log_mel_batch
-from whisper_ft.decoding import decode_texts, decoding_options
+from whisper_ft.decoding import LoopGuard, budgets_for, decode_guarded, decoding_options
 from whisper_ft.manifest import ManifestError, path_ids, read_manifest
 from whisper_ft.model import load_base_model, model_from_checkpoint
 from whisper_ft.text import to_kana
@@ -56,6 +56,9 @@ class Transcriber:
 
     # Temperatures of `transcribe_long`; None: whisper.transcribe's own fallback schedule.
     long_form_temperature: float | tuple[float, ...] | None = None
+    # Files of up to 30 s: whisper.transcribe's fallback on loops and no-speech (None: greedy
+    # only). `options.sample_len` caps every file's budget (`decoding.decoding_budget`).
+    loop_guard: LoopGuard | None = None
 
     def __init__(self, model: str, language: str | None = None, device: str | None = None) -> None:
         """model: what `load_base_model` takes (a name, .pt, .ckpt, CTranslate2 or Hugging Face
@@ -74,13 +77,26 @@ class Transcriber:
         """One text per waveform (16-kHz mono float32 as `load_audio` returns it); each is
         padded or trimmed to Whisper's 30-s window, so only a longer one's first 30 s count
         (`transcribe_long` reads all of it)."""
+        return [r.text for r in self.decode(waveforms)]
+
+    @torch.inference_mode()
+    def decode(self, waveforms: list[np.ndarray]) -> list[whisper.DecodingResult]:
+        """`__call__`'s decoding results (text, tokens, avg_logprob, compression_ratio): each
+        file decodes up to its own budget (`decoding.decoding_budget` of its duration, as test
+        and validate decode), with `loop_guard`'s fallback when set."""
         if not waveforms:
             return []
         audio = torch.stack(
             [torch.from_numpy(whisper.pad_or_trim(w, N_SAMPLES)) for w in waveforms]
         )
         mel = log_mel_batch(audio.to(self.device), self.model.dims.n_mels)
-        return decode_texts(self.model, mel, self.options)
+        budgets = self.budgets(waveforms)
+        return decode_guarded(self.model, mel, self.options, budgets, self.loop_guard)
+
+    def budgets(self, waveforms: list[np.ndarray]) -> list[int]:
+        """Tokens each waveform may decode to: from its duration, capped by `options.sample_len`."""
+        durations = [min(len(w), N_SAMPLES) / SAMPLE_RATE for w in waveforms]
+        return budgets_for(durations, self.model.dims.n_text_ctx, cap=self.options.sample_len)
 
     def kana(self, text: str) -> str | None:
         """OpenJTalk's katakana reading of a transcript (`text.to_kana`) when decoding
