@@ -154,3 +154,23 @@ def test_check_data_flags_reach_the_check(tmp_path, monkeypatch, capsys):
         main([*args, "--workers", "0"])
     assert exit_.value.code == 2
     assert "--workers: expected a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_a_target_longer_than_its_audio_can_decode_to_is_warned_about(
+    tmp_path, monkeypatch, capsys
+):
+    """Up to 448 prompt + target tokens passed while decoding emits at most its budget (15
+    tokens a second of audio + 8, at most 224): such a line could never be transcribed whole."""
+    monkeypatch.setenv("WHISPER_FT_CACHE", str(tmp_path / "cache"))
+    sine(tmp_path / "a.wav", 1.0)  # budget 15 + 8 = 23 tokens
+    sine(tmp_path / "b.wav", 1.0)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        line("short", "a.wav", "はい") + "\n" + line("long", "b.wav", "アイウエオ" * 12) + "\n",
+        encoding="utf-8",
+    )
+    assert check.check_data([str(manifest)], workers=1) == 0
+    out = capsys.readouterr().out
+    assert f"warning: 1 line of {manifest} has a target longer than decoding can produce" in out
+    assert f"{manifest}:2 (long)" in out and "budget 23" in out and "(short)" not in out
+    assert out.endswith(f"data check {manifest}: 0 of 2 lines excluded\n")  # it still trains

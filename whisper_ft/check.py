@@ -31,11 +31,13 @@ from whisper_ft.check_lines import (
     run_jobs,
     token_issues,
 )
+from whisper_ft.decoding import TOKENS_PER_SECOND, decoding_budget, max_decode_tokens
 from whisper_ft.files import atomic_write
 from whisper_ft.manifest import TARGETS, ManifestError, Target, manifest_lines, parse_line
 from whisper_ft.model import N_TEXT_CTX
 
 PROGRESS_MIN_LINES = 500  # a progress bar (stderr) from this many lines on
+MAX_NAMED_LINES = 5  # lines named in the warning about targets decoding cannot produce
 
 
 def check_manifest(
@@ -115,6 +117,44 @@ def check_manifest(
     return result
 
 
+def beyond_decoding(
+    result: CheckResult, tokenizer: Tokenizer, n_text_ctx: int = N_TEXT_CTX
+) -> list[tuple[int, str, int, int]]:
+    """Usable lines whose target decoding cannot produce: as many target tokens as the
+    decoding budget of their audio (`decoding.decoding_budget`, what test and transcribe
+    allow) or more, so the end-of-text never fits. They still train (teacher forcing takes
+    up to `n_text_ctx`), but every decode of them is cut and scored with deletions.
+
+    Returns (line, id, target tokens, budget) per such line.
+    """
+    found = []
+    for u in result.utterances:
+        target_text = u.kana if result.target == "kana" else u.text
+        n_tokens = len(tokenizer.encode(target_text or ""))
+        budget = decoding_budget(u.duration, n_text_ctx)
+        if n_tokens >= budget:
+            found.append((u.line, u.id, n_tokens, budget))
+    return found
+
+
+def beyond_decoding_warning(manifest: str | Path, found: list[tuple[int, str, int, int]]) -> str:
+    """One warning line for `beyond_decoding`'s lines ('' when there are none)."""
+    if not found:
+        return ""
+    named = ", ".join(
+        f"{manifest}:{line} ({utt_id}) {n} tokens, budget {budget}"
+        for line, utt_id, n, budget in found[:MAX_NAMED_LINES]
+    )
+    more = f" and {len(found) - MAX_NAMED_LINES} more" if len(found) > MAX_NAMED_LINES else ""
+    return (
+        f"warning: {len(found)} line{'s' if len(found) > 1 else ''} of {manifest} "
+        f"{'have targets' if len(found) > 1 else 'has a target'} longer than decoding can "
+        f"produce from the audio ({TOKENS_PER_SECOND} tokens/s + a few, at most "
+        f"{max_decode_tokens(N_TEXT_CTX)}): {named}{more}. They train, but test and "
+        "transcribe cut them; split such utterances, or check their text matches the audio."
+    )
+
+
 def write_report(result: CheckResult, path: str | Path) -> Path:
     """Write the problems as TSV (`line, id, reason, detail`), atomically; returns the
     absolute path."""
@@ -137,7 +177,8 @@ def check_data(
     recheck: bool = False,
 ) -> int:
     """The `check-data` command: `check_manifest` of each manifest, printing each problem
-    (`manifest:line<TAB>id<TAB>reason<TAB>detail`), the count of each reason and the summary.
+    (`manifest:line<TAB>id<TAB>reason<TAB>detail`), the count of each reason, a warning for
+    targets decoding cannot produce (`beyond_decoding`) and the summary.
 
     Args:
         strict: the exit code is 1 when any line has a problem.
@@ -155,6 +196,10 @@ def check_data(
             print(f"{manifest}:{p.line}\t{p.id or '-'}\t{p.reason}\t{p.detail}")
         for reason, n in result.counts().items():
             print(f"{n:8d}  {reason}: {REASONS[reason]}")
+        tokenizer = get_tokenizer(True, language="ja", task="transcribe")
+        warning = beyond_decoding_warning(manifest, beyond_decoding(result, tokenizer))
+        if warning:
+            print(warning)
         written = write_report(result, report_path) if report_path else None
         print(result.summary(written), flush=True)
         any_problem = any_problem or bool(result.problems)

@@ -21,7 +21,12 @@ from whisper.model import Whisper
 from whisper.tokenizer import Tokenizer
 
 from whisper_ft.augment import SpecAugment, WaveformAugment
-from whisper_ft.check import check_manifest, write_report
+from whisper_ft.check import (
+    beyond_decoding,
+    beyond_decoding_warning,
+    check_manifest,
+    write_report,
+)
 from whisper_ft.check_lines import CheckResult
 from whisper_ft.collate import Collator
 from whisper_ft.dataset import UtteranceDataset
@@ -265,7 +270,11 @@ class WhisperDataModule(pl.LightningDataModule):
             "data_check_report": None if report is None else str(report),
         }
         if self.trainer.is_global_zero:
-            print(result.summary(report), flush=True)
+            side = self.model_side
+            warning = beyond_decoding_warning(
+                result.manifest, beyond_decoding(result, side.tokenizer, side.n_text_ctx)
+            )
+            print(*([warning] if warning else []), result.summary(report), sep="\n", flush=True)
         result.require_usable()
 
     def _loader(self, split: str) -> DataLoader:
