@@ -32,6 +32,8 @@ def test_demo_without_pretrained_weights_falls_back_trains_evaluates_and_exports
     for line in ("zero-shot pipeline", "fine-tuned", "exported .pt", "report", "random weights"):
         assert line in printed
     assert "beat the pipeline" not in printed  # no verdict about a random model
+    cut = f"{result.zero_shot['test_budget_hit_rate']:6.1%} zero-shot"
+    assert f"decoding cut at its budget    {cut}" in printed  # the looping share, printed
 
 
 def test_demo_fine_tunes_the_downloaded_model_with_a_frozen_encoder(tmp_path, monkeypatch, capsys):

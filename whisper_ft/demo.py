@@ -149,6 +149,11 @@ def verdict(fine_tuned_cer: float, pipeline_cer: float) -> str:
     )
 
 
+def _share(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    return "   n/a" if value is None else f"{float(value):6.1%}"
+
+
 def print_summary(r: DemoResult) -> None:
     before, after = r.zero_shot, r.fine_tuned
     print(
@@ -158,6 +163,9 @@ def print_summary(r: DemoResult) -> None:
         f"zero-shot pipeline            {before['test_pipeline_kana_cer']:6.3f}  (its text read "
         "into kana by OpenJTalk: the baseline)\n"
         f"fine-tuned                    {after['test_kana_cer']:6.3f}\n"
+        f"decoding cut at its budget    {_share(before, 'test_budget_hit_rate')} zero-shot, "
+        f"{_share(after, 'test_budget_hit_rate')} fine-tuned  (hypotheses that never ended: "
+        "loops)\n"
         f"train loss      {r.train_loss_first:7.3f} → {r.train_loss_last:7.3f} "
         "(first step → mean of last 5)\n"
         f"checkpoint      {r.checkpoint}\n"
