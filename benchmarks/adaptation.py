@@ -49,7 +49,7 @@ from whisper.tokenizer import get_tokenizer
 from whisper_ft.corpora.synthetic import prepare_synthetic, synthesize
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.dataset import UtteranceDataset
-from whisper_ft.decoding import decode_texts, decoding_options
+from whisper_ft.decoding import budgets_for, decode_texts, decoding_options
 from whisper_ft.feature_build import build_feature_cache
 from whisper_ft.manifest import Utterance, read_manifest, write_manifest
 from whisper_ft.metrics import score
@@ -133,13 +133,15 @@ def decode_set(model, manifest: Path, cache_dir: Path, batch_size: int = 32) -> 
     tokenizer = get_tokenizer(True, language="ja", task="transcribe")
     dataset = UtteranceDataset.from_manifest(manifest, tokenizer)
     cache = build_feature_cache(model, dataset, cache_dir, num_workers=0)
-    longest = max(len(tokens) for tokens in dataset.tokens)
-    options = decoding_options("ja", "transcribe", torch.device("cpu"), longest * 5 // 4 + 8)
+    options = decoding_options("ja", "transcribe", torch.device("cpu"))
     pairs = []
     for start in range(0, len(dataset), batch_size):
         rows = range(start, min(start + batch_size, len(dataset)))
         features = torch.stack([cache.features(row) for row in rows]).float()
-        hypotheses = decode_texts(model, features, options)
+        durations = [dataset.durations_s[row] for row in rows]  # the budget, as test's
+        hypotheses = decode_texts(
+            model, features, options, budgets_for(durations, model.dims.n_text_ctx)
+        )
         pairs += [(dataset.targets[row], hyp) for row, hyp in zip(rows, hypotheses, strict=True)]
     return pairs
 

@@ -189,6 +189,7 @@ def check_data(
     Returns the exit code: 1 with `strict` when any line has a problem, else 0.
     """
     reports = _report_paths(manifests, report)
+    tokenizer = get_tokenizer(True, language="ja", task="transcribe")
     any_problem = False
     for manifest, report_path in zip(manifests, reports, strict=True):
         result = check_manifest(manifest, target=target, workers=workers, recheck=recheck)
@@ -196,7 +197,6 @@ def check_data(
             print(f"{manifest}:{p.line}\t{p.id or '-'}\t{p.reason}\t{p.detail}")
         for reason, n in result.counts().items():
             print(f"{n:8d}  {reason}: {REASONS[reason]}")
-        tokenizer = get_tokenizer(True, language="ja", task="transcribe")
         warning = beyond_decoding_warning(manifest, beyond_decoding(result, tokenizer))
         if warning:
             print(warning)

@@ -8,7 +8,7 @@
 Owns `Transcriber` (shared by `transcribe` and `serve`), the inputs (`AudioInput`,
 `collect_inputs`: files, folders, manifests), what each becomes (`Transcript`) and
 `iter_transcripts`. Files of up to 30 s are decoded `batch_size` at a time as evaluation
-decodes them (greedy, no timestamps, `decoding.decode_texts`) while a thread reads the next
+decodes them (greedy, no timestamps, `decoding.decode_guarded`) while a thread reads the next
 batch. A longer file, and with `timestamps=True` every file, goes through `whisper.transcribe`
 on its own: Whisper's long-form loop (30-s windows, each prompted with the text before it,
 temperature fallback), which also gives the segments' times for SRT when the model still
