@@ -54,7 +54,7 @@ def test_transcribe_gives_the_same_text_from_ckpt_and_exported_pt(
     from_pt = list(transcribe_files(str(pt), wavs, batch_size=2, device="cpu"))
     assert [path for path, _ in from_ckpt] == wavs
     assert from_ckpt == from_pt
-    assert load_for_transcription(str(ckpt), torch.device("cpu"))[1] == "ja"
+    assert load_for_transcription(str(ckpt), torch.device("cpu"))[1].language == "ja"
 
 
 def test_export_refuses_a_foreign_checkpoint(tmp_path):
@@ -406,3 +406,48 @@ def test_the_readme_deploying_snippets_run_on_the_exports(real_base, real_speech
             exec(snippet, {"audio": audio})  # noqa: S102 (the README's own code)
             texts.append(capsys.readouterr().out.strip())
     assert texts == [SENTENCES[0]] * 3, texts
+
+
+@pytest.mark.parametrize(
+    "micro", [{"language": "en", "task": "translate", "kana_decoding": True}], indirect=True
+)
+def test_every_export_decodes_as_the_checkpoint_was_fine_tuned(
+    micro, corpus, tmp_path, make_trainer
+):
+    """A translate fine-tune on kana targets: its .ckpt, .pt, CTranslate2 and Hugging Face
+    exports all carry language, task, target and kana constraint, and transcribe decodes
+    each with them (not with ja/transcribe); an explicit --language/--task still wins."""
+    from whisper_ft.decoding import SETTINGS_FILE, DecodingSettings
+    from whisper_ft.model import decoding_settings
+    from whisper_ft.transcriber import Transcriber
+
+    trainer = make_trainer(max_steps=1, logger=False)
+    trainer.fit(micro, WhisperDataModule(str(corpus["train"]), batch_size=4, num_workers=0))
+    ckpt = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(ckpt)
+    expected = DecodingSettings(language="en", task="translate", target="kana", kana_decoding=True)
+    pt = export_checkpoint(ckpt, tmp_path / "model.pt")
+    assert torch.load(pt, weights_only=True)["whisper_ft"] == expected.as_dict()
+    assert whisper.load_model(str(pt), device="cpu").dims == micro.model.dims  # still Whisper's
+    sources = [str(ckpt), str(pt), str(export_model(str(pt), tmp_path / "again.pt"))]
+    if importlib.util.find_spec("transformers"):
+        hf = export_model(str(ckpt), tmp_path / "hf", format="hf")
+        assert json.loads((hf / SETTINGS_FILE).read_text()) == expected.as_dict()
+        generation = json.loads((hf / "generation_config.json").read_text())
+        assert (generation["language"], generation["task"]) == ("<|en|>", "translate")
+        sources.append(str(hf))
+    if importlib.util.find_spec("ctranslate2"):
+        ct2 = export_model(str(ckpt), tmp_path / "ct2", format="ct2", quantization="float32")
+        sources.append(str(ct2))
+    for source in sources:
+        assert decoding_settings(source) == expected, source
+        transcriber = Transcriber(source, device="cpu")
+        assert (transcriber.options.language, transcriber.options.task) == ("en", "translate")
+        suppressed = transcriber.options.suppress_tokens
+        assert isinstance(suppressed, list) and len(suppressed) > 50_000  # katakana only
+        transcriber([np.zeros(16000, dtype=np.float32)] * 2)
+        assert transcriber.options.suppress_tokens == suppressed  # Whisper extended a copy
+    overridden = Transcriber(str(pt), language="ja", task="transcribe", device="cpu")
+    assert (overridden.options.language, overridden.options.task) == ("ja", "transcribe")
+    assert decoding_settings("random:micro") is None
+    assert Transcriber("random:micro", device="cpu").options.suppress_tokens == "-1"

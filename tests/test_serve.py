@@ -46,6 +46,7 @@ class ControlledTranscriber:
     def __init__(self, transcriber: Transcriber) -> None:
         self.inner = transcriber
         self.device, self.language = transcriber.device, transcriber.language
+        self.settings = transcriber.settings
         self.kana = transcriber.kana
         self.batch_sizes: list[int] = []
         self.fail_next = False
@@ -326,12 +327,12 @@ def serve_args(*args: str) -> argparse.Namespace:
 
 def test_serve_command_options_come_from_the_signatures(monkeypatch):
     args = serve_args("--model", "random:micro", "--max-batch", "2", "--max-queue", "3")
-    # Options left out are absent: the defaults are the signatures' (Transcriber, serve,
+    # Options left out are absent: the defaults are the signatures' (Transcriber: 4, serve: 2,
     # ServeOptions), and every flag names its parameter for error messages.
     given = {k: v for k, v in vars(args).items() if k not in ("command", "func", "flags")}
     assert given == {"model": "random:micro", "max_batch": 2, "max_queue": 3}
     assert args.flags["max_duration_s"] == "--max-duration-s" and args.flags["model"] == "--model"
-    assert len(args.flags) == 3 + 2 + len(dataclasses.fields(ServeOptions))
+    assert len(args.flags) == 4 + 2 + len(dataclasses.fields(ServeOptions))
     with pytest.raises(SystemExit):
         serve_args("--model", "m", "--max-duration-s", "31")
     calls = []

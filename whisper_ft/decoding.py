@@ -22,6 +22,40 @@ TOKENS_PER_SECOND = 15
 BUDGET_SLACK = 8
 
 
+SETTINGS_FILE = "whisper_ft.json"  # a CTranslate2 or Hugging Face export's DecodingSettings
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """How a model was fine-tuned to decode, stored in every checkpoint and export (`.ckpt`
+    key `whisper_ft_decoding`, `.pt` key `whisper_ft`, `SETTINGS_FILE` in a folder) and used
+    as the defaults of `transcribe`, `serve` and `test`, so none of them decodes a translate
+    or English fine-tune as Japanese transcription."""
+
+    language: str = "ja"  # the language token
+    task: str = "transcribe"  # transcribe or translate
+    target: str | None = None  # what it was trained on: kana, text; None: not recorded
+    kana_decoding: bool = False  # katakana-only decoding (`non_katakana_tokens`) for kana
+
+    @property
+    def kana_only(self) -> bool:
+        """Whether decoding suppresses every token that cannot be part of katakana."""
+        return self.kana_decoding and self.target == "kana"
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DecodingSettings":
+        """The settings in `values`, ignoring keys this version does not know."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def suppress_tokens(self, tokenizer: Tokenizer) -> list[int] | None:
+        """`decoding_options`' `suppress_tokens`: a fresh katakana constraint, else None."""
+        return non_katakana_tokens(tokenizer) if self.kana_only else None
+
+
 def decoding_options(
     language: str,
     task: str,
@@ -137,6 +171,10 @@ def decode_results(
         if not budgets:
             return []
         options = dataclasses.replace(options, sample_len=max(budgets))
+    if isinstance(options.suppress_tokens, list):
+        # Whisper's `DecodingTask._get_suppress_tokens` extends this list in place: it gets a
+        # copy, so options reused across calls (`Transcriber.options`) keep their own.
+        options = dataclasses.replace(options, suppress_tokens=list(options.suppress_tokens))
     # Mixed-precision training wraps evaluation in autocast; decoding keeps Whisper's own
     # fp16/fp32 choice instead.
     with torch.autocast(features.device.type, enabled=False):

@@ -18,9 +18,11 @@ import torch
 from whisper.model import Whisper
 
 from whisper_ft.arguments import add_options, call
+from whisper_ft.decoding import SETTINGS_FILE, DecodingSettings
 from whisper_ft.files import atomic_write
 from whisper_ft.model import (
     ModelLoadError,
+    decoding_settings,
     dense_alignment_heads,
     load_base_model,
     model_from_checkpoint,
@@ -36,19 +38,28 @@ QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 CT2_COPIED_FILES = ("tokenizer.json", "preprocessor_config.json")
 
 
-def load_for_export(source: str) -> Whisper:
+def load_for_export(source: str) -> tuple[Whisper, DecodingSettings | None]:
     """The model to export, on the CPU in float32: a `.ckpt` (LoRA merged), `.pt`, CTranslate2
-    or Hugging Face folder, a name or `random:<size>` (anything `load_base_model` reads)."""
+    or Hugging Face folder, a name or `random:<size>` (anything `load_base_model` reads); and
+    the decoding settings stored with it (None for a base model)."""
     if Path(source).suffix != ".ckpt":
-        return load_base_model(source, device="cpu").float().eval()
-    return dense_alignment_heads(model_from_checkpoint(source)[0]).eval()
+        model = load_base_model(source, device="cpu").float().eval()
+        return model, decoding_settings(source)
+    model, settings = model_from_checkpoint(source)
+    return dense_alignment_heads(model).eval(), settings
 
 
-def save_openai(model: Whisper, out_path: str | Path) -> Path:
-    """`{"dims", "model_state_dict"}` as `whisper.load_model(out_path)` reads it, atomically."""
+def save_openai(
+    model: Whisper, out_path: str | Path, settings: DecodingSettings | None = None
+) -> Path:
+    """`{"dims", "model_state_dict"}` as `whisper.load_model(out_path)` reads it, with the
+    fine-tune's `settings` under `whisper_ft` (Whisper ignores the key), atomically."""
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    stored = {"dims": asdict(model.dims), "model_state_dict": state_dict}
+    if settings is not None:
+        stored["whisper_ft"] = settings.as_dict()
     with atomic_write(out_path) as tmp:
-        torch.save({"dims": asdict(model.dims), "model_state_dict": state_dict}, tmp)
+        torch.save(stored, tmp)
     return Path(out_path)
 
 
@@ -64,10 +75,16 @@ def require_extras(*modules: str) -> None:
         )
 
 
-def save_ct2(model: Whisper, out_dir: str | Path, quantization: str = "float16") -> Path:
+def save_ct2(
+    model: Whisper,
+    out_dir: str | Path,
+    quantization: str = "float16",
+    settings: DecodingSettings | None = None,
+) -> Path:
     """A CTranslate2 Whisper folder (`model.bin`, `config.json`, `vocabulary.json`,
-    `tokenizer.json`, `preprocessor_config.json`) that `faster_whisper.WhisperModel(out_dir)`
-    loads offline. Weights are stored as `quantization` (see `QUANTIZATIONS`)."""
+    `tokenizer.json`, `preprocessor_config.json`, and with a fine-tune's `settings`
+    `SETTINGS_FILE`) that `faster_whisper.WhisperModel(out_dir)` loads offline. Weights are
+    stored as `quantization` (see `QUANTIZATIONS`)."""
     import tempfile
 
     from ctranslate2.converters import TransformersConverter
@@ -78,8 +95,9 @@ def save_ct2(model: Whisper, out_dir: str | Path, quantization: str = "float16")
         raise ValueError(f"quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}")
     require_extras("ctranslate2", "transformers")
     with tempfile.TemporaryDirectory(prefix="whisper-ft-hf-") as hf_dir:
-        save_hf(model, hf_dir)
-        converter = TransformersConverter(hf_dir, copy_files=list(CT2_COPIED_FILES))
+        save_hf(model, hf_dir, settings)
+        copied = [*CT2_COPIED_FILES, *([SETTINGS_FILE] if settings is not None else [])]
+        converter = TransformersConverter(hf_dir, copy_files=copied)
         converter.convert(str(out_dir), quantization=quantization, force=True)
     return Path(out_dir)
 
@@ -119,16 +137,16 @@ def export_model(
     require_extras(
         *{"openai": (), "hf": ("transformers",), "ct2": ("ctranslate2", "transformers")}[format]
     )
-    model = load_for_export(source)
+    model, settings = load_for_export(source)
     out = Path(out)
     if format == "openai":
-        return save_openai(model, out)
+        return save_openai(model, out, settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     if format == "hf":
         from whisper_ft.hf import save_hf
 
-        return _replace_folder(out, lambda tmp: save_hf(model, tmp))
-    return _replace_folder(out, lambda tmp: save_ct2(model, tmp, quantization))
+        return _replace_folder(out, lambda tmp: save_hf(model, tmp, settings))
+    return _replace_folder(out, lambda tmp: save_ct2(model, tmp, quantization, settings))
 
 
 LOAD_SNIPPETS = {

@@ -16,6 +16,8 @@ import torch
 import whisper.tokenizer
 from whisper.model import ModelDimensions, Whisper
 
+from whisper_ft.decoding import SETTINGS_FILE, DecodingSettings
+
 # openai-whisper name fragment → Hugging Face name fragment, applied in this order.
 _RENAMES = (
     ("encoder.positional_embedding", "encoder.embed_positions.weight"),
@@ -204,10 +206,11 @@ def suppress_tokens(tokenizer: whisper.tokenizer.Tokenizer) -> list[int]:
     return sorted(set(tokenizer.non_speech_tokens) | set(specials))
 
 
-def generation_config(model: Whisper) -> dict:
+def generation_config(model: Whisper, settings: DecodingSettings | None = None) -> dict:
     """`generation_config.json` for transformers' Whisper `generate`, from openai-whisper's
     tokenizer: language and task ids, the no-timestamps token, alignment heads and the
-    suppression lists openai-whisper uses, so `generate` decodes as `whisper.decode` does."""
+    suppression lists openai-whisper uses, so `generate` decodes as `whisper.decode` does.
+    With `settings` (a fine-tune's), its language and task are `generate`'s defaults."""
     tokenizer = whisper_tokenizer(model.dims)
     languages = tokenizer.all_language_codes if tokenizer.encoding.name != "gpt2" else ()
     eot = tokenizer.eot
@@ -237,7 +240,15 @@ def generation_config(model: Whisper) -> dict:
             "transcribe": tokenizer.transcribe,
             "translate": tokenizer.translate,
         }
-        config["forced_decoder_ids"] = [[1, None], [2, tokenizer.transcribe]]
+        task = (
+            tokenizer.translate
+            if settings and settings.task == "translate"
+            else tokenizer.transcribe
+        )
+        config["forced_decoder_ids"] = [[1, None], [2, task]]
+        if settings is not None:
+            config["language"] = f"<|{settings.language}|>"
+            config["task"] = settings.task
     else:
         config["forced_decoder_ids"] = [[1, tokenizer.no_timestamps]]
     return config
@@ -324,11 +335,13 @@ def config_sizes(dims: ModelDimensions) -> dict[str, int]:
     }
 
 
-def save_hf(model: Whisper, out_dir: str | Path) -> Path:
+def save_hf(model: Whisper, out_dir: str | Path, settings: DecodingSettings | None = None) -> Path:
     """Write `model` as a Hugging Face `WhisperForConditionalGeneration` folder, offline:
     `model.safetensors` (float32), `config.json`, `generation_config.json`, the tokenizer files
-    and `preprocessor_config.json`. `WhisperForConditionalGeneration.from_pretrained(out_dir)`
-    and `WhisperProcessor.from_pretrained(out_dir)` load it."""
+    and `preprocessor_config.json`; with a fine-tune's `settings`, also `SETTINGS_FILE` and
+    its language and task in the generation config.
+    `WhisperForConditionalGeneration.from_pretrained(out_dir)` and
+    `WhisperProcessor.from_pretrained(out_dir)` load it."""
     from safetensors.torch import save_file
     from transformers import GenerationConfig, WhisperFeatureExtractor
 
@@ -337,7 +350,9 @@ def save_hf(model: Whisper, out_dir: str | Path) -> Path:
     state_dict = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     save_file(to_hf_state_dict(state_dict), out_dir / "model.safetensors", {"format": "pt"})
     hf_config(model).save_pretrained(out_dir)
-    GenerationConfig(**generation_config(model)).save_pretrained(out_dir)
+    GenerationConfig(**generation_config(model, settings)).save_pretrained(out_dir)
     hf_tokenizer(model.dims).save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=model.dims.n_mels).save_pretrained(out_dir)
+    if settings is not None:
+        (out_dir / SETTINGS_FILE).write_text(json.dumps(settings.as_dict(), indent=2) + "\n")
     return out_dir

@@ -3,12 +3,13 @@ weights), Whisper .pt, whisper-ft .ckpt, CTranslate2 folder or random size; free
 
 import hashlib
 import importlib.util
+import json
 import shutil
 import sys
 import urllib.error
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.utils.checkpoint
@@ -16,6 +17,7 @@ import whisper
 from whisper.model import ModelDimensions, ResidualAttentionBlock, Whisper
 
 from whisper_ft.ct2 import is_ct2_model_dir, load_ct2_model
+from whisper_ft.decoding import SETTINGS_FILE, DecodingSettings
 from whisper_ft.files import atomic_write, cache_root
 from whisper_ft.hf import is_hf_folder, load_hf_model
 
@@ -329,9 +331,18 @@ def checkpoint_blocks(model: torch.nn.Module) -> int:
     return len(blocks)
 
 
-def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, dict]:
-    """The Whisper dims, state dict (LoRA adapters merged) and module hyperparameters in a
-    `WhisperFineTuner` `.ckpt`."""
+class LightningCheckpoint(NamedTuple):
+    """What a `WhisperFineTuner` `.ckpt` holds for inference and export."""
+
+    dims: ModelDimensions
+    state_dict: dict  # Whisper's keys, LoRA adapters merged
+    hyper_parameters: dict  # the module's
+    decoding: DecodingSettings  # how it was fine-tuned to decode
+
+
+def read_lightning_checkpoint(path: str | Path) -> LightningCheckpoint:
+    """The Whisper dims, state dict (LoRA adapters merged), module hyperparameters and
+    decoding settings in a `WhisperFineTuner` `.ckpt`."""
     if not Path(path).is_file():
         raise ModelLoadError(
             f"{path}: no such checkpoint. fit writes them under <default_root_dir>/lightning_logs/"
@@ -365,24 +376,74 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[ModelDimensions, dict, 
         scaling = hyper_parameters["lora_alpha"] / hyper_parameters["lora_rank"]
         state_dict = merge_lora_state(state_dict, scaling)
     dims = ModelDimensions(**checkpoint["whisper_dims"])
-    return dims, state_dict, hyper_parameters
+    return LightningCheckpoint(dims, state_dict, hyper_parameters, _checkpoint_decoding(checkpoint))
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[Whisper, dict]:
-    """The fine-tuned Whisper model in a `WhisperFineTuner` `.ckpt`, and its hyperparameters."""
-    dims, state_dict, hyper_parameters = read_lightning_checkpoint(path)
-    model = Whisper(dims)
-    model.load_state_dict(state_dict)
-    return model, hyper_parameters
+def _checkpoint_decoding(checkpoint: dict) -> DecodingSettings:
+    # Checkpoints before `whisper_ft_decoding` have the language, task and kana constraint
+    # in the module's hyperparameters, but not the target.
+    if "whisper_ft_decoding" in checkpoint:
+        return DecodingSettings.from_dict(checkpoint["whisper_ft_decoding"])
+    hp = checkpoint.get("hyper_parameters", {})
+    return DecodingSettings(
+        language=hp.get("language", "ja"),
+        task=hp.get("task", "transcribe"),
+        kana_decoding=bool(hp.get("kana_decoding", False)),
+    )
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[Whisper, DecodingSettings]:
+    """The fine-tuned Whisper model in a `WhisperFineTuner` `.ckpt`, and how it decodes."""
+    checkpoint = read_lightning_checkpoint(path)
+    model = Whisper(checkpoint.dims)
+    model.load_state_dict(checkpoint.state_dict)
+    return model, checkpoint.decoding
+
+
+def decoding_settings(spec: str) -> DecodingSettings | None:
+    """The decoding settings stored with a model: a `.ckpt`'s, a `.pt` export's `whisper_ft`
+    key, a CTranslate2 or Hugging Face export's `SETTINGS_FILE`; None when it has none (a
+    base model, a name, `random:<size>`)."""
+    path = Path(spec).expanduser()
+    if spec.startswith("random:") or not path.exists():
+        return None
+    if path.is_dir():
+        settings_file = path / SETTINGS_FILE
+        if not settings_file.is_file():
+            return None
+        try:
+            return DecodingSettings.from_dict(json.loads(settings_file.read_text()))
+        except (ValueError, TypeError) as e:
+            raise ModelLoadError(
+                f"{settings_file}: not readable decoding settings ({e}); remove it to decode "
+                "with the defaults, or export the model again."
+            ) from e
+    if path.suffix == ".ckpt":
+        return read_lightning_checkpoint(path).decoding
+    try:  # memory-mapped: the weights are not read a second time
+        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 (as load_base_model: any unreadable file)
+        raise unreadable_checkpoint(path, e) from e
+    if isinstance(stored, dict) and isinstance(stored.get("whisper_ft"), dict):
+        return DecodingSettings.from_dict(stored["whisper_ft"])
+    return None
 
 
 def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
     """Write a Lightning checkpoint's weights in Whisper's own format.
 
-    The file is `{"dims": asdict(ModelDimensions), "model_state_dict": ...}`, which
-    `whisper.load_model(out_path)` reads. It is written atomically.
+    The file is `{"dims": asdict(ModelDimensions), "model_state_dict": ..., "whisper_ft":
+    DecodingSettings.as_dict()}`: `whisper.load_model(out_path)` reads it (and ignores the
+    settings, which this project's `transcribe` and `serve` read). It is written atomically.
     """
-    dims, state_dict, _ = read_lightning_checkpoint(ckpt_path)
+    checkpoint = read_lightning_checkpoint(ckpt_path)
     with atomic_write(out_path) as tmp:
-        torch.save({"dims": asdict(dims), "model_state_dict": state_dict}, tmp)
+        torch.save(
+            {
+                "dims": asdict(checkpoint.dims),
+                "model_state_dict": checkpoint.state_dict,
+                "whisper_ft": checkpoint.decoding.as_dict(),
+            },
+            tmp,
+        )
     return Path(out_path)

@@ -1,7 +1,7 @@
 """The LightningModule: teacher-forced decoder loss, AdamW with warm-up, evaluation by decoding."""
 
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytorch_lightning as pl
 import torch
@@ -13,11 +13,11 @@ from whisper_ft.audio import log_mel_batch
 from whisper_ft.augment import SpecAugment, spec_augment, valid_frame_counts
 from whisper_ft.collate import IGNORE_INDEX
 from whisper_ft.decoding import (
+    DecodingSettings,
     budgets_for,
     decode_results,
     decoding_options,
     hit_budget,
-    non_katakana_tokens,
 )
 from whisper_ft.failures import InFlight, NonFiniteLossGuard, add_note, is_out_of_memory
 from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, score
@@ -144,6 +144,7 @@ class WhisperFineTuner(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.nonfinite = NonFiniteLossGuard(max_nonfinite_steps)  # checks the value first
+        self.trained_target: str | None = None  # the batches' target (kana, text), once seen
         if isinstance(spec_augment, dict):  # as stored in a checkpoint's hyperparameters
             spec_augment = SpecAugment(**spec_augment)
         self.spec_augment = spec_augment or SpecAugment()
@@ -215,6 +216,7 @@ class WhisperFineTuner(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         self.in_flight = InFlight.of(batch, "training")
+        self.trained_target = batch.get("target", self.trained_target)
         if not self._count_skipped(batch, "train"):  # every file of the batch became unreadable
             self._loss_is_finite(torch.zeros(()), [])  # still takes part in the stop decision
             return self._skipped_step()
@@ -295,8 +297,7 @@ class WhisperFineTuner(pl.LightningModule):
         # From the audio alone, as transcribe and serve decode: never from the references.
         budgets = budgets_for(batch["durations_s"], self.model.dims.n_text_ctx)
         target, long_vowel = batch.get("target", "kana"), self.hparams.long_vowel
-        kana_only = self.hparams.kana_decoding and target == "kana"
-        suppress = non_katakana_tokens(self.tokenizer) if kana_only else None
+        suppress = replace(self.decoding_settings, target=target).suppress_tokens(self.tokenizer)
         options = decoding_options(
             self.hparams.language, self.hparams.task, features.device, suppress_tokens=suppress
         )
@@ -382,15 +383,29 @@ class WhisperFineTuner(pl.LightningModule):
         # Every fit logs samples_per_s (and mfu on GPUs with a known peak), CLI or Trainer.fit.
         return [ThroughputLogger(), OutOfMemoryNote(), TestResults()]
 
+    @property
+    def decoding_settings(self) -> DecodingSettings:
+        """How this model decodes: its language, task, kana constraint and the target it was
+        trained on (None before a training batch); saved in every checkpoint for `export`,
+        `transcribe` and `serve`."""
+        return DecodingSettings(
+            language=self.hparams.language,
+            task=self.hparams.task,
+            target=self.trained_target,
+            kana_decoding=self.hparams.kana_decoding,
+        )
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lets `export` and `transcribe` rebuild the Whisper model without the base weights.
         checkpoint["whisper_dims"] = vars(self.model.dims).copy()
+        checkpoint["whisper_ft_decoding"] = self.decoding_settings.as_dict()
         # A resumed fit decodes on the same validations (`decode_every_n_val`) as one that ran
         # through.
         checkpoint["whisper_ft_val_runs"] = self._val_runs
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._val_runs = checkpoint.get("whisper_ft_val_runs", 0)
+        self.trained_target = checkpoint.get("whisper_ft_decoding", {}).get("target")
 
 
 class OutOfMemoryNote(pl.Callback):

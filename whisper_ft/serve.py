@@ -207,6 +207,7 @@ def create_app(
             "model": model_name,
             "device": str(transcriber.device),
             "language": transcriber.language,
+            "task": transcriber.settings.task,
             "queued": batcher.waiting,
             "decoding": batcher.decoding,
             "max_batch": options.max_batch,
@@ -327,8 +328,12 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
         p,
         Transcriber.__init__,
         help={
-            "model": "Whisper name, .pt, .ckpt or random:<size>",
-            "language": "language token (default: the checkpoint's, else ja)",
+            "model": "Whisper name, .pt, .ckpt, CTranslate2 or Hugging Face folder, or "
+            "random:<size>",
+            "language": "language token (default: the one the model was fine-tuned with, else "
+            "ja)",
+            "task": "transcribe or translate (default: the model's fine-tuning task, else "
+            "transcribe)",
             "device": "cuda, cuda:1, cpu (default: cuda when available)",
         },
     )

@@ -165,8 +165,12 @@ def add_transcribe_command(subparsers: argparse._SubParsersAction) -> None:
         p,
         Transcriber.__init__,
         help={
-            "model": "Whisper name, .pt, .ckpt or random:<size>",
-            "language": "language token (default: the checkpoint's, else ja)",
+            "model": "Whisper name, .pt, .ckpt, CTranslate2 or Hugging Face folder, or "
+            "random:<size>",
+            "language": "language token (default: the one the model was fine-tuned with, else "
+            "ja)",
+            "task": "transcribe or translate (default: the model's fine-tuning task, else "
+            "transcribe)",
             "device": "cuda, cpu, … (default: cuda if available)",
         },
     )

@@ -32,26 +32,42 @@ from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 
 from whisper_ft.audio import AUDIO_SUFFIXES, AudioError, load_audio, log_mel_batch
-from whisper_ft.decoding import LoopGuard, budgets_for, decode_guarded, decoding_options
+from whisper_ft.decoding import (
+    DecodingSettings,
+    LoopGuard,
+    budgets_for,
+    decode_guarded,
+    decoding_options,
+)
 from whisper_ft.manifest import ManifestError, path_ids, read_manifest
-from whisper_ft.model import load_base_model, model_from_checkpoint
+from whisper_ft.model import (
+    decoding_settings,
+    dense_alignment_heads,
+    load_base_model,
+    model_from_checkpoint,
+)
 from whisper_ft.text import to_kana
 
 BATCH_SIZE = 8  # files of up to 30 s decoded together, unless told otherwise
 
 
-def load_for_transcription(model_spec: str, device: torch.device) -> tuple[Whisper, str]:
-    """The model in eval mode, and its default language: the one a `.ckpt` was fine-tuned
-    for, `ja` for anything else. A checkpoint is read once."""
+def load_for_transcription(
+    model_spec: str, device: torch.device
+) -> tuple[Whisper, DecodingSettings]:
+    """The model in eval mode, and how it decodes: the settings stored with a `.ckpt` or an
+    export of one (`model.decoding_settings`), else `DecodingSettings()` (ja, transcribe).
+    A checkpoint is read once."""
     if Path(model_spec).suffix == ".ckpt":
-        model, hyper_parameters = model_from_checkpoint(model_spec)
-        return model.to(device).eval(), hyper_parameters.get("language", "ja")
-    return load_base_model(model_spec, device=device).eval(), "ja"
+        model, settings = model_from_checkpoint(model_spec)
+        return dense_alignment_heads(model).to(device).eval(), settings
+    settings = decoding_settings(model_spec) or DecodingSettings()
+    return load_base_model(model_spec, device=device).eval(), settings
 
 
 class Transcriber:
     """A model loaded once that decodes batches of waveforms as evaluation does: greedy,
-    no timestamps, the language token of the checkpoint (or `language`), fp16 on CUDA.
+    no timestamps, fp16 on CUDA, with the language, task and katakana constraint the model
+    was fine-tuned with (`settings`) unless `language` or `task` say otherwise.
     Shared by `transcribe` and `serve`; not thread-safe (one caller at a time)."""
 
     # Temperatures of `transcribe_long`; None: whisper.transcribe's own fallback schedule.
@@ -60,16 +76,37 @@ class Transcriber:
     # only). `options.sample_len` caps every file's budget (`decoding.decoding_budget`).
     loop_guard: LoopGuard | None = None
 
-    def __init__(self, model: str, language: str | None = None, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        language: str | None = None,
+        device: str | None = None,
+        task: str | None = None,
+    ) -> None:
         """model: what `load_base_model` takes (a name, .pt, .ckpt, CTranslate2 or Hugging Face
-        folder, random:<size>). language: the language token (None: the checkpoint's, else
-        ja). device: cuda, cpu, … (None: cuda when available)."""
+        folder, random:<size>). language: the language token (None: the model's, else ja).
+        device: cuda, cpu, … (None: cuda when available). task: transcribe or translate
+        (None: the model's, else transcribe)."""
         start = time.perf_counter()
         self.model_spec = model
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, model_language = load_for_transcription(model, self.device)
-        self.language = language or model_language
-        self.options = decoding_options(self.language, "transcribe", self.device)
+        self.model, stored = load_for_transcription(model, self.device)
+        self.settings = replace(
+            stored, language=language or stored.language, task=task or stored.task
+        )
+        self.language = self.settings.language
+        tokenizer = get_tokenizer(
+            self.model.is_multilingual,
+            num_languages=self.model.num_languages,
+            language=self.language,
+            task=self.settings.task,
+        )
+        self.options = decoding_options(
+            self.language,
+            self.settings.task,
+            self.device,
+            suppress_tokens=self.settings.suppress_tokens(tokenizer),
+        )
         self.load_s = time.perf_counter() - start  # seconds the model took to load
 
     @torch.inference_mode()
@@ -115,7 +152,7 @@ class Transcriber:
         Returns Whisper's result: {"text", "segments": [{"start", "end", "text", "tokens", …}],
         "language"}.
         """
-        temperature = self.long_form_temperature
+        temperature, suppress = self.long_form_temperature, self.options.suppress_tokens
         return whisper.transcribe(
             self.model,
             waveform,
@@ -124,6 +161,8 @@ class Transcriber:
             task=self.options.task,
             fp16=self.options.fp16,
             sample_len=self.options.sample_len,
+            # a copy: Whisper extends the list it is given in place
+            suppress_tokens=list(suppress) if isinstance(suppress, list) else suppress,
             without_timestamps=not timestamps,
             **({} if temperature is None else {"temperature": temperature}),
         )
