@@ -94,6 +94,41 @@ def test_stored_features_equal_live_encoding_within_float16_rounding(model, data
         assert torch.allclose(full.features(row), live, rtol=0, atol=BATCH_ATOL)
 
 
+def test_a_float32_build_stores_the_fp32_encoder_output_and_a_bf16_build_does_not(
+    model, dataset, tmp_path
+):
+    full = build(model, dataset, tmp_path / "cache", precision="32-true")
+    bf16 = build(model, dataset, tmp_path / "cache", precision="bf16-mixed")
+    assert full.path != bf16.path
+    assert full.meta["compute_dtype"] == "float32" and bf16.meta["compute_dtype"] == "bfloat16"
+    for row in range(4):
+        live = live_features(model, dataset, row)
+        assert torch.allclose(full.features(row).float(), live, rtol=FP16_RTOL, atol=BATCH_ATOL)
+        # bf16 keeps 8 significant bits: its encoder output is off by far more than storage
+        error = (bf16.features(row).float() - live).abs().max().item()
+        assert error > 10 * FP16_RTOL * live.abs().max().item()
+
+
+@pytest.mark.parametrize(("precision", "compute_dtype"), [("32-true", "float32"),
+                                                          ("bf16-mixed", "bfloat16")])  # fmt: skip
+def test_a_fit_builds_its_cache_in_its_trainers_precision(
+    manifest, make_trainer, tmp_path, precision, compute_dtype
+):
+    from whisper_ft.data import WhisperDataModule
+    from whisper_ft.module import WhisperFineTuner
+
+    torch.manual_seed(0)
+    module = WhisperFineTuner(base_model="random:micro", lr_warmup_steps=0)
+    data = WhisperDataModule(train_manifest=str(manifest), batch_size=4, num_workers=0,
+                             feature_cache=str(tmp_path / "features"))  # fmt: skip
+    trainer = make_trainer(max_steps=1, limit_val_batches=0, precision=precision)
+    trainer.fit(module, data)
+    [meta_path] = (tmp_path / "features").glob("train-*/meta.json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["complete"] and meta["compute_dtype"] == compute_dtype
+    assert meta["key"]["compute_dtype"] == compute_dtype
+
+
 def test_unreadable_audio_leaves_its_row_missing_and_is_added_later(
     model, dataset, manifest, tmp_path
 ):

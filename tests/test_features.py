@@ -83,6 +83,23 @@ def test_the_key_covers_n_mels_and_head_count_besides_the_weights(model, dataset
         feature_cache_key(model, dataset, "bfloat16")
 
 
+def test_keys_differing_only_in_compute_dtype_name_different_folders(model, dataset, tmp_path):
+    keys = {name: feature_cache_key(model, dataset, compute_dtype=name) for name in
+            ("float32", "bfloat16", "float16")}  # fmt: skip
+    assert feature_cache_key(model, dataset).compute_dtype == "float32"
+    assert {key.dtype for key in keys.values()} == {"float16"}  # stored alike, computed not
+    folders = {cache_folder(tmp_path, "train", key) for key in keys.values()}
+    assert len(folders) == 3
+    folder = cache_folder(tmp_path, "train", keys["bfloat16"])
+    new_cache(folder, keys["bfloat16"], model.dims)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["compute_dtype"] == meta["key"]["compute_dtype"] == "bfloat16"
+    assert existing_cache(folder, keys["bfloat16"]) is not None
+    assert existing_cache(folder, keys["float32"]) is None  # a bf16 build is no fp32 one
+    with pytest.raises(FeatureCacheError, match="choose one of float32, bfloat16, float16"):
+        feature_cache_key(model, dataset, compute_dtype="float64")
+
+
 def test_size_estimate_and_message():
     tiny, base, small = (RANDOM_DIMS[s] for s in ("tiny", "base", "small"))
     assert estimate_cache_bytes(1, tiny) == 1500 * 384 * 2 == 1_152_000

@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from whisper_ft.precision import autocast_dtype, default_precision
+from whisper_ft.precision import (
+    autocast_dtype,
+    compute_dtype_name,
+    default_precision,
+    precision_compute_dtype,
+)
 
 
 @pytest.mark.parametrize(
@@ -27,3 +32,27 @@ def test_the_trainer_and_the_cache_build_choose_the_same_dtype(
     assert autocast_dtype(device) is dtype
     assert default_precision() == precision
     assert autocast_dtype(torch.device("cpu")) is None  # the CPU never autocasts
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "dtype"),
+    [
+        ("32-true", "cpu", torch.float32),
+        ("32", "cuda", torch.float32),
+        ("bf16-mixed", "cuda", torch.bfloat16),
+        ("bf16-true", "cpu", torch.bfloat16),
+        ("16-mixed", "cuda", torch.float16),
+        ("16", "cuda", torch.float16),
+        ("16-true", "cuda", torch.float16),
+        ("16-mixed", "cpu", torch.bfloat16),  # Lightning runs bf16-mixed there
+    ],
+)
+def test_each_trainer_precision_computes_the_encoder_in_its_dtype(precision, device, dtype):
+    assert precision_compute_dtype(precision, torch.device(device)) is dtype
+
+
+def test_a_precision_without_a_cache_dtype_is_refused_with_what_to_do():
+    with pytest.raises(ValueError, match="'64-true'.*--trainer.precision 32-true"):
+        precision_compute_dtype("64-true", torch.device("cpu"))
+    assert compute_dtype_name("bf16-mixed", torch.device("cuda")) == "bfloat16"
+    assert compute_dtype_name(None, torch.device("cpu")) == "float32"  # CPU default: 32-true

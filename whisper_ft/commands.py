@@ -212,6 +212,8 @@ def add_cache_command(commands: argparse._SubParsersAction) -> None:
             "device": "cuda, cpu, … (default: cuda if available)",
             "workers": "DataLoader processes reading audio",
             "dtype": "storage dtype",
+            "precision": "the --trainer.precision of the fit that reads the cache (default: the "
+            "Trainer's default): the encoder runs in its dtype, which keys the cache",
             "target": "the target training uses (default: the lines' target, else kana): it "
             "decides which lines the data check keeps",
             "rebuild": "start afresh (audio changed in place)",

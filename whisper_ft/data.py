@@ -240,7 +240,8 @@ class WhisperDataModule(pl.LightningDataModule):
         return passes
 
     def _feature_cache(self, dataset: UtteranceDataset, cache_dir: Path) -> FeatureCache:
-        """Every process builds (or resumes, or reuses) the cache on its training device: the
+        """Every process builds (or resumes, or reuses) the cache on its training device, the
+        encoder in the dtype this Trainer's precision computes it in (part of the key): the
         first to take the cache's file lock (`feature_build.build_lock`) computes it, the others
         wait on the lock, which has no time limit (a collective barrier would end the job at
         the process group's timeout during a long build), then find it complete."""
@@ -250,6 +251,7 @@ class WhisperDataModule(pl.LightningDataModule):
             dataset,
             cache_dir,
             device=strategy.root_device,
+            precision=self.trainer.precision,
             batch_size=self.hparams.eval_batch_size,
             num_workers=self.hparams.num_workers,
             progress=self.trainer.is_global_zero,

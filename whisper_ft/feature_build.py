@@ -4,9 +4,9 @@
     cache_manifests("base", ["train.jsonl"], "cache/features")      # the `cache` command
 
 Owns the encoder pass (DataLoader workers read audio; the log-mel and the encoder run on the
-device under inference mode and autocast), the file lock that lets one process build while
-the others wait (fits sharing a folder, DDP ranks, nodes sharing a disk), resuming an
-interrupted build from the rows done, and the refusal of settings under which stored
+device under inference mode, the encoder in the fit's precision), the file lock that lets one
+process build while the others wait (fits sharing a folder, DDP ranks, nodes sharing a disk),
+resuming an interrupted build from the rows done, and the refusal of settings under which stored
 features would not be what training computes. What is stored, and how, is `features`'.
 """
 
@@ -49,7 +49,7 @@ from whisper_ft.features import (
 )
 from whisper_ft.manifest import Target
 from whisper_ft.model import load_base_model
-from whisper_ft.precision import autocast_dtype
+from whisper_ft.precision import COMPUTE_DTYPES, compute_dtype_name
 
 FLUSH_EVERY_S = 30.0  # a killed build loses at most this much work
 MAX_LISTED_IDS = 10  # ids named in a warning about rows that could not be cached
@@ -117,6 +117,7 @@ def build_feature_cache(
     dtype: str = "float16",
     name: str | None = None,
     device: str | torch.device | None = None,
+    precision: str | None = None,
     batch_size: int = 16,
     num_workers: int = 2,
     progress: bool = True,
@@ -128,18 +129,24 @@ def build_feature_cache(
 
     Prints the cache's size (estimate_cache_bytes) before computing anything. DataLoader
     workers read audio; the log-mel (log_mel_batch) and the encoder run on `device` (None:
-    the encoder's) under inference mode, with autocast in `autocast_dtype(device)`. An
-    unreadable utterance leaves its row not done (the DataLoader then skips it) and is
-    named in a warning. `rebuild` starts afresh (audio changed in place).
+    the encoder's) under inference mode, the encoder in the dtype a Trainer with `precision`
+    computes it in (`precision.precision_compute_dtype`: float32 without autocast, else
+    autocast in bfloat16 or float16), which is part of the key. An unreadable utterance
+    leaves its row not done (the DataLoader then skips it) and is named in a warning.
+    `rebuild` starts afresh (audio changed in place).
 
     Args:
         dtype: storage dtype, float16 (half the disk of float32; see the module's docstring).
         name: the folder's name before the key digest; None: the manifest's stem.
+        precision: the fit's `trainer.precision` ("32-true", "bf16-mixed", …); None: the
+            Trainer's default, `precision.default_precision()`.
     """
     refuse_with_augmentation(dataset.augment)
     if not len(dataset):
         raise FeatureCacheError(f"{dataset.manifest}: no utterances to cache.")
-    key = feature_cache_key(model, dataset, dtype)
+    device = torch.device(device) if device is not None else _device_of(model.encoder)
+    compute_dtype = compute_dtype_name(precision, device)
+    key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype)
     folder = cache_folder(cache_dir, name or dataset.manifest.stem, key)
     with build_lock(folder, progress):
         return _build(model, dataset, folder, key, dtype, device, batch_size, num_workers,
@@ -173,7 +180,7 @@ def _build(
     folder: Path,
     key: FeatureCacheKey,
     dtype: str,
-    device: str | torch.device | None,
+    device: torch.device,
     batch_size: int,
     num_workers: int,
     progress: bool,
@@ -198,7 +205,6 @@ def _build(
     _check_free_space(folder, estimate_cache_bytes(len(todo), model.dims, dtype))
     cache = cache or new_cache(folder, key, model.dims)
 
-    device = torch.device(device) if device is not None else _device_of(model.encoder)
     loader = DataLoader(
         _Rows(dataset, todo),
         batch_size=batch_size,
@@ -209,7 +215,8 @@ def _build(
     start = time.monotonic()
     bar = tqdm(total=len(todo), desc=f"caching {folder.name}", unit="utt", disable=not progress)
     try:
-        unreadable = _encode_rows(model, loader, cache, device, bar, flush_every_s)
+        compute_dtype = COMPUTE_DTYPES[key.compute_dtype]
+        unreadable = _encode_rows(model, loader, cache, device, compute_dtype, bar, flush_every_s)
     finally:
         bar.close()
         cache.close()  # whatever was computed is kept, also on an error or Ctrl-C
@@ -232,16 +239,18 @@ def _encode_rows(
     loader: DataLoader,
     cache: FeatureCache,
     device: torch.device,
+    compute_dtype: torch.dtype,
     bar: tqdm,
     flush_every_s: float,
 ) -> list[str]:
-    """Encode and write every batch of `loader` (rows, audio, unreadable ids); flush every
-    `flush_every_s` seconds. Returns the unreadable ids."""
+    """Encode and write every batch of `loader` (rows, audio, unreadable ids), the encoder
+    under autocast in `compute_dtype` (float32: none); flush every `flush_every_s` seconds.
+    Returns the unreadable ids."""
     encoder = _encoder_on(model, device)
     was_training = encoder.training
     encoder.eval()
-    compute_dtype = autocast_dtype(device)
-    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype is not None)
+    mixed = compute_dtype is not torch.float32
+    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=mixed)
     unreadable: list[str] = []
     last_flush = time.monotonic()
     try:
@@ -307,13 +316,16 @@ def cache_manifests(
     device: str | None = None,
     workers: int = 2,
     dtype: Literal["float16", "float32"] = "float16",
+    precision: str | None = None,
     target: Target | None = None,
     rebuild: bool = False,
 ) -> bool:
     """Store `model`'s encoder output for every usable utterance of each manifest, one
     folder each under `out` (the `cache` command). Each manifest first goes through the same
     data check as training (`target`: the one training uses; None: the lines' own, else kana).
-    `device`: None is cuda if available. Returns True if every utterance was cached."""
+    `device`: None is cuda if available. `precision`: the `--trainer.precision` of the fit
+    that will read the cache (None: its default), whose compute dtype keys the cache.
+    Returns True if every utterance was cached."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     whisper_model = load_base_model(model, device)
     # The language does not change which lines fit the decoder: every SOT prefix is as long.
@@ -337,6 +349,7 @@ def cache_manifests(
             out,
             dtype=dtype,
             device=device,
+            precision=precision,
             batch_size=batch_size,
             num_workers=workers,
             progress=True,

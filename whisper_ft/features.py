@@ -1,7 +1,7 @@
 """The encoder-feature store: a frozen encoder's output for every utterance, on disk, and its key.
 
-    key = feature_cache_key(model, dataset)             # what the stored rows depend on
-    cache = FeatureCache.open("cache/features", model, dataset)  # complete, or None
+    key = feature_cache_key(model, dataset, compute_dtype="bfloat16")  # what rows depend on
+    cache = FeatureCache.open("cache/features", model, dataset, compute_dtype="bfloat16")
     cache.features(row)                                 # (n_audio_ctx, n_audio_state) float16
 
 Owns the on-disk format, the key that names a folder and the reading and writing of rows.
@@ -14,12 +14,13 @@ from it (`model.decode` skips the encoder when given (batch, n_audio_ctx, n_audi
 
 One folder per manifest and key under `cache_dir`, `<manifest stem>-<key digest[:16]>/`:
 
-    meta.json      the key (encoder sha256, settings, (id, audio) in dataset order), shape,
-                   dtype; "complete": true once every row is stored
+    meta.json      the key (encoder sha256, settings, compute dtype, (id, audio) in dataset
+                   order), shape, dtype; "complete": true once every row is stored
     features.f16   (N, n_audio_ctx, n_audio_state) float16, row i = the dataset's utterance i
     done.u8        one byte per row, set to 1 only after the row's bytes are on disk
 
-Any change of the key (an encoder weight, the utterance list, a setting) gives another folder.
+Any change of the key (an encoder weight, the utterance list, a setting, the dtype the encoder
+ran in: a bf16-mixed fit's features are not a 32-true fit's) gives another folder.
 Rows are written with ordinary file writes (a full disk raises an error instead of a memory
 map's SIGBUS) and marked done only after `flush` has made them durable, so an interrupted
 build resumes from the rows done.
@@ -48,8 +49,9 @@ from whisper.model import ModelDimensions, Whisper
 
 from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.files import atomic_write
+from whisper_ft.precision import COMPUTE_DTYPES
 
-CACHE_VERSION = 1  # part of every key: raise it when what is stored, or how, changes
+CACHE_VERSION = 2  # part of every key: raise it when what is stored, or how, changes
 STORAGE_DTYPES = {"float16": "f16", "float32": "f32"}  # storage dtype → features file suffix
 _AUDIO_DIMS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer")
 
@@ -93,6 +95,7 @@ class FeatureCacheKey:
     hop_length: int  # STFT hop of the log-mel
     whisper_version: str  # the log-mel code and mel filters are this openai-whisper's
     dtype: str  # storage dtype, a key of STORAGE_DTYPES
+    compute_dtype: str  # dtype the encoder ran in, a key of COMPUTE_DTYPES (float32: no autocast)
     utterances: tuple[tuple[str, str], ...]  # (id, audio as in the manifest), dataset order
     version: int = CACHE_VERSION  # the layout of this module
 
@@ -103,12 +106,22 @@ class FeatureCacheKey:
 
 
 def feature_cache_key(
-    model: Whisper, dataset: UtteranceDataset, dtype: str = "float16"
+    model: Whisper,
+    dataset: UtteranceDataset,
+    dtype: str = "float16",
+    *,
+    compute_dtype: str = "float32",
 ) -> FeatureCacheKey:
-    """The key of `dataset`'s features from `model`'s encoder, stored as `dtype`."""
+    """The key of `dataset`'s features from `model`'s encoder run in `compute_dtype`
+    (`precision.compute_dtype_name` of the fit's precision), stored as `dtype`."""
     if dtype not in STORAGE_DTYPES:
         raise FeatureCacheError(
             f"feature cache dtype {dtype!r}: choose one of {', '.join(STORAGE_DTYPES)}."
+        )
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise FeatureCacheError(
+            f"feature cache compute dtype {compute_dtype!r}: choose one of "
+            f"{', '.join(COMPUTE_DTYPES)}."
         )
     return FeatureCacheKey(
         encoder_sha256=encoder_fingerprint(model),
@@ -119,6 +132,7 @@ def feature_cache_key(
         hop_length=HOP_LENGTH,
         whisper_version=whisper.__version__,
         dtype=dtype,
+        compute_dtype=compute_dtype,
         utterances=tuple((u.id, u.audio) for u in dataset.utterances),
     )
 
@@ -178,11 +192,13 @@ class FeatureCache:
         dataset: UtteranceDataset,
         *,
         dtype: str = "float16",
+        compute_dtype: str = "float32",
         name: str | None = None,
     ) -> FeatureCache | None:
-        """The complete cache of `dataset`'s features from `model`'s encoder under
-        `cache_dir`, or None (never built, another key, or not finished)."""
-        key = feature_cache_key(model, dataset, dtype)
+        """The complete cache of `dataset`'s features from `model`'s encoder run in
+        `compute_dtype` under `cache_dir`, or None (never built, another key, or not
+        finished)."""
+        key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype)
         cache = existing_cache(cache_folder(cache_dir, name or dataset.manifest.stem, key), key)
         return cache if cache is not None and cache.complete else None
 
@@ -312,6 +328,7 @@ def new_cache(folder: Path, key: FeatureCacheKey, dims: ModelDimensions) -> Feat
         "key_sha256": key.digest(),
         "shape": [n, dims.n_audio_ctx, dims.n_audio_state],
         "dtype": key.dtype,
+        "compute_dtype": key.compute_dtype,
         "complete": False,
         "key": asdict(key),
     }

@@ -1,6 +1,7 @@
-"""The mixed-precision policy: one choice of compute dtype per device, shared by training
-(`default_precision`, the Trainer's default) and the encoder-feature cache's build
-(`autocast_dtype`), so that cached features match what training would compute."""
+"""The mixed-precision policy: the Trainer's default precision per device
+(`default_precision`, from `autocast_dtype`), and the dtype a Trainer precision computes the
+encoder in (`precision_compute_dtype`), which the encoder-feature cache is built in and keyed
+by, so that cached features are what that fit would compute."""
 
 import torch
 
@@ -26,3 +27,33 @@ def default_precision() -> str:
     return {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[
         autocast_dtype(device)
     ]
+
+
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def precision_compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype a Trainer with `precision` ("32-true", "bf16-mixed", "16-mixed", …, as
+    `trainer.precision` names it) computes the encoder in on `device`: float32 for 32-true/32,
+    bfloat16 for bf16-*, float16 for 16-*, except 16-mixed on the CPU, where Lightning (2.6)
+    runs bf16-mixed (CPU autocast has no fp16 AMP)."""
+    precision = str(precision)
+    if precision in ("32-true", "32"):
+        return torch.float32
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        mixed = precision in ("16-mixed", "16")
+        return torch.bfloat16 if mixed and device.type == "cpu" else torch.float16
+    raise ValueError(
+        f"precision {precision!r}: the encoder-feature cache is built in float32, bfloat16 or "
+        "float16; train with --trainer.precision 32-true, bf16-mixed or 16-mixed, or "
+        "--data.feature_cache off."
+    )
+
+
+def compute_dtype_name(precision: str | None, device: torch.device) -> str:
+    """`precision_compute_dtype`'s dtype as a key of COMPUTE_DTYPES ("bfloat16");
+    `precision` None: `default_precision()`."""
+    dtype = precision_compute_dtype(precision or default_precision(), device)
+    return next(name for name, value in COMPUTE_DTYPES.items() if value is dtype)
