@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from whisper_ft.metrics import CorpusErrorRates, rates_for_json, score
+from whisper_ft.results import WER_MEANING
 from whisper_ft.text import normalize_words
 
 
@@ -20,9 +21,14 @@ def test_corpus_rate_is_summed_edits_over_summed_length_not_a_mean():
     out = rates.compute()
     assert out["cer"].item() == pytest.approx(1 / 11)  # a mean of per-utterance rates: 0.5
     assert out["cer"].item() == pytest.approx(jiwer.cer(refs, hyps))
-    words = [normalize_words(t) for t in refs], [normalize_words(t) for t in hyps]
-    assert out["wer"].item() == pytest.approx(jiwer.wer(*words))  # OpenJTalk's words, summed
     assert out["n_utterances"] == 2
+    refs, hyps = ["今日はいい天気です", "雨"], ["今日はいい天気です", "雪"]
+    rates = CorpusErrorRates()
+    rates.update([score(r, h, target="text") for r, h in zip(refs, hyps, strict=True)])
+    words = [normalize_words(t, fold_kana=False) for t in refs]
+    words = words, [normalize_words(t, fold_kana=False) for t in hyps]
+    assert rates.compute()["wer"].item() == pytest.approx(1 / 6)  # a mean: 0.5
+    assert rates.compute()["wer"].item() == pytest.approx(jiwer.wer(*words))
 
 
 def test_updates_accumulate_and_empty_reference_counts_insertions():
@@ -71,7 +77,7 @@ def test_long_vowel_mode_applies_to_every_rate():
     s = score("コーヒー", "コオヒイ", long_vowel="vowel")
     assert (s.reference, s.kana_errors, s.mora_errors, s.morae) == ("コオヒイ", 0, 0, 4)
     s = score("コーヒー", "コヒー", long_vowel="drop")
-    assert (s.reference, s.kana_errors, s.morae, s.word_errors) == ("コヒ", 0, 2, 0)
+    assert (s.reference, s.kana_errors, s.morae) == ("コヒ", 0, 2)
     s = score("珈琲ー", "珈琲", target="text", long_vowel="drop")
     assert (s.ortho_errors, s.ortho_chars) == (0, 2)
 
@@ -90,13 +96,14 @@ def test_corpus_rates_side_by_side_from_hand_counted_edits():
     assert out["kana_cer"].item() == pytest.approx(2 / 12)
     assert out["mora_er"].item() == pytest.approx(2 / 11)
     assert out["cer"].item() == pytest.approx(2 / 12)  # kana targets: the primary is kana CER
-    assert out["wer"].item() == pytest.approx(2 / 3)
+    assert torch.isnan(out["wer"])  # kana targets: no words (see test_kana_targets_have_no_wer)
     assert torch.isnan(out["ortho_cer"]) and out["n_text_utterances"] == 0
     assert (out["mora_errors"], out["morae"], out["n_utterances"]) == (2, 11, 3)
 
     report = rates_for_json(out)
     json.dumps(report, allow_nan=False)  # NaN is not JSON
     assert report["ortho_cer"] is None and report["ortho_chars"] is None
+    assert report["wer"] is None and report["words"] is None
     assert report["mora_er"] == 2 / 11  # exact, not float32
     assert report["n_utterances"] == 3 and isinstance(report["n_utterances"], int)
 
@@ -144,13 +151,39 @@ def test_pipeline_equals_kana_cer_for_text_targets():
     assert s.pipeline_errors == s.kana_errors
 
 
-def test_japanese_wer_ignores_spaces_and_counts_words():
-    from whisper_ft.metrics import score
+def test_spaces_make_no_word_errors_in_japanese():
+    s = score("アイウエオ", "アイウ エオ", target="text")
+    assert (s.word_errors, s.kana_errors, s.ortho_errors) == (0, 0, 0)
+    s = score("今日はいい天気です", "今日は いい 天気 です。", target="text")
+    assert (s.word_errors, s.words) == (0, 5)
+    assert score("アイウエオ", "アイウ エオ").kana_errors == 0  # kana targets: no word count
 
-    s = score("アイウエオ", "アイウ エオ")
-    assert (s.word_errors, s.words, s.kana_errors) == (0, 1, 0)
+
+def test_text_target_counts_the_words_of_its_segmentation():
     s = score("今日はいい天気です", "", target="text")
     assert s.word_errors == s.words == 5  # OpenJTalk's words: 今日 は いい 天気 です
+    s = score(
+        "レモンを少し絞るとおいしくなります", "レモンを少し絞ると美味しくなります", target="text"
+    )
+    # レモン を 少し 絞る と おいしく なり ます: one word spelt differently
+    assert (s.word_errors, s.words) == (1, 8)
+
+
+def test_kana_targets_have_no_wer():
+    # OpenJTalk leaves a katakana utterance as one word: WER would count utterances, not words.
+    refs = ["キョーワイイテンキデス", "レモンヲスコシシボル"]
+    scores = [score(r, r[:-1]) for r in refs]
+    assert [(s.word_errors, s.words) for s in scores] == [(None, None)] * 2
+    rates = CorpusErrorRates()
+    rates.update(scores)
+    report = rates_for_json(rates.compute())
+    assert (report["wer"], report["word_errors"], report["words"]) == (None, None, None)
+    assert report["kana_errors"] == 2 and report["cer"] == pytest.approx(2 / 21)
+    assert "kana targets: not reported" in WER_MEANING
+    # beside text targets, WER is over the text targets' words alone
+    rates.update([score("今日はいい天気です", "今日はいい天気", target="text")])
+    report = rates_for_json(rates.compute())
+    assert (report["word_errors"], report["words"], report["wer"]) == (1, 5, 0.2)
 
 
 def test_english_text_scored_with_whisper_normaliser():

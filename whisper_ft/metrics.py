@@ -13,7 +13,7 @@ What is compared depends on the target the model was trained on:
 | `mora_er` | `split_morae` of the same kana | the same |
 | `ortho_cer` | none (a kana model has no orthography) | characters of `normalize(text)` |
 | `cer` (primary) | `kana_cer` | `ortho_cer` |
-| `wer` | OpenJTalk words of `normalize_words(text)` (spaces removed first) | the same |
+| `wer` | none (see below) | OpenJTalk words of `normalize_words(text)` (spaces removed first) |
 | `pipeline_kana_cer` | kana of `normalize(to_kana(raw hypothesis))` | = `kana_cer` |
 
 Orthographic CER keeps hiragana and katakana apart. For kana targets a hypothesis is not read by
@@ -21,6 +21,13 @@ OpenJTalk for `kana_cer`: kanji a kana model writes are errors. `pipeline_kana_c
 reading, the honest baseline for a model that was not fine-tuned for kana: its own text (raw, before
 normalisation, so OpenJTalk sees the punctuation and context it reads by) turned into kana by
 OpenJTalk, as a user without a kana model would get it. For a kana model both are close.
+
+Japanese WER needs words, and Japanese is written without spaces: both sides are segmented by
+OpenJTalk from text with its spaces removed, so spacing is never an error. That segmentation is
+real for orthography (今日 は いい 天気 です) but not for katakana, which OpenJTalk's dictionary
+leaves as one word per utterance, so WER over kana would be an utterance error rate under
+another name. Kana targets therefore get no WER (`word_errors`, `words` None; the corpus `wer`
+NaN, null in metrics.json); kana CER and mora error rate are their rates.
 
 Other languages (`score(..., language="en")`): Whisper's `EnglishTextNormalizer` (English) or
 `BasicTextNormalizer` on both sides, CER over that text without spaces, WER over its words;
@@ -60,8 +67,10 @@ class UtteranceScore:
     morae: int | None
     ortho_errors: int | None  # the same in characters of the orthography; None for kana targets
     ortho_chars: int | None
-    word_errors: int  # the same in words (text.normalize_words for Japanese, else spaces)
-    words: int
+    # The same in words (text.normalize_words for Japanese, else spaces); None for Japanese kana
+    # targets, which OpenJTalk cannot split into words (see the module docstring).
+    word_errors: int | None
+    words: int | None
     pipeline_errors: int | None  # kana edits after OpenJTalk reads the raw hypothesis
     char_insertions: int = 0  # insertions among the primary CER's character edits
     hit_budget: bool = False  # decoding reached its token budget without end-of-text
@@ -189,9 +198,12 @@ def score(
     morae_ref, morae_hyp = split_morae(kana_ref), split_morae(kana_hyp)
     # Morae contain no spaces, so jiwer's words are exactly the morae.
     mora_edits = _edits(jiwer.process_words(" ".join(morae_ref), " ".join(morae_hyp)))
-    fold = target == "kana"
-    ref_words = normalize_words(reference, long_vowel, fold_kana=fold)
-    hyp_words = normalize_words(hypothesis, long_vowel, fold_kana=fold)
+    word_errors = words = None
+    if target == "text":
+        ref_words = normalize_words(reference, long_vowel, fold_kana=False)
+        hyp_words = normalize_words(hypothesis, long_vowel, fold_kana=False)
+        word_errors = _edits(jiwer.process_words(ref_words, hyp_words))
+        words = len(ref_words.split())
     kana_chars = jiwer.process_characters(kana_ref, kana_hyp)
     primary = kana_chars if ortho_ref is None else jiwer.process_characters(ortho_ref, ortho_hyp)
     return UtteranceScore(
@@ -206,8 +218,8 @@ def score(
         morae=len(morae_ref),
         ortho_errors=None if ortho_ref is None else _edits(primary),
         ortho_chars=None if ortho_ref is None else len(ortho_ref),
-        word_errors=_edits(jiwer.process_words(ref_words, hyp_words)),
-        words=len(ref_words.split()),
+        word_errors=word_errors,
+        words=words,
         pipeline_errors=char_edits(kana_ref, pipeline_hyp),
         char_insertions=primary.insertions,
         hit_budget=hit_budget,
@@ -228,6 +240,7 @@ _COUNTS = [*dict.fromkeys(name for pair in _RATES.values() for name in pair), "c
 _ORTHO = ("ortho_cer", "ortho_errors", "ortho_chars")
 _KANA = ("kana_cer", "kana_errors", "kana_chars", "mora_er", "mora_errors", "morae")
 _KANA += ("pipeline_kana_cer", "pipeline_errors")
+_WORDS = ("wer", "word_errors", "words")
 # Looping signs: (rate, state it counts / what it is over).
 _LOOPING = {
     "budget_hit_rate": ("budget_hits", "utterances"),  # share that hit the decoding budget
@@ -241,8 +254,9 @@ class CorpusErrorRates(torchmetrics.Metric):
     """Accumulates the edit counts of `UtteranceScore`s.
 
     `compute()` returns 0-d tensors, summed over processes: the rates of `_RATES` (float;
-    `ortho_cer` is NaN when no text-target utterance was scored), the counts they come from
-    (`char_errors`, `chars`, `kana_errors`, …; int), `n_utterances` and `n_text_utterances`.
+    `ortho_cer` is NaN when no text-target utterance was scored, `wer` when none had words),
+    the counts they come from (`char_errors`, `chars`, `kana_errors`, …; int), `n_utterances`,
+    `n_text_utterances`, `n_kana_utterances` and `n_word_utterances`.
     `rates_for_json` turns that into plain numbers for metrics.json.
     """
 
@@ -250,7 +264,7 @@ class CorpusErrorRates(torchmetrics.Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        states = ["utterances", "text_utterances", "kana_utterances"]
+        states = ["utterances", "text_utterances", "kana_utterances", "word_utterances"]
         for name in [*_COUNTS, *states, "budget_hits", "repeating_utterances"]:
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
@@ -263,6 +277,7 @@ class CorpusErrorRates(torchmetrics.Metric):
         self.utterances = self.utterances + len(scores)
         self.text_utterances = self.text_utterances + sum(s.target == "text" for s in scores)
         self.kana_utterances = self.kana_utterances + sum(s.kana_chars is not None for s in scores)
+        self.word_utterances = self.word_utterances + sum(s.words is not None for s in scores)
         self.budget_hits = self.budget_hits + sum(s.hit_budget for s in scores)
         self.repeating_utterances = self.repeating_utterances + sum(s.repeating for s in scores)
 
@@ -279,9 +294,12 @@ class CorpusErrorRates(torchmetrics.Metric):
             out["ortho_cer"] = nan
         if self.kana_utterances == 0:  # no Japanese utterance: no kana to score
             out.update(dict.fromkeys(("kana_cer", "mora_er", "pipeline_kana_cer"), nan))
+        if self.word_utterances == 0:  # Japanese kana targets only: no words to score
+            out["wer"] = nan
         out["n_utterances"] = self.utterances.clone()
         out["n_text_utterances"] = self.text_utterances.clone()
         out["n_kana_utterances"] = self.kana_utterances.clone()
+        out["n_word_utterances"] = self.word_utterances.clone()
         return out
 
 
@@ -289,7 +307,8 @@ def rates_for_json(computed: dict[str, torch.Tensor]) -> dict[str, float | int |
     """`CorpusErrorRates.compute()` as plain numbers for metrics.json: counts as int, rates as
     float recomputed from the counts (exact, not float32), and `ortho_cer` with its counts as
     None (JSON null; json.dumps would write NaN, which is not JSON) when no text-target
-    utterance was scored."""
+    utterance was scored; the same for the kana rates without kana and for `wer` and its counts
+    without words (Japanese kana targets)."""
     out: dict[str, float | int | None] = {}
     for rate, (errors, length) in _RATES.items():
         out[errors], out[length] = int(computed[errors]), int(computed[length])
@@ -304,4 +323,6 @@ def rates_for_json(computed: dict[str, torch.Tensor]) -> dict[str, float | int |
         out.update(dict.fromkeys(_ORTHO))
     if int(computed.get("n_kana_utterances", 1)) == 0:
         out.update(dict.fromkeys(_KANA))
+    if int(computed.get("n_word_utterances", 1)) == 0:
+        out.update(dict.fromkeys(_WORDS))
     return out

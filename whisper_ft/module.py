@@ -325,7 +325,8 @@ class WhisperFineTuner(pl.LightningModule):
         if self.val_decoded:
             rates = self.val_rates.compute()
             self.log("val_cer", rates["cer"], prog_bar=True)
-            self.log("val_wer", rates["wer"])
+            if not rates["wer"].isnan():  # NaN for kana targets: katakana has no word split
+                self.log("val_wer", rates["wer"])
             self.log("val_kana_cer", rates["kana_cer"])
             self.log("val_mora_er", rates["mora_er"])
         self.val_rates.reset()
@@ -341,7 +342,8 @@ class WhisperFineTuner(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         rates = self.test_rates.compute()  # counts summed over processes
         for name in ("cer", "wer", "kana_cer", "mora_er", "pipeline_kana_cer"):
-            self.log(f"test_{name}", rates[name])
+            if name != "wer" or not rates[name].isnan():  # no WER for kana targets (metrics.py)
+                self.log(f"test_{name}", rates[name])
         for name in ("budget_hit_rate", "repetition_rate", "insertion_rate"):  # looping signs
             self.log(f"test_{name}", rates[name])
         skipped = sum(self._gather([self.skipped["test"]]))

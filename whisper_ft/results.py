@@ -19,9 +19,11 @@ from whisper_ft.predictions import PREDICTIONS_HEADER
 from whisper_ft.report import write_report
 
 WER_MEANING = (
-    "word error rate: word edits over reference words. Japanese: both sides normalised without "
-    "spaces, then split into words by OpenJTalk (pyopenjtalk.run_frontend); other languages: "
-    "whitespace words after Whisper's text normaliser"
+    "word error rate: word edits over reference words. Japanese text targets: both sides "
+    "normalised with spaces removed, then split into words by OpenJTalk "
+    "(pyopenjtalk.run_frontend), so spacing is never an error. Japanese kana targets: not "
+    "reported (null), since OpenJTalk leaves a katakana utterance as one word; use kana_cer and "
+    "mora_er. Other languages: whitespace words after Whisper's text normaliser"
 )
 
 
