@@ -9,6 +9,7 @@ from whisper.decoding import DecodingOptions, DecodingTask
 from whisper_ft.hf import (
     HFModelError,
     alignment_heads,
+    bpe_ranks,
     generation_config,
     hf_name,
     is_hf_folder,
@@ -92,6 +93,13 @@ def test_tokenizer_is_openai_whispers_vocabulary(micro_hf, ja_tokenizer):
     )
     assert ids == [50257, 50258, 50266, 50363, 50364]
     assert len(tokenizer) == 51865
+
+
+def test_bpe_ranks_from_the_public_api_are_tiktokens_table(ja_tokenizer):
+    encoding = ja_tokenizer.encoding
+    ranks = bpe_ranks(encoding)
+    assert ranks == encoding._mergeable_ranks  # the private table it replaces
+    assert list(ranks.values()) == sorted(ranks.values())
 
 
 def test_generation_config_decodes_as_openai_whisper(micro_model, micro_hf):

@@ -29,6 +29,12 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from whisper_ft.files import atomic_write
+from whisper_ft.lightning_compat import (
+    clear_sigterm,
+    logger_started,
+    save_last_checkpoint,
+    set_purge_step,
+)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -163,12 +169,12 @@ class ResumableCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
         if is_last_step_of_epoch(trainer) and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            save_last_checkpoint(self, trainer)
         if self._stop_requested(trainer):
             # The step is logged after this hook: exit at the next hook instead of now. Lightning
             # would raise on SIGTERM first, after validating, from a state its restart mishandles.
             self._exit_message = self._save_for_stop(trainer)
-            trainer._signal_connector.received_sigterm = False
+            clear_sigterm(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.on_train_batch_start(trainer)
@@ -188,7 +194,7 @@ class ResumableCheckpoint(ModelCheckpoint):
     def _save_for_stop(self, trainer: pl.Trainer) -> str:
         """Saves last.ckpt unless this step's is saved; returns the message to exit with."""
         if self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            save_last_checkpoint(self, trainer)
             self._last_global_step_saved = trainer.global_step
         return resume_message(trainer, self.last_model_path, self._stop_signal)
 
@@ -270,10 +276,10 @@ def continue_logs(loggers: list[Logger], ckpt_path: str | Path) -> None:
         torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
     )
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger) and logger._experiment is None:
+        if isinstance(logger, TensorBoardLogger) and not logger_started(logger):
             # SummaryWriter's own way: on opening, it hides events at steps >= purge_step.
-            logger._kwargs["purge_step"] = global_step
-        elif isinstance(logger, CSVLogger) and logger._experiment is None:
+            set_purge_step(logger, global_step)
+        elif isinstance(logger, CSVLogger) and not logger_started(logger):
             metrics = Path(logger.log_dir) / "metrics.csv"
             if not metrics.is_file():
                 continue

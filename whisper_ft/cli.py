@@ -23,18 +23,19 @@ def run_lightning(args: list[str] | None) -> None:
         resolve_ckpt_path,
     )
     from whisper_ft.data import WhisperDataModule
+    from whisper_ft.lightning_compat import set_logger_version
     from whisper_ft.module import WhisperFineTuner
     from whisper_ft.precision import default_precision
 
     class WhisperFTCLI(LightningCLI):
-        def _parse_ckpt_path(self) -> None:
-            # `--ckpt_path last` becomes the newest last.ckpt under default_root_dir before
-            # Lightning (2.6, a private hook) reads the checkpoint's hyperparameters into the
-            # config, so that a resumed fit gets them as it does with an explicit path.
+        def parse_arguments(self, parser, args) -> None:
+            # `--ckpt_path last`/`best` becomes the checkpoint's path right after parsing, before
+            # Lightning reads the checkpoint's hyperparameters into the config, so that a resumed
+            # fit gets them as it does with an explicit path.
+            super().parse_arguments(parser, args)
             if self.config.get("subcommand"):
                 config = self.config[self.config.subcommand]
                 config["ckpt_path"] = resolve_ckpt_path(config.get("ckpt_path"), config["trainer"])
-            super()._parse_ckpt_path()
 
         def before_instantiate_classes(self) -> None:
             # With --ckpt_path the checkpoint holds the dims and every weight: build the model
@@ -42,7 +43,7 @@ def run_lightning(args: list[str] | None) -> None:
             # The base model's name is kept in the hyperparameters and reports.
             config = self.config[self.subcommand]
             self.base_model = config["model"]["base_model"]
-            ckpt_path = config.get("ckpt_path")  # `last` already resolved by _parse_ckpt_path
+            ckpt_path = config.get("ckpt_path")  # `last` already resolved by parse_arguments
             self.resume_version = None if ckpt_path is None else logger_version(ckpt_path)
             if ckpt_path and Path(ckpt_path).suffix == ".ckpt" and Path(ckpt_path).is_file():
                 config["model"]["base_model"] = str(ckpt_path)
@@ -50,11 +51,10 @@ def run_lightning(args: list[str] | None) -> None:
         def instantiate_classes(self) -> None:
             super().instantiate_classes()
             self.model.hparams.base_model = self.base_model
-            logger = self.trainer.logger
-            if self.resume_version is not None and getattr(logger, "_version", 0) is None:
+            if self.resume_version is not None:
                 # The resumed run logs on in the checkpoint's version folder (TensorBoard curves
                 # continue); Lightning would otherwise start a new version_N.
-                logger._version = self.resume_version
+                set_logger_version(self.trainer.logger, self.resume_version)
             if self.subcommand == "fit" and self.config[self.subcommand].get("ckpt_path"):
                 continue_logs(self.trainer.loggers, self.config[self.subcommand]["ckpt_path"])
 

@@ -266,6 +266,13 @@ def _bpe_parts(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[byt
         parts[i : i + 2] = [parts[i] + parts[i + 1]]
 
 
+def bpe_ranks(encoding) -> dict[bytes, int]:
+    """A tiktoken `Encoding`'s byte-level BPE table, token bytes → rank (= id), in rank order,
+    from its public API: the same table as its private `_mergeable_ranks`."""
+    ranks = {token: encoding.encode_single_token(token) for token in encoding.token_byte_values()}
+    return dict(sorted(ranks.items(), key=lambda item: item[1]))
+
+
 def hf_tokenizer(dims: ModelDimensions):
     """A transformers `WhisperTokenizer` with openai-whisper's vocabulary (from its tiktoken
     file, offline): byte-level BPE vocab and merges, the specials as special tokens and the
@@ -280,7 +287,7 @@ def hf_tokenizer(dims: ModelDimensions):
     def text(token: bytes) -> str:
         return "".join(as_text[b] for b in token)
 
-    ranks = encoding._mergeable_ranks  # tiktoken's own table; no public accessor
+    ranks = bpe_ranks(encoding)
     vocab = {text(token): rank for token, rank in ranks.items()}
     merges = []
     for token, rank in ranks.items():
@@ -288,7 +295,10 @@ def hf_tokenizer(dims: ModelDimensions):
         if len(parts) == 2:
             merges.append((text(parts[0]), text(parts[1])))
     tokenizer = WhisperTokenizer(vocab=vocab, merges=merges)
-    specials = sorted(encoding._special_tokens.items(), key=lambda item: item[1])
+    specials = sorted(
+        ((name, encoding.encode_single_token(name)) for name in encoding.special_tokens_set),
+        key=lambda item: item[1],
+    )
     for name, token_id in specials:
         timestamp = name.startswith("<|") and name[2:3].isdigit()
         added = AddedToken(name, special=not timestamp, normalized=timestamp)
