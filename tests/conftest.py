@@ -19,6 +19,7 @@ SLOW_TESTS = {
     "test_cli.py::test_fit_test_export_transcribe_end_to_end",
     "test_serve.py::test_the_serve_command_answers_then_stops_cleanly_on_sigterm",
     "test_throughput.py::test_benchmark_smallest_setting_end_to_end",
+    "test_warnings.py::test_a_fit_from_the_command_line_prints_no_lightning_tips_nor_pytree_warning",
 }
 
 

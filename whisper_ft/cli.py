@@ -4,10 +4,51 @@
 place where a user error becomes one `error:` line."""
 
 import argparse
+import contextlib
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+# The loggers Lightning's rank_zero_info writes through (the fabric's one or the trainer's).
+LIGHTNING_INFO_LOGGERS = (
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+)
+
+
+class NoLightningTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: …" lines, advertisements for litlogger and litmodels that
+    say nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip:")
+
+
+@contextlib.contextmanager
+def lightning_quieted():
+    """Within: no Lightning tips and no FutureWarning of Lightning's own `_pytree` about
+    torch's deprecated `LeafSpec` (Lightning's to fix, not the user's). Both are matched by
+    the module that emits them, so nothing else is hidden; the logger and warning filters are
+    as before once the block ends."""
+    tips = NoLightningTips()
+    loggers = [logging.getLogger(name) for name in LIGHTNING_INFO_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(tips)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                category=FutureWarning,
+                module=r"pytorch_lightning\.utilities\._pytree",
+            )
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(tips)
 
 
 def run_lightning(args: list[str] | None) -> None:
@@ -78,17 +119,18 @@ def run_lightning(args: list[str] | None) -> None:
             if self.config[self.subcommand].get("tune_batch_size"):
                 tune_batch_size(self.trainer, self.model, self.datamodule)
 
-    WhisperFTCLI(
-        WhisperFineTuner,
-        WhisperDataModule,
-        args=args,
-        trainer_defaults={"default_root_dir": "checkpoints", "precision": default_precision()},
-        save_config_kwargs={"overwrite": True},
-        # The module's own AdamW groups and schedule; a second way to set them would conflict.
-        auto_configure_optimizers=False,
-        parser_kwargs={"prog": "python -m whisper_ft"},
-        seed_everything_default=0,
-    )
+    with lightning_quieted():
+        WhisperFTCLI(
+            WhisperFineTuner,
+            WhisperDataModule,
+            args=args,
+            trainer_defaults={"default_root_dir": "checkpoints", "precision": default_precision()},
+            save_config_kwargs={"overwrite": True},
+            # The module's own AdamW groups and schedule; a second way to set them would conflict.
+            auto_configure_optimizers=False,
+            parser_kwargs={"prog": "python -m whisper_ft"},
+            seed_everything_default=0,
+        )
 
 
 def tune_batch_size(trainer, model, datamodule) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader
 from whisper.model import Whisper
 from whisper.tokenizer import Tokenizer
@@ -339,7 +340,14 @@ class WhisperDataModule(pl.LightningDataModule):
         if self._train_sampler_state is not None:
             # Lightning judges a plain DataLoader "not resumable" and warns on a mid-epoch
             # resume; the sampler state restored here makes the data order continue exactly.
-            warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that")
+            # Lightning warns later, at the epoch's start, out of any block this method could
+            # wrap; the filter matches only that warning of the one Lightning module.
+            warnings.filterwarnings(
+                "ignore",
+                message=r"You're resuming from a checkpoint that",
+                category=PossibleUserWarning,
+                module=r"pytorch_lightning\.loops\.training_epoch_loop",
+            )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -7,6 +7,7 @@ shot → fine-tune the decoder (encoder frozen) → test again → test report �
 model's own text read into kana by OpenJTalk (the pipeline a user has without fine-tuning).
 """
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from whisper_ft.corpora.synthetic import prepare_synthetic
 from whisper_ft.data import WhisperDataModule
@@ -66,6 +68,20 @@ def _base_module(base_model: str, offline_model: str) -> tuple[WhisperFineTuner,
     return module, RANDOM_STEPS
 
 
+@contextlib.contextmanager
+def _one_worker_unwarned():
+    """Within: no Lightning advice to use more DataLoader workers (the demo uses one on
+    purpose); the warning filters are as before once the block ends."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*does not have many workers",
+            category=PossibleUserWarning,
+            module=r"pytorch_lightning\.trainer\.connectors\.data_connector",
+        )
+        yield
+
+
 def run_demo(
     out: str | Path = "checkpoints/demo",
     max_steps: int | None = None,
@@ -85,7 +101,6 @@ def run_demo(
     def stage(message: str) -> None:
         print(f"[demo {time.time() - started:5.0f} s] {message}", flush=True)
 
-    warnings.filterwarnings("ignore", message=r".*does not have many workers")
     pl.seed_everything(0, verbose=False)
     stage(f"synthesising the offline corpus under {out / 'corpus'}")
     manifests = prepare_synthetic(out / "corpus", n_sentences=n_sentences, n_speakers=n_speakers)
@@ -111,13 +126,16 @@ def run_demo(
     )
     stage(f"base model {module.hparams.base_model}: decoding the held-out test set, zero shot")
     evaluator = pl.Trainer(logger=False, default_root_dir=out / "zero_shot", **quiet)
-    zero_shot = evaluator.test(module, data, verbose=False)[0]
+    with _one_worker_unwarned():
+        zero_shot = evaluator.test(module, data, verbose=False)[0]
     stage(f"fine-tuning for {steps} steps of {BATCH_SIZE} utterances")
-    trainer.fit(module, data)
+    with _one_worker_unwarned():
+        trainer.fit(module, data)
     checkpoint = Path(trainer.log_dir) / "demo.ckpt"
     trainer.save_checkpoint(checkpoint, weights_only=False)  # resumable: optimizer state too
     stage("decoding the held-out test set after fine-tuning")
-    fine_tuned = trainer.test(module, data, verbose=False)[0]
+    with _one_worker_unwarned():
+        fine_tuned = trainer.test(module, data, verbose=False)[0]
     exported = export_checkpoint(checkpoint, Path(trainer.log_dir) / "demo.pt")
     result = DemoResult(
         base_model=module.hparams.base_model,

@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 
@@ -177,6 +178,7 @@ class WhisperFineTuner(pl.LightningModule):
         self.val_decoded = False  # whether the last validation decoded (BestCheckpoint reads it)
         self.skipped: dict[str, int] = {"train": 0, "val": 0, "test": 0}  # unreadable audio
         self.in_flight: InFlight | None = None  # the last batch a step began: for OOM advice
+        self._eval_mode_filter: warnings.catch_warnings | None = None  # fit start to train start
 
     def train(self, mode: bool = True) -> "WhisperFineTuner":
         # Lightning switches the whole module to train mode each epoch; a frozen encoder stays
@@ -188,9 +190,23 @@ class WhisperFineTuner(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.hparams.freeze_encoder:
-            # Runs before Lightning's check for modules in eval mode, which would warn at every
-            # fit about the encoder that train() keeps in eval mode on purpose.
-            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            # Lightning checks for modules in eval mode between this hook and on_train_start and
+            # would warn at every fit about the encoder that train() keeps in eval mode on
+            # purpose. The filter matches that one warning of that one Lightning module and
+            # lives only until on_train_start: the process's filters are left as they were.
+            self._eval_mode_filter = warnings.catch_warnings()
+            self._eval_mode_filter.__enter__()
+            warnings.filterwarnings(
+                "ignore",
+                message=r"Found \d+ module\(s\) in eval mode",
+                category=PossibleUserWarning,
+                module=r"pytorch_lightning\.loops\.fit_loop",
+            )
+
+    def on_train_start(self) -> None:
+        if self._eval_mode_filter is not None:
+            self._eval_mode_filter.__exit__(None, None, None)
+            self._eval_mode_filter = None
 
     def encode(
         self, audio: torch.Tensor, audio_lengths: torch.Tensor | None = None, augment: bool = False

@@ -1,0 +1,38 @@
+"""What a fit leaves of the process's warning filters, and what a fit's output leaves out."""
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from whisper_ft.data import WhisperDataModule
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_fit_leaves_the_warning_filters_as_they_were(micro, corpus, make_trainer):
+    data = WhisperDataModule(train_manifest=str(corpus["train"]), batch_size=4, num_workers=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        make_trainer(max_steps=1, limit_val_batches=0).fit(micro, data)
+        after = list(warnings.filters)
+    assert after == before
+    # the frozen encoder's eval mode is still not reported
+    assert not [w for w in caught if "in eval mode" in str(w.message)]
+
+
+def test_a_fit_from_the_command_line_prints_no_lightning_tips_nor_pytree_warning(corpus, tmp_path):
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    fit = subprocess.run(
+        [sys.executable, "-m", "whisper_ft", "fit", "--model.base_model", "random:micro",
+         "--data.train_manifest", str(corpus["train"]), "--data.batch_size", "4",
+         "--data.num_workers", "0", "--trainer.max_steps", "1",
+         "--trainer.enable_progress_bar", "false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    output = fit.stdout + fit.stderr
+    assert "`Trainer.fit` stopped: `max_steps=1` reached" in output  # Lightning's info stays
+    assert "Tip" not in output and "_pytree" not in output
