@@ -49,10 +49,17 @@ from whisper.tokenizer import get_tokenizer
 from whisper_ft.corpora.synthetic import prepare_synthetic, synthesize
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.dataset import UtteranceDataset
-from whisper_ft.decoding import budgets_for, decode_texts, decoding_options
+from whisper_ft.decoding import (
+    LoopGuard,
+    budgets_for,
+    decode_guarded,
+    decoding_options,
+    hit_budget,
+    speechless_outputs,
+)
 from whisper_ft.feature_build import build_feature_cache
 from whisper_ft.manifest import Utterance, read_manifest, write_manifest
-from whisper_ft.metrics import score
+from whisper_ft.metrics import has_loop, score
 from whisper_ft.model import load_base_model
 from whisper_ft.module import WhisperFineTuner
 
@@ -73,6 +80,7 @@ class Recipe:
     weight_decay: float = 0.01
     train_parts: str = "decoder"  # WhisperFineTuner.train_parts
     lora_rank: int = 0  # WhisperFineTuner.lora_rank (0: no adapters)
+    gradient_clip_val: float = 0.0  # Trainer.gradient_clip_val (norm); 0: no clipping
     seed: int = 0
 
 
@@ -127,32 +135,53 @@ def make_test_sets(corpus: Path, manifests: dict[str, Path]) -> dict[str, Path]:
     return sets
 
 
-def decode_set(model, manifest: Path, cache_dir: Path, batch_size: int = 32) -> list[tuple]:
-    """(kana reference, raw hypothesis) per utterance of `manifest`, decoded greedily from
-    cached encoder features (built on first use)."""
+def decode_set(
+    model, manifest: Path, cache_dir: Path, guard: LoopGuard | None = None, batch_size: int = 32
+) -> list[tuple[str, str, bool]]:
+    """(kana reference, raw hypothesis, hit its budget) per utterance of `manifest`, decoded
+    greedily from cached encoder features (built on first use), with `guard`'s fallback when
+    given (as `Transcriber.loop_guard`)."""
     tokenizer = get_tokenizer(True, language="ja", task="transcribe")
     dataset = UtteranceDataset.from_manifest(manifest, tokenizer)
     cache = build_feature_cache(model, dataset, cache_dir, num_workers=0)
     options = decoding_options("ja", "transcribe", torch.device("cpu"))
-    pairs = []
+    triples = []
     for start in range(0, len(dataset), batch_size):
         rows = range(start, min(start + batch_size, len(dataset)))
         features = torch.stack([cache.features(row) for row in rows]).float()
         durations = [dataset.durations_s[row] for row in rows]  # the budget, as test's
-        hypotheses = decode_texts(
-            model, features, options, budgets_for(durations, model.dims.n_text_ctx)
-        )
-        pairs += [(dataset.targets[row], hyp) for row, hyp in zip(rows, hypotheses, strict=True)]
-    return pairs
+        budgets = budgets_for(durations, model.dims.n_text_ctx)
+        results = decode_guarded(model, features, options, budgets, guard)
+        triples += [
+            (dataset.targets[row], r.text, hit_budget(r, budget))
+            for row, r, budget in zip(rows, results, budgets, strict=True)
+        ]
+    return triples
 
 
-def kana_cer(pairs: list[tuple[str, str]], pipeline: bool = False) -> dict:
-    """Corpus kana CER of (kana reference, raw hypothesis) pairs; `pipeline`: the hypothesis
-    read into kana by OpenJTalk first (`UtteranceScore.pipeline_errors`)."""
-    scores = [score(ref, hyp, "kana") for ref, hyp in pairs]
+def kana_cer(triples: list[tuple[str, str, bool]], pipeline: bool = False) -> dict:
+    """Corpus kana CER of (kana reference, raw hypothesis, hit budget) triples, and the
+    looping signs: the share cut at the budget, the share with a repeated unit (`has_loop`),
+    insertions per reference character. `pipeline`: the hypothesis read into kana by
+    OpenJTalk first (`UtteranceScore.pipeline_errors`)."""
+    scores = [score(ref, hyp, "kana", hit_budget=hit) for ref, hyp, hit in triples]
     errors = sum(s.pipeline_errors if pipeline else s.kana_errors for s in scores)
     chars = sum(s.kana_chars for s in scores)
-    return {"kana_cer": round(errors / chars, 4), "errors": errors, "chars": chars, "n": len(pairs)}
+    n = len(triples)
+    return {
+        "kana_cer": round(errors / chars, 4),
+        "errors": errors,
+        "chars": chars,
+        "n": n,
+        "budget_hit": round(sum(hit for *_, hit in triples) / n, 4),
+        "loops": round(sum(has_loop(hyp) for _, hyp, _ in triples) / n, 4),
+        "insertions": round(sum(s.char_insertions for s in scores) / chars, 4),
+    }
+
+
+def speechless_said(model) -> dict[str, str]:
+    """What `model` says on `decoding.speechless_clips` (silence, white and pink noise)."""
+    return speechless_outputs(model, decoding_options("ja", "transcribe", torch.device("cpu")))
 
 
 class BestWeights(pl.Callback):
@@ -207,6 +236,7 @@ def fine_tune(recipe: Recipe, base_model: str, manifests: dict, cache_dir: Path)
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[best],
+        gradient_clip_val=recipe.gradient_clip_val or None,
         accelerator="cpu",
         devices=1,
     )
@@ -253,21 +283,32 @@ def main(argv: list[str] | None = None) -> dict:
         "train_utterances": len(read_manifest(manifests["train"])),
         "test_sets": {name: len(read_manifest(path)) for name, path in test_sets.items()},
     }
+    guard = LoopGuard()
     if not args.skip_baselines:
         base = load_base_model(args.base_model).eval()
-        pairs = {name: decode_set(base, path, cache_dir) for name, path in test_sets.items()}
-        result["zero_shot"] = {name: kana_cer(p) for name, p in pairs.items()}
-        result["pipeline"] = {name: kana_cer(p, pipeline=True) for name, p in pairs.items()}
-        result["examples_zero_shot"] = {name: p[:3] for name, p in pairs.items()}
+        for suffix, g in (("", None), ("_guarded", guard)):
+            triples = {
+                name: decode_set(base, path, cache_dir, g) for name, path in test_sets.items()
+            }
+            result[f"zero_shot{suffix}"] = {name: kana_cer(t) for name, t in triples.items()}
+            result[f"pipeline{suffix}"] = {
+                name: kana_cer(t, pipeline=True) for name, t in triples.items()
+            }
+            result[f"examples_zero_shot{suffix}"] = {name: t[:3] for name, t in triples.items()}
+        result["speechless_zero_shot"] = speechless_said(base)
         del base
     train_started = time.time()
     module, best = fine_tune(recipe, args.base_model, manifests, cache_dir)
     result["train_s"] = round(time.time() - train_started, 1)
     result["val_cer"] = best.history
     result["best_step"] = best.best_step
-    pairs = {name: decode_set(module.model, path, cache_dir) for name, path in test_sets.items()}
-    result["fine_tuned"] = {name: kana_cer(p) for name, p in pairs.items()}
-    result["examples_fine_tuned"] = {name: p[:3] for name, p in pairs.items()}
+    for suffix, g in (("", None), ("_guarded", guard)):
+        triples = {
+            name: decode_set(module.model, path, cache_dir, g) for name, path in test_sets.items()
+        }
+        result[f"fine_tuned{suffix}"] = {name: kana_cer(t) for name, t in triples.items()}
+        result[f"examples_fine_tuned{suffix}"] = {name: t[:3] for name, t in triples.items()}
+    result["speechless_fine_tuned"] = speechless_said(module.model)
     result["wall_s"] = round(time.time() - started, 1)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("examples")}, indent=1))
     if args.json:
@@ -294,6 +335,26 @@ def append_row(path: Path, r: dict) -> None:
         f"{cer('pipeline', 'espeak')} | **{cer('fine_tuned', 'espeak')}** | {r['wall_s']:.0f} |\n"
     )
     insert_rows(path, "# Adaptation:", ADAPTATION_HEADER, [row])
+    if "fine_tuned_guarded" not in r:
+        return
+
+    def looping(kind: str, name: str) -> str:
+        if name not in r.get(kind, {}):
+            return "– | – | –"
+        s = r[kind][name]
+        return f"{s['kana_cer']:.3f} | {s['budget_hit']:.2f} | {s['loops']:.2f}"
+
+    said = r.get("speechless_fine_tuned", {})
+    looping_row = (
+        f"| {r['date']} | {r['name']} | {recipe['gradient_clip_val'] or '–'} | "
+        + " | ".join(
+            looping(kind, name)
+            for name in ("openjtalk", "espeak")
+            for kind in ("fine_tuned", "fine_tuned_guarded")
+        )
+        + f" | {sum(bool(t.strip()) for t in said.values())}/{len(said)} |\n"
+    )
+    insert_rows(path, "# Looping:", LOOPING_HEADER, [looping_row])
 
 
 ADAPTATION_HEADER = """# Adaptation: does kana fine-tuning beat not adapting?
@@ -304,6 +365,19 @@ Rows added by `benchmarks/adaptation.py` (one per recipe); see its docstring for
 | pipeline OpenJTalk | fine-tuned OpenJTalk | zero-shot espeak-ng | pipeline espeak-ng \
 | fine-tuned espeak-ng | wall s |
 | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+"""
+
+LOOPING_HEADER = """# Looping: the fine-tuned model, greedy vs the loop guard
+
+Rows added by `benchmarks/adaptation.py`: the same fine-tuned weights decoded greedily and with
+`decoding.LoopGuard` (whisper.transcribe's fallback), on each held-out test set: kana CER, the
+share of hypotheses cut at their decoding budget, the share with a repeated unit; and how many
+speechless clips (silence, white and pink noise) it said something on.
+
+| date | recipe | clip | OpenJTalk CER | budget hit | loops | guarded CER | budget hit | loops \
+| espeak-ng CER | budget hit | loops | guarded CER | budget hit | loops | said on speechless |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: \
+| ---: | ---: |
 """
 
 

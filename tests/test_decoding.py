@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import whisper
@@ -147,3 +148,30 @@ def test_a_row_cut_at_its_budget_is_tried_again():
     guard = LoopGuard()
     assert guard.failed(_result("アイウ", n=3), 3) and not guard.failed(_result("アイ", n=2), 3)
     assert not guard.failed(dataclasses.replace(_result("ア", -2.0, 1, 0.9)), 3)  # silence
+
+
+def test_speechless_clips_hold_no_speech_and_each_is_decoded():
+    from whisper_ft.decoding import SPEECHLESS_SECONDS, speechless_clips, speechless_outputs
+    from whisper_ft.model import load_base_model
+
+    clips = speechless_clips()
+    assert list(clips) == ["silence", "white_noise", "pink_noise"]
+    assert all(
+        c.dtype == np.float32 and len(c) == SPEECHLESS_SECONDS * 16000 for c in clips.values()
+    )
+    assert not clips["silence"].any()
+    rms = {name: float(np.sqrt(np.mean(c.astype(np.float64) ** 2))) for name, c in clips.items()}
+    assert rms["white_noise"] == pytest.approx(0.01, rel=1e-3)
+    assert rms["pink_noise"] == pytest.approx(0.05, rel=1e-3)
+    # pink: most of the power below 1 kHz; white: spread evenly (about 1/8 below 1 kHz)
+    low = {}
+    for name in ("white_noise", "pink_noise"):
+        power = np.abs(np.fft.rfft(clips[name])) ** 2
+        low[name] = float(power[: int(SPEECHLESS_SECONDS * 1000)].sum() / power.sum())
+    assert low["pink_noise"] > 0.5 > 0.2 > low["white_noise"]
+    assert np.array_equal(speechless_clips()["pink_noise"], clips["pink_noise"])  # seeded
+    torch.manual_seed(0)
+    model = load_base_model("random:micro").eval()
+    options = whisper.DecodingOptions(language="ja", without_timestamps=True, fp16=False)
+    said = speechless_outputs(model, options)
+    assert list(said) == list(clips) and all(isinstance(t, str) for t in said.values())

@@ -11,6 +11,7 @@ from whisper_ft.collate import Collator
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.dataset import UtteranceDataset
 from whisper_ft.decoding import budgets_for
+from whisper_ft.metrics import has_loop
 from whisper_ft.module import (
     decay_parameter_names,
     token_loss,
@@ -128,6 +129,16 @@ def test_test_writes_predictions_and_corpus_cer_matching_jiwer(
     manifest = [json.loads(line) for line in corpus["test"].read_text().splitlines()]
     assert {r["id"]: r["speaker"] for r in rows} == {u["id"]: u["speaker"] for u in manifest}
     assert metrics["checkpoint"] is None  # tested in memory: no fit run to take curves from
+    # the looping signs of each row: budget hit, a repeated unit, the insertions among its edits
+    for r in rows:
+        assert r["hit_budget"] in ("0", "1") and r["loop"] in ("0", "1")
+        assert int(r["insertions"]) <= len(r["hypothesis"])
+        assert r["loop"] == str(int(has_loop(r["hypothesis"])))
+    # what it says where nobody speaks, on each speechless clip
+    assert set(metrics["speechless"]) == {"silence", "white_noise", "pink_noise"}
+    said = sum(bool(t.strip()) for t in metrics["speechless"].values()) / 3
+    assert metrics["speechless_said_rate"] == pytest.approx(said)
+    assert logged["test_speechless_said_rate"] == pytest.approx(said)
 
 
 @pytest.mark.parametrize("micro", [{"kana_decoding": True}], indirect=True)

@@ -53,6 +53,27 @@ def test_read_predictions_and_bad_rows(tmp_path):
         read_predictions(path)
 
 
+def test_a_tests_predictions_carry_the_looping_signs_and_read_back(tmp_path):
+    from whisper_ft.metrics import score
+    from whisper_ft.results import write_test_report
+
+    looping = score("アイウ", "アイウウウウウウ", hit_budget=True)  # cut at its budget, repeating
+    fine = score("カキク", "カキ")
+    path, _ = write_test_report(tmp_path, [("b", "s2", fine), ("a", "s1", looping)], {})
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0].split("\t")[-3:] == ["hit_budget", "loop", "insertions"]
+    assert lines[1].split("\t")[-3:] == ["1", "1", "5"] and lines[2].split("\t")[-3:] == [
+        "0",
+        "0",
+        "0",
+    ]
+    assert [p.id for p in read_predictions(path)] == ["a", "b"]  # the 5 columns report reads
+    with path.open("a", encoding="utf-8") as f:
+        f.write("c\tア\tア\t0.0\ts1\n")  # the looping columns missing
+    with pytest.raises(ReportError, match=r":4: expected 8 tab-separated fields"):
+        read_predictions(path)
+
+
 def test_by_speaker_sums_edits_and_worst_counts_edits(tmp_path):
     predictions = read_predictions(write_predictions(tmp_path))
     # spk_b: (1 + 2) / (5 + 2); spk_a: (2 + 0) / (5 + 3); worst CER first

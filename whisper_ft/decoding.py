@@ -5,11 +5,15 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import whisper
+from whisper.audio import N_SAMPLES, SAMPLE_RATE
 from whisper.model import Whisper
 from whisper.tokenizer import Tokenizer, get_tokenizer
 from whisper.utils import compression_ratio
+
+from whisper_ft.audio import log_mel_batch
 
 # What a katakana transcript may contain besides the katakana block (U+30A0–U+30FF, with ー):
 # the punctuation OpenJTalk's g2p keeps, and the space.
@@ -288,3 +292,38 @@ def decode_texts(
 ) -> list[str]:
     """`decode_results`' texts, one per row (shapes and budgets as there)."""
     return [result.text for result in decode_results(model, features, options, budgets)]
+
+
+SPEECHLESS_SECONDS = 5.0  # each clip of `speechless_clips`
+
+
+def speechless_clips(seconds: float = SPEECHLESS_SECONDS) -> dict[str, np.ndarray]:
+    """Clips with no speech in them, 16-kHz mono float32, seeded: digital silence, quiet
+    white noise (RMS 0.01, about -40 dBFS) and louder pink noise (RMS 0.05, a fan or a
+    room). A model must say nothing on them; a fine-tune that talks there hallucinates."""
+    n = int(seconds * SAMPLE_RATE)
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal(n)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum /= np.sqrt(np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 1.0))  # 1/f power
+    pink = np.fft.irfft(spectrum, n)
+    return {
+        "silence": np.zeros(n, dtype=np.float32),
+        "white_noise": (0.01 * white / white.std()).astype(np.float32),
+        "pink_noise": (0.05 * pink / pink.std()).astype(np.float32),
+    }
+
+
+@torch.inference_mode()
+def speechless_outputs(model: Whisper, options: whisper.DecodingOptions) -> dict[str, str]:
+    """What `model` says on each of `speechless_clips`, decoded with `options` (as evaluation
+    decodes: greedy, the audio's own budget); "" for each is what a good model gives."""
+    clips = speechless_clips()
+    device = next(model.parameters()).device
+    audio = torch.stack(
+        [torch.from_numpy(whisper.pad_or_trim(c, N_SAMPLES)) for c in clips.values()]
+    )
+    mel = log_mel_batch(audio.to(device), model.dims.n_mels)
+    budgets = budgets_for([SPEECHLESS_SECONDS] * len(clips), model.dims.n_text_ctx)
+    results = decode_results(model, mel, options, budgets)
+    return {name: result.text for name, result in zip(clips, results, strict=True)}

@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+import whisper
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
@@ -19,6 +20,7 @@ from whisper_ft.decoding import (
     decode_results,
     decoding_options,
     hit_budget,
+    speechless_outputs,
 )
 from whisper_ft.failures import InFlight, NonFiniteLossGuard, add_note, is_out_of_memory
 from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, score
@@ -313,10 +315,7 @@ class WhisperFineTuner(pl.LightningModule):
         # From the audio alone, as transcribe and serve decode: never from the references.
         budgets = budgets_for(batch["durations_s"], self.model.dims.n_text_ctx)
         target, long_vowel = batch.get("target", "kana"), self.hparams.long_vowel
-        suppress = replace(self.decoding_settings, target=target).suppress_tokens(self.tokenizer)
-        options = decoding_options(
-            self.hparams.language, self.hparams.task, features.device, suppress_tokens=suppress
-        )
+        options = self._decoding_options(target, features.device)
         results = decode_results(self.model, features, options, budgets)
         language = self.hparams.language
         return [
@@ -326,6 +325,15 @@ class WhisperFineTuner(pl.LightningModule):
             )
             for ref, result, budget in zip(batch["texts"], results, budgets, strict=True)
         ]  # fmt: skip
+
+    def _decoding_options(self, target: str, device: torch.device) -> whisper.DecodingOptions:
+        settings = replace(self.decoding_settings, target=target)
+        return decoding_options(
+            settings.language,
+            settings.task,
+            device,
+            suppress_tokens=settings.suppress_tokens(self.tokenizer),
+        )
 
     def _decoding_this_validation(self) -> bool:
         every = self.hparams.decode_every_n_val
@@ -363,7 +371,12 @@ class WhisperFineTuner(pl.LightningModule):
         for name in ("budget_hit_rate", "repetition_rate", "insertion_rate"):  # looping signs
             self.log(f"test_{name}", rates[name])
         skipped = sum(self._gather([self.skipped["test"]]))
-        self.test_scores = TestScores(self._gather(self.test_records), rates, skipped)
+        # What the model says where nobody speaks: each process decodes the same clips.
+        target = self.test_records[0][2].target if self.test_records else "kana"
+        said = speechless_outputs(self.model, self._decoding_options(target, self.device))
+        said_rate = sum(bool(text.strip()) for text in said.values()) / len(said)
+        self.log("test_speechless_said_rate", said_rate)
+        self.test_scores = TestScores(self._gather(self.test_records), rates, skipped, said)
         self.test_rates.reset()
         self.test_records = []
 

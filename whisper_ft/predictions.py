@@ -19,6 +19,10 @@ import jiwer
 from whisper_ft.metrics import char_edits, error_rate
 
 PREDICTIONS_HEADER = ["id", "reference", "hypothesis", "cer", "speaker"]
+# The looping signs of each row, after those (files written before them lack them): 1 when
+# decoding hit its budget, 1 when the hypothesis repeats a unit 4 times (`metrics.has_loop`),
+# and the character insertions among its edits.
+LOOPING_COLUMNS = ["hit_budget", "loop", "insertions"]
 FULL_WIDTH_SPACE = "\u3000"  # stands for a missing character in a column of full-width ones
 
 
@@ -45,22 +49,26 @@ def read_predictions(path: str | Path) -> list[Prediction]:
     path = Path(path)
     with path.open(encoding="utf-8", newline="") as f:
         rows = csv.reader(f, delimiter="\t")
-        if next(rows, None) != PREDICTIONS_HEADER:
+        header = next(rows, None)
+        if header not in (PREDICTIONS_HEADER, PREDICTIONS_HEADER + LOOPING_COLUMNS):
             raise ReportError(
-                f"{path}:1: the header is not {' '.join(PREDICTIONS_HEADER)}; give the "
-                "predictions.tsv that `python -m whisper_ft test` wrote."
+                f"{path}:1: the header is not {' '.join(PREDICTIONS_HEADER + LOOPING_COLUMNS)}; "
+                "give the predictions.tsv that `python -m whisper_ft test` wrote."
             )
+        width = len(header)
         predictions = []
         for row in rows:
             try:
-                utterance_id, reference, hypothesis, cer, speaker = row
+                if len(row) != width:
+                    raise ValueError(f"{len(row)} fields")
+                utterance_id, reference, hypothesis, cer, speaker = row[:5]
                 predictions.append(
                     Prediction(utterance_id, reference, hypothesis, float(cer), speaker)
                 )
             except ValueError as e:  # wrong field count or a cer that is not a number
                 raise ReportError(
-                    f"{path}:{rows.line_num}: expected 5 tab-separated fields "
-                    f"({', '.join(PREDICTIONS_HEADER)}) with a numeric cer, got {row!r} ({e}); "
+                    f"{path}:{rows.line_num}: expected {width} tab-separated fields "
+                    f"({', '.join(header)}) with a numeric cer, got {row!r} ({e}); "
                     "run `python -m whisper_ft test` again to rewrite the file."
                 ) from e
     return predictions

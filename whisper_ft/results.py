@@ -9,13 +9,13 @@ Lightning lets the model side and the data side meet, so neither reads the other
 import csv
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
 
-from whisper_ft.metrics import UtteranceScore, rates_for_json
-from whisper_ft.predictions import PREDICTIONS_HEADER
+from whisper_ft.metrics import UtteranceScore, has_loop, rates_for_json
+from whisper_ft.predictions import LOOPING_COLUMNS, PREDICTIONS_HEADER
 from whisper_ft.report import write_report
 
 WER_MEANING = (
@@ -36,6 +36,8 @@ class TestScores:
     records: list[tuple[str, str, UtteranceScore]]  # (id, speaker, score) per utterance
     rates: dict  # CorpusErrorRates.compute()
     skipped_unreadable_audio: int
+    # What the model said on each `decoding.speechless_clips` clip ("" is right).
+    speechless: dict[str, str] = field(default_factory=dict)
 
 
 class TestResults(pl.Callback):
@@ -55,6 +57,13 @@ class TestResults(pl.Callback):
             "wer_meaning": WER_MEANING,
             "long_vowel": hparams.long_vowel,
             "skipped_unreadable_audio": scores.skipped_unreadable_audio,
+            # Hallucination where nobody speaks: the share of speechless clips given any text.
+            "speechless_said_rate": (
+                sum(bool(t.strip()) for t in scores.speechless.values()) / len(scores.speechless)
+                if scores.speechless
+                else None
+            ),
+            "speechless": scores.speechless,
             **getattr(trainer.datamodule, "exclusions", {}).get("test", {}),
             "base_model": hparams.base_model,
             "language": hparams.language,
@@ -79,14 +88,19 @@ def write_test_report(
     out_dir: Path, records: list[tuple[str, str, UtteranceScore]], metrics: dict
 ) -> tuple[Path, Path]:
     """Write `predictions.tsv` (id, reference, hypothesis, cer: the strings exactly as scored;
-    speaker; sorted by id whatever order batches and processes ran in) and `metrics.json`
+    speaker; the looping signs `LOOPING_COLUMNS`; sorted by id whatever order batches and
+    processes ran in) and `metrics.json`
     into `out_dir`; returns their paths. `records`: (id, speaker, score) per utterance."""
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions, metrics_path = out_dir / "predictions.tsv", out_dir / "metrics.json"
     with predictions.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(PREDICTIONS_HEADER)  # read back by predictions.read_predictions
+        # read back by predictions.read_predictions
+        writer.writerow(PREDICTIONS_HEADER + LOOPING_COLUMNS)
         for utterance_id, speaker, s in sorted(records, key=lambda record: record[0]):
-            writer.writerow([utterance_id, s.reference, s.hypothesis, f"{s.cer:.6f}", speaker])
+            looping = [int(s.hit_budget), int(has_loop(s.hypothesis)), s.char_insertions]
+            writer.writerow(
+                [utterance_id, s.reference, s.hypothesis, f"{s.cer:.6f}", speaker, *looping]
+            )
     metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
     return predictions, metrics_path

@@ -167,8 +167,7 @@ def add_transcribe_command(subparsers: argparse._SubParsersAction) -> None:
         help={
             "model": "Whisper name, .pt, .ckpt, CTranslate2 or Hugging Face folder, or "
             "random:<size>",
-            "language": "language token (default: the one the model was fine-tuned with, else "
-            "ja)",
+            "language": "language token (default: the one the model was fine-tuned with, else ja)",
             "task": "transcribe or translate (default: the model's fine-tuning task, else "
             "transcribe)",
             "device": "cuda, cpu, … (default: cuda if available)",
