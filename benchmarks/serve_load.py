@@ -1,4 +1,5 @@
-"""The HTTP server under hostile uploads, slow clients and load, on loopback (README: Reliability).
+"""The HTTP server under hostile uploads, slow clients and load, on loopback
+(docs/inference.md: Reliability; results in benchmarks/RESULTS.md).
 
     python benchmarks/serve_load.py --model random:micro --clients 24 --requests 3 --max-queue 4
 

@@ -382,15 +382,15 @@ def test_transformers_generate_decodes_the_hf_export_as_openai_whisper(
     assert all(torch.equal(back[k], v) for k, v in real_base[0].state_dict().items())
 
 
-def test_the_readme_deploying_snippets_run_on_the_exports(real_base, real_speech, tmp_path, capsys):
-    """README's "Deploying": the three export commands' outputs, loaded by the three snippets as
-    printed there, transcribe real speech to the same text."""
+def test_the_docs_deploying_snippets_run_on_the_exports(real_base, real_speech, tmp_path, capsys):
+    """docs/inference.md's "Deploying": the three export commands' outputs, loaded by the three
+    snippets as printed there, transcribe real speech to the same text."""
     needs("ctranslate2", "transformers", "faster_whisper")
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Deploying\n", 1)[1].split("\n## ", 1)[0]
+    page = Path(__file__).resolve().parents[1] / "docs" / "inference.md"
+    section = page.read_text(encoding="utf-8").split("\n## Deploying\n", 1)[1].split("\n## ", 1)[0]
     snippets = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert [s.splitlines()[0] for s in snippets] == [
         "# openai-whisper", "# faster-whisper (a clip up to 30 s padded with silence: the window "
@@ -403,7 +403,7 @@ def test_the_readme_deploying_snippets_run_on_the_exports(real_base, real_speech
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)
         for snippet in snippets:
-            exec(snippet, {"audio": audio})  # noqa: S102 (the README's own code)
+            exec(snippet, {"audio": audio})  # noqa: S102 (the docs' own code)
             texts.append(capsys.readouterr().out.strip())
     assert texts == [SENTENCES[0]] * 3, texts
 

@@ -321,7 +321,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
         description="Load a model once and answer POST /transcribe (multipart/form-data, audio "
         "in the field `file`) with {text, kana, duration_s, elapsed_s, batch_size}, GET /health "
         "with the model and queue. Requests that arrive together are decoded as one batch. "
-        "For a public deployment, put a reverse proxy in front (README: Reliability). "
+        "For a public deployment, put a reverse proxy in front (docs/inference.md: Reliability). "
         f"Needs the optional extras ({EXTRAS_MESSAGE.split(': ')[1]}).",
     )
     add_options(
