@@ -1,7 +1,8 @@
-"""The argparse verbs beside LightningCLI's fit/validate/test: `prepare …`, `cache`, `export`,
-`demo`. Each is a front of one library function: its options come from that function's
-signature (`arguments.add_options`), so flags, types and defaults are written once, there.
-Errors are raised; `cli.main` turns them into one `error:` line."""
+"""The argparse verbs beside LightningCLI's fit/validate/test: `prepare …`, `cache`, `demo`
+(`export`, `check-data`, `report`, `transcribe` and `serve` are added by their own modules).
+Each is a front of one library function: its options come from that function's signature
+(`arguments.add_options`), so flags, types and defaults are written once, there. Errors are
+raised; `cli.main` turns them into one `error:` line."""
 
 import argparse
 from collections.abc import Callable
@@ -205,7 +206,8 @@ def add_cache_command(commands: argparse._SubParsersAction) -> None:
         p,
         cache_manifests,
         help={
-            "model": "Whisper name, .pt, .ckpt or random:<size>",
+            "model": "Whisper name, .pt, .ckpt, CTranslate2 or Hugging Face folder, or "
+            "random:<size>",
             "manifests": "JSONL manifests; one cache folder each",
             "out": "folder of caches (give training the same)",
             "batch_size": "utterances per pass",
