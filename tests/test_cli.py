@@ -14,6 +14,7 @@ import whisper
 from whisper_ft.cli import main
 from whisper_ft.data import WhisperDataModule
 from whisper_ft.precision import default_precision
+from whisper_ft.recipes import recipe_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,11 +129,21 @@ def test_augmentation_settings_are_flags_and_bad_ones_are_refused(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_parse(config, tmp_path):
-    out = run(["fit", "--config", str(config), "--print_config"], tmp_path)
+@pytest.mark.parametrize("name", recipe_names())
+def test_shipped_recipes_parse_by_name_from_any_folder(name, tmp_path):
+    out = run(["fit", "--config", name, "--print_config"], tmp_path)  # no recipe files in tmp_path
     assert out.returncode == 0, out.stderr
     assert "train_manifest: data/" in out.stdout
+
+
+def test_an_older_checkouts_config_path_finds_the_shipped_recipe_and_an_unknown_name_is_named(
+    tmp_path,
+):
+    out = run(["fit", "--config=configs/jvs_base.yaml", "--print_config"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "lr: 0.0001" in out.stdout
+    bad = run(["fit", "--config", "jvs_bse", "--print_config"], tmp_path)
+    assert bad.returncode != 0 and "jvs_bse" in bad.stderr
 
 
 @pytest.mark.parametrize(

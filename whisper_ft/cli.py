@@ -53,8 +53,13 @@ def lightning_quieted():
 
 def run_lightning(args: list[str] | None) -> None:
     """fit/validate/test through LightningCLI: every `__init__` argument of the module and data
-    module is an option (`--model.*`, `--data.*`), as is every `--trainer.*` flag."""
+    module is an option (`--model.*`, `--data.*`), as is every `--trainer.*` flag;
+    `--config` takes a file or a shipped recipe's name (`recipes.resolve_config`)."""
     from pytorch_lightning.cli import LightningCLI
+
+    from whisper_ft.recipes import with_recipes
+
+    args = with_recipes(sys.argv[1:] if args is None else args)
 
     from whisper_ft.checkpointing import (
         BestCheckpoint,
@@ -180,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_cache_command,
         add_demo_command,
         add_prepare_command,
+        add_recipes_command,
     )
     from whisper_ft.export import add_export_command
     from whisper_ft.report import add_report_command
@@ -196,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_command(commands)
     add_check_command(commands)
     add_cache_command(commands)
+    add_recipes_command(commands)
     add_report_command(commands)
     add_serve_command(commands)
     add_export_command(commands)

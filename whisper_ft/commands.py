@@ -227,6 +227,33 @@ def add_cache_command(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: 0 if call(cache_manifests, args) else 1)
 
 
+def recipes_command(args: argparse.Namespace) -> int:
+    from whisper_ft.recipes import copy_recipe, recipe_names, recipe_path, recipe_summary
+
+    if args.copy:
+        name, dest = args.copy
+        written = copy_recipe(name, dest)
+        print(f"wrote {written}; run it with: python -m whisper_ft fit --config {written}")
+        return 0
+    for name in recipe_names():
+        print(f"{name:16} {recipe_summary(name)}")
+    print(f"(in {recipe_path(recipe_names()[0]).parent}; `fit --config NAME` runs one)")
+    return 0
+
+
+def add_recipes_command(commands: argparse._SubParsersAction) -> None:
+    """Add `recipes`: list the shipped LightningCLI recipes, or copy one out to edit."""
+    p = commands.add_parser(
+        "recipes",
+        help="the shipped fit recipes (fit --config NAME), or --copy NAME DEST to edit one",
+        description="Lists the LightningCLI recipes shipped with the package, each with what it "
+        "is for; `fit --config NAME` runs one by name. --copy NAME DEST writes it out to edit "
+        "(never over an existing file).",
+    )
+    p.add_argument("--copy", nargs=2, metavar=("NAME", "DEST"), help="recipe name, file or folder")
+    p.set_defaults(func=recipes_command)
+
+
 def add_demo_command(commands: argparse._SubParsersAction) -> None:
     """`demo`: the offline end-to-end job (`demo.run_demo`)."""
     from whisper_ft.demo import run_demo
