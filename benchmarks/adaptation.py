@@ -80,7 +80,7 @@ class Recipe:
     weight_decay: float = 0.01
     train_parts: str = "decoder"  # WhisperFineTuner.train_parts
     lora_rank: int = 0  # WhisperFineTuner.lora_rank (0: no adapters)
-    gradient_clip_val: float = 0.0  # Trainer.gradient_clip_val (norm); 0: no clipping
+    gradient_clip_val: float = 1.0  # Trainer.gradient_clip_val (norm), as jvs_base; 0: none
     seed: int = 0
 
 

@@ -61,3 +61,13 @@ def test_recipes_lists_them_and_copies_one_without_overwriting(tmp_path, capsys)
         == f"error: {written}: exists; give another path (nothing was overwritten)."
     )
     assert Path(copy_recipe("seed_recipe", tmp_path / "s.yaml")).is_file()
+
+
+def test_the_default_recipe_clips_gradients_as_measured_and_the_seed_recipe_does_not():
+    import yaml
+
+    def trainer(name: str) -> dict:
+        return yaml.safe_load(recipe_path(name).read_text(encoding="utf-8"))["trainer"]
+
+    assert trainer("jvs_base")["gradient_clip_val"] == 1.0
+    assert "gradient_clip_val" not in trainer("seed_recipe")  # the article's, as it was

@@ -27,6 +27,7 @@ DEMO_SPEAKERS = 4  # synthetic voices: 2 train, 1 val, 1 test
 BATCH_SIZE = 8  # utterances per step: ~1.3 s per decoder step of base on 2 CPU cores
 PRETRAINED_STEPS = 150  # decoder-only steps from pretrained weights
 RANDOM_STEPS = 60  # whole-model steps from random weights: enough for the loss to fall clearly
+GRADIENT_CLIP_VAL = 1.0  # as the jvs_base recipe (benchmarks/RESULTS.md, "Looping")
 
 
 @dataclass
@@ -120,6 +121,7 @@ def run_demo(
         enable_checkpointing=False,  # saved once, explicitly, below
         logger=TensorBoardLogger(out, name="runs"),
         log_every_n_steps=5,
+        gradient_clip_val=GRADIENT_CLIP_VAL,
         default_root_dir=out,  # the encoder-feature cache goes to out/feature_cache
         callbacks=[history],
         **quiet,
