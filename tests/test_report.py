@@ -32,6 +32,7 @@ def write_metrics(run_dir: Path, checkpoint: str | None = None) -> None:
         "base_model": "random:micro",
         "language": "ja",
         "checkpoint": checkpoint,
+        "speechless": {"silence": "", "white_noise": "ア" * 80, "pink_noise": "ん"},
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
 
@@ -93,6 +94,9 @@ def test_write_report_full_run(tmp_path):
     assert "orthographic CER" not in text  # null in metrics.json
     assert "| base model | random:micro |" in text
     assert "| checkpoint | — |" in text
+    # what it said on the clips without speech: nothing, a loop (cut), a syllable
+    assert "| silence | (nothing) |" in text and "| pink noise | ん |" in text
+    assert f"| white noise | {'ア' * 59}… |" in text
     # Per speaker, worst first: summed edits / summed reference characters.
     assert "| 1 | spk_b | 2 | 3 / 7 | 0.429 |" in text
     assert "| 2 | spk_a | 2 | 2 / 8 | 0.250 |" in text

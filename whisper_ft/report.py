@@ -140,6 +140,7 @@ RATE_ROWS = [
     ("repetition rate", "repetition_rate", "repeating_utterances", "n_utterances"),
     ("insertion rate", "insertion_rate", "char_insertions", "chars"),
 ]
+SAID_WIDTH = 60  # characters of a speechless clip's text shown in the report
 INFO_ROWS = {
     "n_utterances": "utterances",
     "skipped_unreadable_audio": "skipped (unreadable audio)",
@@ -159,6 +160,11 @@ def _metrics_lines(metrics: dict) -> list[str]:
             lines.append(f"| {name} | {value:.3f} | {counts} |")
     lines += ["", "| | |", "| --- | --- |"]
     lines += [f"| {name} | {_cell(metrics[k])} |" for k, name in INFO_ROWS.items() if k in metrics]
+    if metrics.get("speechless"):  # what it says where nobody speaks ("" is right)
+        lines += ["", "| clip without speech | what the model said |", "| --- | --- |"]
+        for clip, text in metrics["speechless"].items():
+            said = text if len(text) <= SAID_WIDTH else text[: SAID_WIDTH - 1] + "…"
+            lines.append(f"| {clip.replace('_', ' ')} | {_cell(said) if said else '(nothing)'} |")
     return lines
 
 
