@@ -36,3 +36,39 @@ def test_a_fit_from_the_command_line_prints_no_lightning_tips_nor_pytree_warning
     output = fit.stdout + fit.stderr
     assert "`Trainer.fit` stopped: `max_steps=1` reached" in output  # Lightning's info stays
     assert "Tip" not in output and "_pytree" not in output
+
+
+def test_every_verb_runs_without_lightning_tips_nor_pytree_warning(monkeypatch, caplog):
+    """The demo (and test, cache) reach Lightning through argparse verbs, not LightningCLI."""
+    import argparse
+    import logging
+
+    from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+    import whisper_ft.cli as cli
+
+    def lightning_like(args):
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
+        rank_zero_info("GPU available: False, used: False")  # Lightning's real info stays
+        warnings.warn_explicit(
+            "`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning,
+            "pytorch_lightning/utilities/_pytree.py", 21,
+            module="pytorch_lightning.utilities._pytree",
+        )  # fmt: skip
+        warnings.warn("a warning of the user's own", FutureWarning, stacklevel=1)
+        return 0
+
+    parser = argparse.ArgumentParser()
+    parser.add_subparsers(dest="command").add_parser("demo").set_defaults(func=lightning_like)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            cli.main(["demo"])
+        except SystemExit as done:
+            assert done.code == 0
+    logged = [record.getMessage() for record in caplog.records]
+    assert "GPU available: False, used: False" in logged
+    assert not [m for m in logged if "Tip" in m]
+    assert [str(w.message) for w in caught] == ["a warning of the user's own"]

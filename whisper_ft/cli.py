@@ -124,18 +124,17 @@ def run_lightning(args: list[str] | None) -> None:
             if self.config[self.subcommand].get("tune_batch_size"):
                 tune_batch_size(self.trainer, self.model, self.datamodule)
 
-    with lightning_quieted():
-        WhisperFTCLI(
-            WhisperFineTuner,
-            WhisperDataModule,
-            args=args,
-            trainer_defaults={"default_root_dir": "checkpoints", "precision": default_precision()},
-            save_config_kwargs={"overwrite": True},
-            # The module's own AdamW groups and schedule; a second way to set them would conflict.
-            auto_configure_optimizers=False,
-            parser_kwargs={"prog": "python -m whisper_ft"},
-            seed_everything_default=0,
-        )
+    WhisperFTCLI(
+        WhisperFineTuner,
+        WhisperDataModule,
+        args=args,
+        trainer_defaults={"default_root_dir": "checkpoints", "precision": default_precision()},
+        save_config_kwargs={"overwrite": True},
+        # The module's own AdamW groups and schedule; a second way to set them would conflict.
+        auto_configure_optimizers=False,
+        parser_kwargs={"prog": "python -m whisper_ft"},
+        seed_everything_default=0,
+    )
 
 
 def tune_batch_size(trainer, model, datamodule) -> int:
@@ -228,13 +227,16 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     flags: dict[str, str] = {}  # parameter → its flag, for the error line
     try:
-        if args and args[0] in LIGHTNING_COMMANDS:
-            flags = lightning_flags()
-            run_lightning(argv)
-            return
-        parsed = build_parser().parse_args(args)
-        flags = getattr(parsed, "flags", {})
-        sys.exit(parsed.func(parsed))
+        # Every verb (fit as much as demo, test inside it, cache) runs without Lightning's tips.
+        with lightning_quieted():
+            if args and args[0] in LIGHTNING_COMMANDS:
+                flags = lightning_flags()
+                run_lightning(argv)
+                return
+            parsed = build_parser().parse_args(args)
+            flags = getattr(parsed, "flags", {})
+            code = parsed.func(parsed)
+        sys.exit(code)
     except (ValueError, FileNotFoundError, ImportError, ModelLoadError) as e:
         # Library errors name parameters; on the command line they are flags.
         sys.exit(f"error: {with_flags(str(e), flags)}")
