@@ -55,6 +55,11 @@ def test_every_verb_runs_without_lightning_tips_nor_pytree_warning(monkeypatch, 
             "pytorch_lightning/utilities/_pytree.py", 21,
             module="pytorch_lightning.utilities._pytree",
         )  # fmt: skip
+        warnings.warn_explicit(
+            "Total length of `list` across ranks is zero. Please make sure this was your "
+            "intention.", UserWarning, "pytorch_lightning/utilities/data.py", 106,
+            module="pytorch_lightning.utilities.data",
+        )  # fmt: skip
         warnings.warn("a warning of the user's own", FutureWarning, stacklevel=1)
         return 0
 

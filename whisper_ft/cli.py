@@ -30,10 +30,10 @@ class NoLightningTips(logging.Filter):
 
 @contextlib.contextmanager
 def lightning_quieted():
-    """Within: no Lightning tips and no FutureWarning of Lightning's own `_pytree` about
-    torch's deprecated `LeafSpec` (Lightning's to fix, not the user's). Both are matched by
-    the module that emits them, so nothing else is hidden; the logger and warning filters are
-    as before once the block ends."""
+    """Within: no Lightning tips, no FutureWarning of Lightning's own `_pytree` about torch's
+    deprecated `LeafSpec` (Lightning's to fix, not the user's), and no question whether an
+    empty validation loader list was intended. Each is matched by the module that emits it, so
+    nothing else is hidden; the logger and warning filters are as before once the block ends."""
     tips = NoLightningTips()
     loggers = [logging.getLogger(name) for name in LIGHTNING_INFO_LOGGERS]
     for logger in loggers:
@@ -44,6 +44,13 @@ def lightning_quieted():
                 "ignore",
                 category=FutureWarning,
                 module=r"pytorch_lightning\.utilities\._pytree",
+            )
+            # A fit without --data.val_manifest has an empty list of validation loaders, on
+            # purpose; Lightning asks whether that was intended.
+            warnings.filterwarnings(
+                "ignore",
+                message=r"Total length of `list` across ranks is zero",
+                module=r"pytorch_lightning\.utilities\.data",
             )
             yield
     finally:
