@@ -42,7 +42,7 @@ from whisper_ft.audio import load_audio  # noqa: E402
 from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
 from whisper_ft.export import export_model  # noqa: E402
 from whisper_ft.manifest import read_manifest  # noqa: E402
-from whisper_ft.metrics import score  # noqa: E402
+from whisper_ft.metrics import has_loop, score  # noqa: E402
 from whisper_ft.text import to_kana  # noqa: E402
 from whisper_ft.transcriber import Transcriber  # noqa: E402
 
@@ -195,6 +195,7 @@ def main() -> None:
                 "decode_s": round(decode_s, 1),
                 "load_s": round(load_s, 1),
                 "kana_cer": round(kana_cer(references, texts), 4),
+                "loops": sum(has_loop(text) for text in texts),  # a unit repeated 4+ times
                 "texts": texts,
             }
             print(f"{name}: RTF {results[name]['rtf']}, kana CER {results[name]['kana_cer']}")
@@ -233,7 +234,9 @@ temperature 0.0 without fallback), one run, runtimes one after another. RTF = de
 / audio seconds (model load and export excluded); *× openai*: openai-whisper's RTF over the
 row's (above 1: faster). Kana CER: hypotheses read into katakana by OpenJTalk, against the
 reference kana, on test utterances never trained on; *same*: utterances whose text equals
-openai-whisper's. *audio padded to 30 s*: the waveform padded with silence before faster-whisper
+openai-whisper's; *(n loops)* after a kana CER: hypotheses repeating a unit 4 times or more
+(`metrics.has_loop`, the looping sign `test` reports; rows before 2026-12-03 lack it).
+*audio padded to 30 s*: the waveform padded with silence before faster-whisper
 sees it, so that its log-mel is that of the window `whisper.decode` and training see (its own
 `transcribe` pads the log-mel of the speech with zeros instead).
 
@@ -247,7 +250,8 @@ def append_rows(path: Path, report: dict) -> None:
     rows = [
         f"| {report['date']} | {report['model']} | {report['utterances']} "
         f"({report['audio_s']}) | {report['threads']} | {name} | {run['rtf']:.3f} | "
-        f"{run['speed_vs_openai']:.2f}× | {run['load_s']} | {run['kana_cer']:.3f} | "
+        f"{run['speed_vs_openai']:.2f}× | {run['load_s']} | {run['kana_cer']:.3f} "
+        f"({run['loops']} loops) | "
         f"{run['same_text_as_openai']} / {report['utterances']} |\n"
         for name, run in report["runtimes"].items()
     ]
