@@ -59,7 +59,7 @@ from whisper_ft.decoding import (
 )
 from whisper_ft.feature_build import build_feature_cache
 from whisper_ft.manifest import Utterance, read_manifest, write_manifest
-from whisper_ft.metrics import has_loop, score
+from whisper_ft.metrics import CorpusErrorRates, rates_for_json, score
 from whisper_ft.model import load_base_model
 from whisper_ft.module import WhisperFineTuner
 
@@ -161,21 +161,21 @@ def decode_set(
 
 def kana_cer(triples: list[tuple[str, str, bool]], pipeline: bool = False) -> dict:
     """Corpus kana CER of (kana reference, raw hypothesis, hit budget) triples, and the
-    looping signs: the share cut at the budget, the share with a repeated unit (`has_loop`),
-    insertions per reference character. `pipeline`: the hypothesis read into kana by
-    OpenJTalk first (`UtteranceScore.pipeline_errors`)."""
-    scores = [score(ref, hyp, "kana", hit_budget=hit) for ref, hyp, hit in triples]
-    errors = sum(s.pipeline_errors if pipeline else s.kana_errors for s in scores)
-    chars = sum(s.kana_chars for s in scores)
-    n = len(triples)
+    looping signs `test` reports (`metrics.CorpusErrorRates`): the share cut at the budget,
+    the share with a repeated unit, insertions per reference character. `pipeline`: the
+    hypothesis read into kana by OpenJTalk first (`UtteranceScore.pipeline_errors`)."""
+    rates = CorpusErrorRates()
+    rates.update([score(ref, hyp, "kana", hit_budget=hit) for ref, hyp, hit in triples])
+    r = rates_for_json(rates.compute())
+    errors, chars = r["pipeline_errors" if pipeline else "kana_errors"], r["kana_chars"]
     return {
         "kana_cer": round(errors / chars, 4),
         "errors": errors,
         "chars": chars,
-        "n": n,
-        "budget_hit": round(sum(hit for *_, hit in triples) / n, 4),
-        "loops": round(sum(has_loop(hyp) for _, hyp, _ in triples) / n, 4),
-        "insertions": round(sum(s.char_insertions for s in scores) / chars, 4),
+        "n": len(triples),
+        "budget_hit": round(r["budget_hit_rate"], 4),
+        "loops": round(r["repetition_rate"], 4),
+        "insertions": round(r["insertion_rate"], 4),
     }
 
 

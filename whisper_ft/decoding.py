@@ -327,3 +327,8 @@ def speechless_outputs(model: Whisper, options: whisper.DecodingOptions) -> dict
     budgets = budgets_for([SPEECHLESS_SECONDS] * len(clips), model.dims.n_text_ctx)
     results = decode_results(model, mel, options, budgets)
     return {name: result.text for name, result in zip(clips, results, strict=True)}
+
+
+def speechless_said_rate(said: dict[str, str]) -> float:
+    """The share of `speechless_outputs` that hold any text (0.0 is right)."""
+    return sum(bool(text.strip()) for text in said.values()) / len(said)

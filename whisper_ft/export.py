@@ -10,22 +10,20 @@ import argparse
 import inspect
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, get_args
 
-import torch
 from whisper.model import Whisper
 
 from whisper_ft.arguments import add_options, call
 from whisper_ft.decoding import SETTINGS_FILE, DecodingSettings
-from whisper_ft.files import atomic_write
 from whisper_ft.model import (
     ModelLoadError,
     decoding_settings,
     dense_alignment_heads,
     load_base_model,
     model_from_checkpoint,
+    save_whisper_checkpoint,
 )
 
 Format = Literal["openai", "ct2", "hf"]  # what `--format` accepts; openai is the default
@@ -52,15 +50,10 @@ def load_for_export(source: str) -> tuple[Whisper, DecodingSettings | None]:
 def save_openai(
     model: Whisper, out_path: str | Path, settings: DecodingSettings | None = None
 ) -> Path:
-    """`{"dims", "model_state_dict"}` as `whisper.load_model(out_path)` reads it, with the
-    fine-tune's `settings` under `whisper_ft` (Whisper ignores the key), atomically."""
+    """`model` as `whisper.load_model(out_path)` reads it, with the fine-tune's `settings`
+    (`model.save_whisper_checkpoint`)."""
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    stored = {"dims": asdict(model.dims), "model_state_dict": state_dict}
-    if settings is not None:
-        stored["whisper_ft"] = settings.as_dict()
-    with atomic_write(out_path) as tmp:
-        torch.save(stored, tmp)
-    return Path(out_path)
+    return save_whisper_checkpoint(model.dims, state_dict, out_path, settings)
 
 
 def require_extras(*modules: str) -> None:

@@ -429,21 +429,28 @@ def decoding_settings(spec: str) -> DecodingSettings | None:
     return None
 
 
-def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
-    """Write a Lightning checkpoint's weights in Whisper's own format.
-
-    The file is `{"dims": asdict(ModelDimensions), "model_state_dict": ..., "whisper_ft":
-    DecodingSettings.as_dict()}`: `whisper.load_model(out_path)` reads it (and ignores the
-    settings, which this project's `transcribe` and `serve` read). It is written atomically.
-    """
-    checkpoint = read_lightning_checkpoint(ckpt_path)
+def save_whisper_checkpoint(
+    dims: ModelDimensions,
+    state_dict: dict,
+    out_path: str | Path,
+    settings: DecodingSettings | None = None,
+) -> Path:
+    """Write Whisper's own checkpoint format, atomically: `{"dims": asdict(ModelDimensions),
+    "model_state_dict": ...}`, which `whisper.load_model(out_path)` reads, and with a
+    fine-tune's `settings` a `"whisper_ft"` key (Whisper ignores it; this project's
+    `transcribe` and `serve` read it, `decoding_settings`)."""
+    stored = {"dims": asdict(dims), "model_state_dict": state_dict}
+    if settings is not None:
+        stored["whisper_ft"] = settings.as_dict()
     with atomic_write(out_path) as tmp:
-        torch.save(
-            {
-                "dims": asdict(checkpoint.dims),
-                "model_state_dict": checkpoint.state_dict,
-                "whisper_ft": checkpoint.decoding.as_dict(),
-            },
-            tmp,
-        )
+        torch.save(stored, tmp)
     return Path(out_path)
+
+
+def export_checkpoint(ckpt_path: str | Path, out_path: str | Path) -> Path:
+    """Write a Lightning checkpoint's weights and decoding settings in Whisper's own format
+    (`save_whisper_checkpoint`)."""
+    checkpoint = read_lightning_checkpoint(ckpt_path)
+    return save_whisper_checkpoint(
+        checkpoint.dims, checkpoint.state_dict, out_path, checkpoint.decoding
+    )

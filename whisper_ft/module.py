@@ -21,6 +21,7 @@ from whisper_ft.decoding import (
     decoding_options,
     hit_budget,
     speechless_outputs,
+    speechless_said_rate,
 )
 from whisper_ft.failures import InFlight, NonFiniteLossGuard, add_note, is_out_of_memory
 from whisper_ft.metrics import CorpusErrorRates, UtteranceScore, score
@@ -374,8 +375,7 @@ class WhisperFineTuner(pl.LightningModule):
         # What the model says where nobody speaks: each process decodes the same clips.
         target = self.test_records[0][2].target if self.test_records else "kana"
         said = speechless_outputs(self.model, self._decoding_options(target, self.device))
-        said_rate = sum(bool(text.strip()) for text in said.values()) / len(said)
-        self.log("test_speechless_said_rate", said_rate)
+        self.log("test_speechless_said_rate", speechless_said_rate(said))
         self.test_scores = TestScores(self._gather(self.test_records), rates, skipped, said)
         self.test_rates.reset()
         self.test_records = []

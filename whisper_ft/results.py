@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from whisper_ft.metrics import UtteranceScore, has_loop, rates_for_json
+from whisper_ft.decoding import speechless_said_rate
+from whisper_ft.metrics import UtteranceScore, rates_for_json
 from whisper_ft.predictions import LOOPING_COLUMNS, PREDICTIONS_HEADER
 from whisper_ft.report import write_report
 
@@ -59,9 +60,7 @@ class TestResults(pl.Callback):
             "skipped_unreadable_audio": scores.skipped_unreadable_audio,
             # Hallucination where nobody speaks: the share of speechless clips given any text.
             "speechless_said_rate": (
-                sum(bool(t.strip()) for t in scores.speechless.values()) / len(scores.speechless)
-                if scores.speechless
-                else None
+                speechless_said_rate(scores.speechless) if scores.speechless else None
             ),
             "speechless": scores.speechless,
             **getattr(trainer.datamodule, "exclusions", {}).get("test", {}),
@@ -98,7 +97,7 @@ def write_test_report(
         # read back by predictions.read_predictions
         writer.writerow(PREDICTIONS_HEADER + LOOPING_COLUMNS)
         for utterance_id, speaker, s in sorted(records, key=lambda record: record[0]):
-            looping = [int(s.hit_budget), int(has_loop(s.hypothesis)), s.char_insertions]
+            looping = [int(s.hit_budget), int(s.repeating), s.char_insertions]
             writer.writerow(
                 [utterance_id, s.reference, s.hypothesis, f"{s.cer:.6f}", speaker, *looping]
             )
