@@ -12,7 +12,7 @@ Starts `python -m whisper_ft serve` as its own process, then:
    how many 503s;
 4. recovery: /health and one more upload after the load.
 The server's peak memory (VmHWM, Linux) is read after each phase. Prints one line per figure
-and, last, all of them as one JSON line (tests/test_serve.py reads it).
+and, last, all of them as one JSON line (tests/serving/test_serve.py reads it).
 """
 
 import argparse

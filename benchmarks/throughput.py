@@ -31,7 +31,7 @@ training manifest), decoded by every path with the same weights: the seed recipe
 On CUDA the device is synchronised at each mark, never at other steps.
 
 MFU = model FLOPs of the timed part / its wall time / the device's dense 16-bit peak
-(`whisper_ft.throughput`: formula there; None on the CPU). Live paths count an encoder forward
+(`whisper_ft.training.throughput`: formula there; None on the CPU). Live paths count an encoder forward
 plus decoder training per utterance, the cache path decoder training only; the default path
 adds one encoder forward per cached utterance when it built the cache in the timed fit.
 
@@ -68,12 +68,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_recipe  # noqa: E402
 from results_table import insert_rows  # noqa: E402
 
-from whisper_ft.check import check_manifest  # noqa: E402
+from whisper_ft.data.check import check_manifest  # noqa: E402
 from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
-from whisper_ft.data import WhisperDataModule  # noqa: E402
-from whisper_ft.model import RANDOM_DIMS, load_base_model  # noqa: E402
+from whisper_ft.data.datamodule import WhisperDataModule  # noqa: E402
+from whisper_ft.models.loading import RANDOM_DIMS, load_base_model  # noqa: E402
 from whisper_ft.precision import default_precision  # noqa: E402
-from whisper_ft.throughput import (  # noqa: E402
+from whisper_ft.training.throughput import (  # noqa: E402
     encoder_forward_flops,
     peak_flops,
     training_flops_per_sample,
@@ -132,7 +132,7 @@ Training steps cover 5 epochs of the training manifest (the seed recipe trains 1
   seed recipe's after its training, on the same utterances (the first of the training
   manifest); the JSON's `eval_tokens_per_utt` gives the decoded lengths.
 - *×*: ratio to the seed recipe. *MFU*: model FLOPs/s over the GPU's dense bf16/fp16 peak
-  (formula in `whisper_ft/throughput.py`); "–" on the CPU, where no peak is defined.
+  (formula in `whisper_ft/training/throughput.py`); "–" on the CPU, where no peak is defined.
 
 """
 
@@ -362,7 +362,7 @@ def _trainer(args: argparse.Namespace, root: Path, **kwargs) -> pl.Trainer:
 
 
 def _module(args: argparse.Namespace, base: Path):
-    from whisper_ft.module import WhisperFineTuner
+    from whisper_ft.training.module import WhisperFineTuner
 
     pl.seed_everything(args.seed, verbose=False)
     return WhisperFineTuner(base_model=str(base))

@@ -9,7 +9,7 @@ import whisper
 import whisper.tokenizer
 
 from whisper_ft.corpora.synthetic import prepare_synthetic
-from whisper_ft.module import WhisperFineTuner
+from whisper_ft.training.module import WhisperFineTuner
 
 # Marked `slow` here, in one list, so the test files themselves need no marks: whole files
 # that run notebooks, several processes, kill-and-resume cycles or the demo, and the single
@@ -47,7 +47,7 @@ def corpus(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def pretrained_base_dir(cache_in_tmp):
     """The packaged pretrained base weights (requirements.txt), assembled once per session."""
-    from whisper_ft.model import packaged_model_dir
+    from whisper_ft.models.loading import packaged_model_dir
 
     folder = packaged_model_dir("base")
     if folder is None:
@@ -58,7 +58,7 @@ def pretrained_base_dir(cache_in_tmp):
 @pytest.fixture(scope="session")
 def pretrained_base(pretrained_base_dir):
     """Real pretrained Whisper base, loaded once per test session (read-only: do not train it)."""
-    from whisper_ft.model import load_base_model
+    from whisper_ft.models.loading import load_base_model
 
     return load_base_model(str(pretrained_base_dir)).eval()
 

@@ -152,7 +152,7 @@ def test_a_row_cut_at_its_budget_is_tried_again():
 
 def test_speechless_clips_hold_no_speech_and_each_is_decoded():
     from whisper_ft.decoding import SPEECHLESS_SECONDS, speechless_clips, speechless_outputs
-    from whisper_ft.model import load_base_model
+    from whisper_ft.models.loading import load_base_model
 
     clips = speechless_clips()
     assert list(clips) == ["silence", "white_noise", "pink_noise"]

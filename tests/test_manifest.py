@@ -86,9 +86,9 @@ def _with_audio(tmp_path, lines: list[bytes]):
 def test_every_reader_gives_one_message_naming_file_and_line(
     tmp_path, capsys, line, reason, detail
 ):
-    from whisper_ft.check import check_manifest
+    from whisper_ft.data.check import check_manifest
     from whisper_ft.corpora.merge import prepare_merge
-    from whisper_ft.transcriber import collect_inputs
+    from whisper_ft.inference.transcriber import collect_inputs
 
     path = _with_audio(tmp_path, [json.dumps(GOOD, ensure_ascii=False).encode(), line])
     message = f"{path}:2: {detail}."
@@ -105,8 +105,8 @@ def test_every_reader_gives_one_message_naming_file_and_line(
 
 
 def test_a_utf8_bom_is_not_a_bad_line_anywhere(tmp_path):
-    from whisper_ft.check import check_manifest
-    from whisper_ft.transcriber import collect_inputs
+    from whisper_ft.data.check import check_manifest
+    from whisper_ft.inference.transcriber import collect_inputs
 
     path = _with_audio(tmp_path, [b"\xef\xbb\xbf" + json.dumps(GOOD).encode()])
     assert [u.id for u in read_manifest(path)] == ["good"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from whisper_ft.model import ModelLoadError, export_checkpoint, load_base_model
+from whisper_ft.models.loading import ModelLoadError, export_checkpoint, load_base_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,15 +8,19 @@ The public API, importable from the package itself; each name is imported on fir
 
 import importlib
 
+from whisper_ft import _legacy
+
 __version__ = "0.1.0"
+
+_legacy.install()  # the module paths before the rooms (checkpoints name them)
 
 # name → the module that defines it
 _PUBLIC = {
     # training
-    "WhisperFineTuner": "whisper_ft.module",
-    "WhisperDataModule": "whisper_ft.data",
-    "find_best_checkpoint": "whisper_ft.checkpointing",
-    "find_last_checkpoint": "whisper_ft.checkpointing",
+    "WhisperFineTuner": "whisper_ft.training.module",
+    "WhisperDataModule": "whisper_ft.data.datamodule",
+    "find_best_checkpoint": "whisper_ft.training.checkpointing",
+    "find_last_checkpoint": "whisper_ft.training.checkpointing",
     "default_precision": "whisper_ft.precision",
     # data
     "prepare_synthetic": "whisper_ft.corpora.synthetic",
@@ -24,19 +28,19 @@ _PUBLIC = {
     "Utterance": "whisper_ft.manifest",
     "read_manifest": "whisper_ft.manifest",
     "write_manifest": "whisper_ft.manifest",
-    "check_manifest": "whisper_ft.check",
+    "check_manifest": "whisper_ft.data.check",
     "load_audio": "whisper_ft.audio",
     "to_kana": "whisper_ft.text",
     # models
-    "load_base_model": "whisper_ft.model",
-    "export_model": "whisper_ft.export",
+    "load_base_model": "whisper_ft.models.loading",
+    "export_model": "whisper_ft.models.export",
     "DecodingSettings": "whisper_ft.decoding",
     # evaluation
-    "score": "whisper_ft.metrics",
-    "show_report": "whisper_ft.report",
-    "write_report": "whisper_ft.report",
+    "score": "whisper_ft.evaluation.metrics",
+    "show_report": "whisper_ft.evaluation.report",
+    "write_report": "whisper_ft.evaluation.report",
     # inference
-    "Transcriber": "whisper_ft.transcriber",
+    "Transcriber": "whisper_ft.inference.transcriber",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -1,5 +1,5 @@
 """`python -m whisper_ft …`: runs `cli.main`."""
 
-from whisper_ft.cli import main
+from whisper_ft.cli.main import main
 
 main()

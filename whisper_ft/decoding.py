@@ -26,6 +26,7 @@ TOKENS_PER_SECOND = 15
 BUDGET_SLACK = 8
 
 
+N_TEXT_CTX = 448  # decoder context of every released Whisper (ModelDimensions.n_text_ctx)
 SETTINGS_FILE = "whisper_ft.json"  # a CTranslate2 or Hugging Face export's DecodingSettings
 
 

@@ -1,0 +1,78 @@
+"""The transcription engine: inputs from files, folders and manifests, in order, ids unique."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from whisper_ft.audio import AudioError
+from whisper_ft.cli.main import main
+from whisper_ft.manifest import ManifestError
+from whisper_ft.inference.transcriber import collect_inputs
+
+
+def write_wav(path: Path, seconds: float, freq: float = 440.0, rate: int = 16000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+    return path
+
+
+def write_manifest(path: Path, lines: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    return path
+
+
+def test_inputs_come_in_order_from_files_folders_and_manifests(tmp_path):
+    one = write_wav(tmp_path / "one.wav", 0.1)
+    folder = tmp_path / "folder"
+    write_wav(folder / "b.wav", 0.1)
+    write_wav(folder / "a" / "z.flac", 0.1)
+    (folder / "notes.txt").write_text("not audio")
+    (folder / "._b.wav").write_bytes(b"macOS resource fork")  # hidden: left out
+    write_wav(folder / ".cache" / "x.wav", 0.1)
+    manifest = write_manifest(
+        tmp_path / "data" / "test.jsonl",
+        [
+            {"id": "u1", "audio": "wav/u1.wav", "text": "あ"},
+            {"id": "u2", "audio": str(one), "text": "い"},
+        ],
+    )
+    inputs = collect_inputs([str(one), str(folder), str(manifest)])
+    assert [i.path for i in inputs] == [
+        str(one),
+        str(folder / "a" / "z.flac"),
+        str(folder / "b.wav"),
+        str(tmp_path / "data" / "wav" / "u1.wav"),  # relative to the manifest's folder
+        str(one),
+    ]
+    assert [i.id for i in inputs] == ["one", "z", "b", "u1", "u2"]
+    assert [i.reference for i in inputs] == [None, None, None, "あ", "い"]
+    assert inputs[0].where == str(one) and inputs[3].where == f"{manifest}:1"
+
+
+def test_files_of_the_same_name_get_distinct_ids(tmp_path):
+    x = write_wav(tmp_path / "x" / "001.wav", 0.1)
+    y = write_wav(tmp_path / "y" / "001.wav", 0.1)
+    inputs = collect_inputs([str(x), str(y), str(x)])
+    assert [i.id for i in inputs] == ["x_001", "y_001", "x_001-2"]
+
+
+def test_missing_inputs_are_one_error_naming_each(tmp_path):
+    (tmp_path / "empty").mkdir()
+    write_wav(tmp_path / "ok.wav", 0.1)
+    with pytest.raises(AudioError) as error:
+        collect_inputs([str(tmp_path / name) for name in ("ok.wav", "nope.wav", "empty")])
+    message = str(error.value)
+    assert f"{tmp_path / 'nope.wav'}: no such file or folder" in message
+    assert f"{tmp_path / 'empty'}: a folder without audio files" in message
+    assert "ok.wav" not in message
+    with pytest.raises(ManifestError, match="no such manifest"):
+        collect_inputs([str(tmp_path / "missing.jsonl")])
+    with pytest.raises(SystemExit) as exit_:
+        main(["transcribe", "--model", "random:micro", str(tmp_path / "nope.wav")])
+    line = str(exit_.value.code)
+    assert line.startswith("error: ") and str(tmp_path / "nope.wav") in line and "\n" not in line

@@ -1,0 +1,300 @@
+import csv
+import json
+import math
+import warnings
+
+import jiwer
+import pytest
+import torch
+
+from whisper_ft.data.collate import Collator
+from whisper_ft.data.datamodule import WhisperDataModule
+from whisper_ft.data.dataset import UtteranceDataset
+from whisper_ft.decoding import budgets_for
+from whisper_ft.evaluation.metrics import has_loop
+from whisper_ft.training.module import (
+    decay_parameter_names,
+    token_loss,
+    warmup_then_linear_decay,
+)
+
+
+def data(corpus, **kwargs) -> WhisperDataModule:
+    manifests = {f"{split}_manifest": str(path) for split, path in corpus.items()}
+    return WhisperDataModule(**(manifests | {"batch_size": 4, "num_workers": 0} | kwargs))
+
+
+def test_token_loss_ignores_padding():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 10)
+    labels = torch.tensor([[1, 2, -100], [3, -100, -100]])
+    expected = torch.nn.functional.cross_entropy(
+        torch.stack([logits[0, 0], logits[0, 1], logits[1, 0]]), torch.tensor([1, 2, 3])
+    )
+    torch.testing.assert_close(token_loss(logits, labels), expected)
+
+
+def test_no_weight_decay_on_whisper_biases_and_layer_norms(micro):
+    decay, no_decay = decay_parameter_names(micro.model)
+    for name in (
+        "decoder.ln.weight",
+        "decoder.blocks.0.attn_ln.weight",
+        "decoder.blocks.1.cross_attn_ln.bias",
+        "decoder.blocks.0.mlp.0.bias",
+        "decoder.blocks.0.attn.query.bias",
+    ):
+        assert name in no_decay
+    for name in (
+        "decoder.token_embedding.weight",
+        "decoder.positional_embedding",
+        "decoder.blocks.0.attn.query.weight",
+        "decoder.blocks.0.mlp.2.weight",
+    ):
+        assert name in decay
+    trainable = {n for n, p in micro.model.named_parameters() if p.requires_grad}
+    assert set(decay) | set(no_decay) == trainable and not set(decay) & set(no_decay)
+    assert not any(n.startswith("encoder.") for n in trainable)  # frozen: not optimised at all
+
+
+def test_warmup_then_linear_decay():
+    factors = [warmup_then_linear_decay(s, 2, 10) for s in range(10)]
+    assert factors[:3] == [0.5, 1.0, 1.0]
+    assert factors[-1] == pytest.approx(1 / 8) and all(
+        a >= b for a, b in zip(factors[1:], factors[2:], strict=False)
+    )
+
+
+def test_a_training_step_changes_the_decoder_only(micro, corpus, make_trainer):
+    before = {k: v.clone() for k, v in micro.model.state_dict().items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(max_steps=1, limit_val_batches=0).fit(micro, data(corpus))
+    assert not [w for w in caught if "in eval mode" in str(w.message)]  # on purpose: no warning
+    after = micro.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    changed = [
+        k for k in before if k.startswith("decoder.") and not torch.equal(before[k], after[k])
+    ]
+    assert (
+        "decoder.token_embedding.weight" in changed and "decoder.blocks.1.mlp.2.weight" in changed
+    )
+    assert not micro.model.encoder.training  # Lightning's train() did not wake the encoder
+
+
+@pytest.mark.parametrize("micro", [{"freeze_encoder": False}], indirect=True)
+def test_full_fine_tuning_changes_the_encoder_too(micro, corpus, make_trainer):
+    before = micro.model.encoder.conv1.weight.clone()
+    make_trainer(max_steps=1, limit_val_batches=0).fit(micro, data(corpus))
+    assert not torch.equal(before, micro.model.encoder.conv1.weight)
+    assert micro.model.encoder.training
+
+
+def test_overfitting_four_utterances_drives_the_loss_down(micro, corpus):
+    dataset = UtteranceDataset.from_manifest(corpus["train"], micro.tokenizer)
+    batch = Collator(micro.tokenizer.eot)([dataset[i] for i in range(4)])
+    optimizer = torch.optim.AdamW([p for p in micro.parameters() if p.requires_grad], lr=3e-3)
+    micro.train()
+    losses = []
+    for _ in range(80):  # measured: 10.83 → 0.49 (22×) in ~12 s on 2 cores
+        loss = token_loss(micro(batch["audio"], batch["dec_input_ids"]), batch["labels"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(math.log(51865), abs=0.5)
+    assert losses[-1] < losses[0] / 10, losses
+
+
+def test_test_writes_predictions_and_corpus_cer_matching_jiwer(
+    micro, corpus, tmp_path, make_trainer
+):
+    run = make_trainer()
+    [logged] = run.test(micro, data(corpus), verbose=False)
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    metrics = json.loads((log_dir / "metrics.json").read_text())
+    with (log_dir / "predictions.tsv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    n_test = sum(1 for line in corpus["test"].read_text().splitlines() if line.strip())
+    assert len(rows) == metrics["n_utterances"] == n_test
+    recomputed = jiwer.cer([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+    assert metrics["cer"] == pytest.approx(recomputed)
+    assert logged["test_cer"] == pytest.approx(recomputed)
+    assert all(r["reference"] and "。" not in r["reference"] for r in rows)  # as scored
+    assert {"wer", "wer_meaning", "base_model"} <= metrics.keys()
+    # kana targets: kana CER is the primary rate; morae scored too; no orthography to compare
+    assert metrics["kana_cer"] == metrics["cer"] and 0 < metrics["morae"] < metrics["kana_chars"]
+    assert metrics["ortho_cer"] is None and metrics["n_text_utterances"] == 0
+    assert metrics["excluded_by_data_check"] == 0 and metrics["skipped_unreadable_audio"] == 0
+    assert logged["test_mora_er"] == pytest.approx(metrics["mora_er"])
+    manifest = [json.loads(line) for line in corpus["test"].read_text().splitlines()]
+    assert {r["id"]: r["speaker"] for r in rows} == {u["id"]: u["speaker"] for u in manifest}
+    assert metrics["checkpoint"] is None  # tested in memory: no fit run to take curves from
+    # the looping signs of each row: budget hit, a repeated unit, the insertions among its edits
+    for r in rows:
+        assert r["hit_budget"] in ("0", "1") and r["loop"] in ("0", "1")
+        assert int(r["insertions"]) <= len(r["hypothesis"])
+        assert r["loop"] == str(int(has_loop(r["hypothesis"])))
+    # what it says where nobody speaks, on each speechless clip
+    assert set(metrics["speechless"]) == {"silence", "white_noise", "pink_noise"}
+    said = sum(bool(t.strip()) for t in metrics["speechless"].values()) / 3
+    assert metrics["speechless_said_rate"] == pytest.approx(said)
+    assert logged["test_speechless_said_rate"] == pytest.approx(said)
+
+
+@pytest.mark.parametrize("micro", [{"kana_decoding": True}], indirect=True)
+def test_kana_decoding_writes_katakana_only(micro, corpus, tmp_path, make_trainer):
+    [logged] = make_trainer().test(micro, data(corpus), verbose=False)
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    with (log_dir / "predictions.tsv").open(encoding="utf-8") as f:
+        hypotheses = "".join(r["hypothesis"] for r in csv.DictReader(f, delimiter="\t"))
+    assert hypotheses  # a random model says something: only katakana (and a cut-off byte: �)
+    assert all("\u30a0" <= c <= "\u30ff" or c == "\ufffd" for c in hypotheses), hypotheses
+    assert logged["test_pipeline_kana_cer"] >= 0
+
+
+@pytest.mark.parametrize("micro", [{"spec_augment": {"prob": 1.0}}], indirect=True)
+def test_spec_augment_masks_training_features_only(micro, corpus):
+    dataset = UtteranceDataset.from_manifest(corpus["train"], micro.tokenizer)
+    batch = Collator(micro.tokenizer.eot)([dataset[i] for i in range(2)])
+    plain = micro.encode(batch["audio"])
+    augmented = micro.encode(batch["audio"], batch["audio_lengths"], augment=True)
+    assert not torch.equal(plain, augmented)
+    torch.testing.assert_close(micro.encode(batch["audio"], batch["audio_lengths"]), plain)
+    assert micro.hparams.spec_augment["prob"] == 1.0  # a plain dict in checkpoints
+
+
+def test_validation_decodes_every_nth_run(micro, corpus, make_trainer):
+    micro.hparams.decode_every_n_val = 2
+    run = make_trainer()
+    first = run.validate(micro, data(corpus), verbose=False)[0]
+    second = run.validate(micro, data(corpus), verbose=False)[0]
+    assert "val_cer" in first and "val_loss" in first
+    assert "val_cer" not in second and second["val_loss"] == pytest.approx(first["val_loss"])
+
+
+def test_compile_decoder_compiles_training_steps_only(monkeypatch, corpus):
+    import pytorch_lightning as pl
+
+    from whisper_ft.training.module import WhisperFineTuner
+
+    compiled, calls = [], []
+
+    def fake_compile(module):
+        compiled.append(module)
+
+        def stand_in(*args):  # what the compiled decoder computes: the module's output
+            calls.append(args)
+            return module(*args)
+
+        return stand_in
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    pl.seed_everything(0, verbose=False)
+    tuner = WhisperFineTuner(base_model="random:micro", compile_decoder=True)
+    assert compiled == [tuner.model.decoder] and tuner.train_decoder is not tuner.model.decoder
+    # no second copy of the decoder in the state dict (checkpoints, export)
+    assert not any("_orig_mod" in key for key in tuner.state_dict())
+    assert "train_decoder" not in dict(tuner.named_modules())
+    dataset = UtteranceDataset.from_manifest(corpus["train"], tuner.tokenizer)
+    batch = Collator(tuner.tokenizer.eot)([dataset[i] for i in range(2)])
+    assert torch.isfinite(tuner.training_step(batch, 0)) and len(calls) == 1
+    tuner._evaluate(batch, "val", decode=True)  # loss and decoding run the eager decoder
+    assert len(calls) == 1
+
+
+def test_adamw_uses_the_fused_kernel_and_updates_as_the_default_does():
+    from whisper_ft.training.module import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.randn(8, 4, requires_grad=True) for _ in range(2)]
+    copies = [w.detach().clone().requires_grad_() for w in weights]
+    fused = adamw([{"params": weights, "weight_decay": 0.01}], lr=1e-2)
+    plain = torch.optim.AdamW([{"params": copies, "weight_decay": 0.01}], lr=1e-2)
+    assert fused.defaults["fused"] is True  # CPU has a fused AdamW from torch 2.4
+    for _ in range(3):
+        for w, c in zip(weights, copies, strict=True):
+            w.grad = c.grad = torch.randn(8, 4)
+        fused.step()
+        plain.step()
+    for w, c in zip(weights, copies, strict=True):
+        torch.testing.assert_close(w, c)
+
+
+def test_a_resumed_fit_keeps_the_decode_every_n_val_schedule(micro):
+    from whisper_ft.training.module import WhisperFineTuner
+
+    micro._val_runs = 5  # five validations ran before the checkpoint
+    checkpoint: dict = {}
+    micro.on_save_checkpoint(checkpoint)
+    resumed = WhisperFineTuner("random:micro", decode_every_n_val=2)
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed._val_runs == 5 and checkpoint["whisper_dims"]["n_text_ctx"] == 448
+    resumed.on_load_checkpoint({})  # a checkpoint from before: the schedule starts over
+    assert resumed._val_runs == 0
+
+
+def test_best_checkpoints_come_only_from_validations_that_decoded(
+    micro, corpus, make_trainer, tmp_path
+):
+    """Decoding every 2nd validation: Lightning keeps the last val_cer in callback_metrics, so
+    a checkpoint named with that old CER used to be written after each validation that did not
+    decode, and `best` could pick weights nobody had decoded."""
+    from whisper_ft.training.checkpointing import BestCheckpoint
+
+    micro.hparams.decode_every_n_val = 2
+    folder = tmp_path / "best"
+    run = make_trainer(
+        max_steps=6,
+        val_check_interval=2,  # not 1: Lightning would then save at the epoch's end only
+        enable_checkpointing=True,
+        callbacks=[BestCheckpoint(save_top_k=-1, dirpath=folder)],
+    )
+    run.fit(micro, data(corpus))
+    steps = sorted(int(p.name.split("step=")[1].split("-")[0]) for p in folder.glob("*.ckpt"))
+    assert steps == [2, 6]  # validations 0 and 2 decoded (after steps 2 and 6); step 4's did not
+
+
+def test_evaluation_losses_are_averaged_over_processes(micro, corpus, make_trainer, monkeypatch):
+    logged = {}
+    log = micro.log
+
+    def recording(name, *args, **kwargs):
+        logged.setdefault(name, kwargs)
+        return log(name, *args, **kwargs)
+
+    monkeypatch.setattr(micro, "log", recording)
+    make_trainer().validate(micro, data(corpus), verbose=False)
+    make_trainer().test(micro, data(corpus), verbose=False)
+    assert logged["val_loss"].get("sync_dist") is True
+    assert logged["test_loss"].get("sync_dist") is True
+
+
+def test_hypotheses_cut_by_the_budget_are_counted(micro, corpus, make_trainer):
+    """A random model never emits end-of-text: every test hypothesis runs to the budget."""
+    results = make_trainer().test(micro, data(corpus), verbose=False)[0]
+    assert results["test_budget_hit_rate"] == 1.0
+
+
+def test_a_hypothesis_depends_neither_on_its_reference_nor_on_its_batch(micro, corpus):
+    """The budget was 1.25 × the batch's longest reference + 8: a longer reference (or a
+    longer batch-mate) let the same audio decode to more tokens. It is the audio's own now,
+    and the same as `transcribe`'s for the same file."""
+    from whisper_ft.audio import load_audio
+    from whisper_ft.inference.transcriber import Transcriber
+
+    dataset = UtteranceDataset.from_manifest(corpus["test"], micro.tokenizer)
+    collate = Collator(micro.tokenizer.eot)
+    micro.eval()
+    items = [dataset[i] for i in range(2)]
+    long_reference = dict(items[0], text=items[0]["text"] * 6)
+    long_reference["tokens"] = [*items[0]["tokens"], *items[0]["tokens"][4:] * 5]
+    with torch.no_grad():
+        alone = micro._evaluate(collate(items[:1]), "test", decode=True)[0]
+        paired = micro._evaluate(collate([items[0], items[1]]), "test", decode=True)[0]
+        longer = micro._evaluate(collate([long_reference]), "test", decode=True)[0]
+    assert alone.hit_budget  # a random model runs to the budget every time
+    assert alone.hypothesis == paired.hypothesis == longer.hypothesis
+    transcriber = Transcriber("random:micro", device="cpu")
+    audio = [load_audio(u.audio_path(corpus["test"].parent)) for u in dataset.utterances[:2]]
+    expected = budgets_for(collate(items)["durations_s"], micro.model.dims.n_text_ctx)
+    assert transcriber.budgets(audio) == expected and expected[0] < 224

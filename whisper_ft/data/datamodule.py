@@ -1,0 +1,363 @@
+"""`WhisperDataModule`: train/val/test manifests → checked, length-bucketed batches for the
+module, and `ModelSide`, the one thing it takes from the model it feeds.
+
+manifest ──check_manifest──▶ usable utterances ──UtteranceDataset──▶ BucketingBatchSampler
+(bad lines reported and     (kana, duration    (audio per item,      (length-grouped batches,
+ excluded, cached)           filled)            waveform augment)     disjoint per process)
+"""
+
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
+from torch.utils.data import DataLoader
+from whisper.model import Whisper
+from whisper.tokenizer import Tokenizer
+
+from whisper_ft.data.augment import SpecAugment, WaveformAugment
+from whisper_ft.data.check import (
+    CheckResult,
+    beyond_decoding,
+    beyond_decoding_warning,
+    check_manifest,
+    write_report,
+)
+from whisper_ft.data.collate import Collator
+from whisper_ft.data.dataset import UtteranceDataset
+from whisper_ft.data.feature_cache import (
+    CachedFeatureDataset,
+    FeatureCache,
+    FeatureCollator,
+    build_feature_cache,
+    refuse_with_augmentation,
+)
+from whisper_ft.data.sampler import BucketingBatchSampler
+from whisper_ft.manifest import ManifestError, Target
+
+
+@dataclass(frozen=True)
+class ModelSide:
+    """What the data side needs from the model it feeds, handed over once: by `connect`, or
+    taken from the Trainer's LightningModule by `ModelSide.of` (the one place that knows the
+    module's attributes). The data module reads nothing else of the model."""
+
+    tokenizer: Tokenizer  # tokenises the targets; its EOT pads them
+    n_text_ctx: int  # the decoder's context: the data check excludes longer targets
+    model: Whisper | None = None  # whose encoder output may be cached; None: never cache
+    freeze_encoder: bool = False  # only a frozen encoder's output is worth caching
+    spec_augment: SpecAugment = SpecAugment()  # masks make each epoch's features differ
+
+    @classmethod
+    def of(cls, module: pl.LightningModule) -> "ModelSide":
+        """From a `WhisperFineTuner`: its tokenizer, Whisper model, frozen flag, SpecAugment."""
+        return cls(
+            tokenizer=module.tokenizer,
+            n_text_ctx=module.model.dims.n_text_ctx,
+            model=module.model,
+            freeze_encoder=module.hparams.freeze_encoder,
+            spec_augment=module.spec_augment,
+        )
+
+
+SPLITS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+CACHED_SPLITS = ("train", "val")  # read every epoch; test (and validate alone) read once
+
+
+class WhisperDataModule(pl.LightningDataModule):
+    """Train/val/test manifests → checked, length-bucketed, padded batches (schema in
+    `whisper_ft.data.collate`).
+
+    At start-up every manifest goes through `check_manifest` (cached by the manifest's hash, so
+    a restart does not pay again): bad lines are excluded and reported in one line, the full
+    report is written beside the run's logs. The tokenizer and the decoder's context length
+    come from the module being trained, so the language and task are set once, on the model.
+
+    Args:
+        train_manifest: JSONL manifest to train on (fit).
+        val_manifest: JSONL manifest for validation during fit, and for validate.
+        test_manifest: JSONL manifest for test.
+        batch_size: Utterances per training batch.
+        eval_batch_size: Utterances per validation/test batch. Decoding keeps no activations
+            for a backward pass, so it fits far more than training does, and each decoding
+            step reads every decoder weight once for the whole batch: larger is faster. Lower
+            it for large models on small GPUs.
+        max_duration_s: Train on batches of at most this many seconds of audio instead of
+            batch_size utterances (the encoder still takes 30 s per utterance).
+        num_buckets: Length buckets of the batch sampler: utterances of similar token length
+            share a batch, so little padding is computed; 1 batches at random.
+        num_workers: DataLoader processes that read, resample and augment audio.
+        target: Manifest field to train on: kana (katakana from prepare) or text (the
+            original orthography); None: what the manifest's lines record, else kana.
+        augment: Waveform augmentation of training audio (speed, volume, noise); off by
+            default.
+        feature_cache: Encoder-feature cache of the train and val manifests: auto (fit only)
+            stores the frozen encoder's output once, under the Trainer's
+            default_root_dir/feature_cache, then trains decoder-only steps from it, when the
+            encoder is frozen, no augmentation is on and fit reads the data at least twice
+            (else the encoder runs every step); off never; a folder path uses or builds the
+            cache there, for fit and validate (an error if it cannot apply).
+    """
+
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int = 32,
+        max_duration_s: float | None = None,
+        num_buckets: int = 10,
+        num_workers: int = 2,
+        target: Target | None = None,
+        augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
+        feature_cache: str | None = "auto",
+    ) -> None:
+        super().__init__()
+        if isinstance(augment, dict):  # as stored in a checkpoint's hyperparameters
+            augment = WaveformAugment(**augment)
+        self.augment = augment or WaveformAugment()
+        self.save_hyperparameters(ignore=["augment"])
+        # A plain dict: checkpoints stay loadable with torch.load(weights_only=True).
+        self.hparams["augment"] = asdict(self.augment)
+        self.checks: dict[str, CheckResult] = {}
+        self.exclusions: dict[str, dict] = {}  # split → what the check left out (for reports)
+        self.datasets: dict[str, UtteranceDataset | CachedFeatureDataset] = {}
+        self.collators: dict[str, Collator | FeatureCollator] = {}
+        self._train_sampler_state: dict | None = None  # from a checkpoint, until train_dataloader
+        self._model_side: ModelSide | None = None
+
+    def connect(self, model_side: ModelSide) -> None:
+        """Declare the model this data feeds (its tokenizer, context, encoder); without it,
+        `setup` takes it from the Trainer's LightningModule (`ModelSide.of`)."""
+        self._model_side = model_side
+
+    @property
+    def model_side(self) -> ModelSide:
+        """The connected model side, else the current Trainer's module's (read each time: the
+        same data module may feed another module in a later fit or test)."""
+        if self._model_side is not None:
+            return self._model_side
+        return ModelSide.of(self.trainer.lightning_module)
+
+    def _splits(self, stage: str) -> list[str]:
+        stage = TrainerFn(stage).value  # Lightning passes an enum that prints as TrainerFn.X
+        splits = []
+        for split in SPLITS_OF_STAGE.get(stage, ()):
+            if self.hparams[f"{split}_manifest"] is not None:
+                splits.append(split)
+            elif not (split == "val" and stage == "fit"):  # fit without validation is fine
+                raise ManifestError(
+                    f"{stage} needs --data.{split}_manifest <file.jsonl>; make one with "
+                    "`python -m whisper_ft prepare …`."
+                )
+        return splits
+
+    def _check(self, split: str) -> CheckResult:
+        if split not in self.checks:
+            side = self.model_side
+            self.checks[split] = check_manifest(
+                self.hparams[f"{split}_manifest"],
+                target=self.hparams.target,
+                tokenizer=side.tokenizer,
+                n_text_ctx=side.n_text_ctx,
+            )
+        return self.checks[split]
+
+    def prepare_data(self) -> None:
+        # One process per node: fills the check's cache before the others read it in setup.
+        for split in self._splits(self.trainer.state.fn):
+            self._check(split)
+
+    def setup(self, stage: str) -> None:
+        side = self.model_side
+        fitting = TrainerFn(stage) == TrainerFn.FITTING
+        cache_dir = None
+        if TrainerFn(stage) == TrainerFn.VALIDATING:
+            cache_dir = self._feature_cache_dir(train=None)
+        for split in self._splits(stage):
+            if split in self.datasets:
+                continue
+            result = self._check(split)
+            self._report(split, result)
+            dataset = UtteranceDataset(
+                result.utterances,
+                result.manifest,
+                side.tokenizer,
+                result.target,
+                self.augment if split == "train" else None,
+            )
+            collator = Collator(
+                eot=side.tokenizer.eot,
+                n_text_ctx=side.n_text_ctx,
+                target=result.target,
+            )
+            if split == "train" and fitting:
+                cache_dir = self._feature_cache_dir(dataset)
+            if cache_dir is not None and split in CACHED_SPLITS:
+                cache = self._feature_cache(dataset, cache_dir)
+                dataset = CachedFeatureDataset(dataset, cache)
+                collator = FeatureCollator(collator, cache.feature_shape, cache.torch_dtype)
+            self.datasets[split], self.collators[split] = dataset, collator
+
+    def _feature_cache_dir(self, train: UtteranceDataset | None) -> Path | None:
+        """Where the encoder-feature cache lives, or None to encode live. `train`: fit's
+        training set (auto decides by it); None: validate (only a folder given applies)."""
+        side, setting = self.model_side, self.hparams.feature_cache
+        frozen = side.freeze_encoder
+        if setting in (None, "off") or (setting == "auto" and train is None):
+            return None
+        if setting == "auto":
+            if side.model is None:  # connected without a model: nothing to encode with
+                return None
+            augmented = self.augment.enabled or side.spec_augment.enabled
+            # Building costs one encoder pass over the data: it pays from the second pass on.
+            if not frozen or augmented:
+                return None
+            if (passes := self._expected_passes(train)) < 2:
+                if self.trainer.is_global_zero:
+                    print(
+                        f"encoder-feature cache: not built, fit reads the training set "
+                        f"{passes:.1f} times (it pays from 2); the encoder runs every step",
+                        flush=True,
+                    )
+                return None
+            return Path(self.trainer.default_root_dir) / "feature_cache"
+        refuse_with_augmentation(self.augment, side.spec_augment, freeze_encoder=frozen)
+        return Path(setting)
+
+    def _expected_passes(self, train: UtteranceDataset) -> float:
+        """How many times fit will read the training set, from max_epochs and max_steps."""
+        trainer = self.trainer
+        passes = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            per_step = self.hparams.batch_size
+            if self.hparams.max_duration_s is not None:  # utterances of about average length
+                per_step = self.hparams.max_duration_s / max(1e-3, np.mean(train.durations_s))
+            per_step *= trainer.accumulate_grad_batches * trainer.world_size
+            passes = min(passes, trainer.max_steps * per_step / max(1, len(train)))
+        return passes
+
+    def _feature_cache(self, dataset: UtteranceDataset, cache_dir: Path) -> FeatureCache:
+        """Every process builds (or resumes, or reuses) the cache on its training device, the
+        encoder in the dtype this Trainer's precision computes it in (part of the key): the
+        first to take the cache's file lock (`feature_build.build_lock`) computes it, the others
+        wait on the lock, which has no time limit (a collective barrier would end the job at
+        the process group's timeout during a long build), then find it complete."""
+        model, strategy = self.model_side.model, self.trainer.strategy
+        cache = build_feature_cache(
+            model,
+            dataset,
+            cache_dir,
+            device=strategy.root_device,
+            precision=self.trainer.precision,
+            batch_size=self.hparams.eval_batch_size,
+            num_workers=self.hparams.num_workers,
+            progress=self.trainer.is_global_zero,
+        )
+        strategy.barrier("whisper_ft.feature_cache")  # all hold the cache: no wait left here
+        return cache
+
+    def _report(self, split: str, result: CheckResult) -> None:
+        """One line per manifest; the full report of excluded lines beside the run's logs."""
+        report = None
+        if result.problems:  # the same on every process: the check's result is shared
+            # Every process asks: under DDP, Trainer.log_dir is a broadcast from rank 0.
+            out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            if self.trainer.is_global_zero:
+                report = write_report(result, out_dir / f"data_check_{split}.tsv").resolve()
+        self.exclusions[split] = {
+            "excluded_by_data_check": result.n_excluded,
+            "data_check_report": None if report is None else str(report),
+        }
+        if self.trainer.is_global_zero:
+            side = self.model_side
+            warning = beyond_decoding_warning(
+                result.manifest, beyond_decoding(result, side.tokenizer, side.n_text_ctx)
+            )
+            print(*([warning] if warning else []), result.summary(report), sep="\n", flush=True)
+        result.require_usable()
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset, train = self.datasets[split], split == "train"
+        batch_size = self.hparams.batch_size
+        if not train:
+            batch_size = self.hparams.eval_batch_size
+        by_duration = train and self.hparams.max_duration_s is not None
+        # Built here, inside the *_dataloader hook: Lightning records its arguments there and
+        # re-creates it with its own DistributedSampler's rank under DDP (see sampler.py).
+        batches = BucketingBatchSampler(
+            [len(tokens) for tokens in dataset.tokens],
+            batch_size=None if by_duration else batch_size,
+            max_duration_s=self.hparams.max_duration_s if by_duration else None,
+            durations_s=dataset.durations_s,
+            shuffle=train,
+            seed=int(
+                os.environ.get("PL_GLOBAL_SEED", 0)
+            ),  # seed_everything's (CLI: --seed_everything)
+            num_buckets=self.hparams.num_buckets,
+        )
+        if train:
+            self._resume_sampler(batches)
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=self.collators[split],
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+        )
+
+    def _resume_sampler(self, sampler: BucketingBatchSampler) -> None:
+        """Loads a checkpoint's sampler state into the training sampler as it is made: Lightning
+        draws the first batches (`iter()`) before any later hook could (sampler.py)."""
+        state = self._train_sampler_state
+        self._train_sampler_state = None  # a later reload starts its epoch from the beginning
+        if state is None:
+            return
+        if state["batches_done"] >= len(sampler) * state["num_replicas"] / sampler.num_replicas:
+            # Saved at the epoch's last batch: the next epoch is drawn before set_epoch moves on.
+            state = state | {"epoch": state["epoch"] + 1, "batches_done": 0}
+        sampler.load_state_dict(state)
+
+    def state_dict(self) -> dict:
+        """The training sampler's position (in checkpoints, for a mid-epoch resume): the
+        batches the training loop finished, not those DataLoader workers drew ahead."""
+        # The DataLoader in use: under DDP Lightning re-created it, with its own sampler.
+        loader = None if self.trainer is None else self.trainer.train_dataloader
+        sampler = getattr(loader, "batch_sampler", None)
+        if not isinstance(sampler, BucketingBatchSampler):
+            return {}
+        state = sampler.state_dict()
+        state["batches_done"] = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_sampler": state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train_sampler_state = state_dict.get("train_sampler")
+        if self._train_sampler_state is not None:
+            # Lightning judges a plain DataLoader "not resumable" and warns on a mid-epoch
+            # resume; the sampler state restored here makes the data order continue exactly.
+            # Lightning warns later, at the epoch's start, out of any block this method could
+            # wrap; the filter matches only that warning of the one Lightning module.
+            warnings.filterwarnings(
+                "ignore",
+                message=r"You're resuming from a checkpoint that",
+                category=PossibleUserWarning,
+                module=r"pytorch_lightning\.loops\.training_epoch_loop",
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val") if "val" in self.datasets else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,702 @@
+"""The encoder-feature cache: a frozen encoder's output for every utterance, on disk; its key,
+its build, and its rows read as training items.
+
+    cache = build_feature_cache(model, dataset, "cache/features")  # prints its size first
+    cache.features(row)                            # (n_audio_ctx, n_audio_state) float16
+    items = CachedFeatureDataset(dataset, cache)   # "features" in place of "audio"
+
+With the encoder frozen and no augmentation, every epoch computes the same encoder output for
+an utterance; storing it once leaves training with decoder-only steps, and validation decodes
+from it (`model.decode` skips the encoder when given (batch, n_audio_ctx, n_audio_state)).
+
+One folder per manifest and key under `cache_dir`, `<manifest stem>-<key digest[:16]>/`:
+
+    meta.json      the key (encoder sha256, settings, compute dtype, (id, audio) in dataset
+                   order), shape, dtype; "complete": true once every row is stored
+    features.f16   (N, n_audio_ctx, n_audio_state) float16, row i = the dataset's utterance i
+    done.u8        one byte per row, set to 1 only after the row's bytes are on disk
+
+Any change of the key (an encoder weight, the utterance list, a setting, the dtype the encoder
+ran in: a bf16-mixed fit's features are not a 32-true fit's) gives another folder.
+Rows are written with ordinary file writes (a full disk raises an error instead of a memory
+map's SIGBUS) and marked done only after `flush` has made them durable, so an interrupted
+build resumes from the rows done.
+
+Storage is float16: numpy has no bfloat16, and float16 keeps 11 significant bits (relative
+rounding <= 2^-11) where bfloat16 keeps 8. Its range suffices: the output of the encoder's
+final LayerNorm (`ln_post`) is what openai-whisper itself hands its decoder in float16 on
+CUDA (`DecodingOptions(fp16=True)`, the default, halves it in `_get_audio_features`).
+
+In the order of this file:
+- the store: `FeatureCacheKey`/`feature_cache_key`, the on-disk format, `FeatureCache`
+  (rows written, flushed, marked done; read from a float16 memmap), sizes
+  (`estimate_cache_bytes`, `size_message`);
+- the build: `build_feature_cache` (DataLoader workers read audio; the log-mel and the encoder
+  run on the device under inference mode, the encoder in the fit's precision; resumable),
+  `build_lock` (one process builds while the others wait: fits sharing a folder, DDP ranks,
+  nodes sharing a disk), `refuse_with_augmentation` (settings under which stored features
+  would not be what training computes);
+- the store read for training: `CachedFeatureDataset` (items) and `FeatureCollator` (batches
+  with `features` in place of `audio`).
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+import whisper
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, SAMPLE_RATE
+from whisper.model import ModelDimensions, Whisper
+
+from whisper_ft.audio import log_mel_batch
+from whisper_ft.data.augment import SpecAugment, WaveformAugment
+from whisper_ft.data.collate import Collator
+from whisper_ft.data.dataset import UtteranceDataset
+from whisper_ft.files import atomic_write
+from whisper_ft.precision import COMPUTE_DTYPES, compute_dtype_name
+
+CACHE_VERSION = 2  # part of every key: raise it when what is stored, or how, changes
+STORAGE_DTYPES = {"float16": "f16", "float32": "f32"}  # storage dtype → features file suffix
+_AUDIO_DIMS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer")
+
+
+class FeatureCacheError(ValueError):
+    """A feature cache that cannot be built or used; the message says what to do."""
+
+
+def encoder_fingerprint(model: Whisper) -> str:
+    """sha256 (hex) of the encoder: its audio dims, then each state-dict tensor's name, shape,
+    dtype and bytes. Another weight, buffer, dtype or head count gives another fingerprint.
+
+    Costs one pass over the encoder's bytes, ~1.5 GB/s on a CPU with SHA instructions:
+    ~20 ms for tiny (33 MB in float32), ~1.7 s for large-v3 (2.5 GB).
+    """
+    digest = hashlib.sha256()
+    dims = {name: getattr(model.dims, name) for name in _AUDIO_DIMS}
+    digest.update(json.dumps(dims, sort_keys=True).encode())
+    for name, tensor in model.encoder.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureCacheKey:
+    """Everything the stored features depend on; a cache folder serves exactly one key.
+
+    Utterances are identified by id and audio path as the manifest writes them, not by the
+    audio's bytes or mtime: reading every file to hash it would cost a pass over the corpus,
+    and copying a corpus (Drive → local disk) changes mtimes. Audio replaced in place under
+    the same path needs `rebuild=True` (`cache --rebuild`), as `check-data` needs --recheck.
+    """
+
+    encoder_sha256: str  # encoder_fingerprint of the model
+    n_mels: int  # log-mel bands the encoder takes (80; 128 for large-v3 and turbo)
+    n_samples: int  # waveform samples per utterance, padded/trimmed: Whisper's 30 s
+    sample_rate: int  # Hz the audio is resampled to
+    n_fft: int  # STFT window of the log-mel
+    hop_length: int  # STFT hop of the log-mel
+    whisper_version: str  # the log-mel code and mel filters are this openai-whisper's
+    dtype: str  # storage dtype, a key of STORAGE_DTYPES
+    compute_dtype: str  # dtype the encoder ran in, a key of COMPUTE_DTYPES (float32: no autocast)
+    utterances: tuple[tuple[str, str], ...]  # (id, audio as in the manifest), dataset order
+    version: int = CACHE_VERSION  # the layout of this module
+
+    def digest(self) -> str:
+        """sha256 (hex) of the whole key."""
+        text = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def feature_cache_key(
+    model: Whisper,
+    dataset: UtteranceDataset,
+    dtype: str = "float16",
+    *,
+    compute_dtype: str = "float32",
+) -> FeatureCacheKey:
+    """The key of `dataset`'s features from `model`'s encoder run in `compute_dtype`
+    (`precision.compute_dtype_name` of the fit's precision), stored as `dtype`."""
+    if dtype not in STORAGE_DTYPES:
+        raise FeatureCacheError(
+            f"feature cache dtype {dtype!r}: choose one of {', '.join(STORAGE_DTYPES)}."
+        )
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise FeatureCacheError(
+            f"feature cache compute dtype {compute_dtype!r}: choose one of "
+            f"{', '.join(COMPUTE_DTYPES)}."
+        )
+    return FeatureCacheKey(
+        encoder_sha256=encoder_fingerprint(model),
+        n_mels=model.dims.n_mels,
+        n_samples=N_SAMPLES,
+        sample_rate=SAMPLE_RATE,
+        n_fft=N_FFT,
+        hop_length=HOP_LENGTH,
+        whisper_version=whisper.__version__,
+        dtype=dtype,
+        compute_dtype=compute_dtype,
+        utterances=tuple((u.id, u.audio) for u in dataset.utterances),
+    )
+
+
+def estimate_cache_bytes(n_utterances: int, dims: ModelDimensions, dtype: str = "float16") -> int:
+    """Bytes of the features file: n_utterances × n_audio_ctx × n_audio_state × itemsize
+    (the done flags add one byte per utterance, meta.json a few bytes per id)."""
+    itemsize = np.dtype(dtype).itemsize
+    return n_utterances * dims.n_audio_ctx * dims.n_audio_state * itemsize
+
+
+def size_message(n_utterances: int, dims: ModelDimensions, dtype: str, path: str | Path) -> str:
+    """`encoder-feature cache: 2,400 utterances × 1500 × 384 × 2 bytes = 2.8 GB at <path>`."""
+    size = estimate_cache_bytes(n_utterances, dims, dtype)
+    return (
+        f"encoder-feature cache: {n_utterances:,} utterances × {dims.n_audio_ctx} × "
+        f"{dims.n_audio_state} × {np.dtype(dtype).itemsize} bytes = {human_bytes(size)} "
+        f"at {path}"
+    )
+
+
+def human_bytes(n: int) -> str:
+    """Decimal units, one decimal: 2764800000 → '2.8 GB'."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class FeatureCache:
+    """One cache folder: the encoder outputs of N utterances, row i for utterance i.
+
+    Readers get rows from a copy-on-write memory map opened in each process on first use
+    (DataLoader workers receive the paths, never the mapped bytes). Writers call `write`,
+    then `flush` makes the rows durable and marks them done (as `feature_build` does).
+    """
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path = path  # the cache folder
+        self.meta = meta  # the contents of meta.json
+        self.utterances: list[tuple[str, str]] = [tuple(u) for u in meta["key"]["utterances"]]
+        self.ids = [utterance_id for utterance_id, _ in self.utterances]
+        self.shape: tuple[int, int, int] = tuple(meta["shape"])  # (N, n_audio_ctx, n_audio_state)
+        self.dtype = np.dtype(meta["dtype"])
+        self.features_path = path / f"features.{STORAGE_DTYPES[meta['dtype']]}"
+        self.done_path = path / "done.u8"
+        self._map: np.memmap | None = None
+        self._writer: BinaryIO | None = None
+        self._pending: list[int] = []  # rows written, not yet flushed and marked done
+
+    @classmethod
+    def open(
+        cls,
+        cache_dir: str | Path,
+        model: Whisper,
+        dataset: UtteranceDataset,
+        *,
+        dtype: str = "float16",
+        compute_dtype: str = "float32",
+        name: str | None = None,
+    ) -> FeatureCache | None:
+        """The complete cache of `dataset`'s features from `model`'s encoder run in
+        `compute_dtype` under `cache_dir`, or None (never built, another key, or not
+        finished)."""
+        key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype)
+        cache = existing_cache(cache_folder(cache_dir, name or dataset.manifest.stem, key), key)
+        return cache if cache is not None and cache.complete else None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self) -> dict:
+        # Workers map the file themselves; a pickled memmap would copy every row.
+        return {**self.__dict__, "_map": None, "_writer": None, "_pending": []}
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        """(n_audio_ctx, n_audio_state) of one row."""
+        return self.shape[1], self.shape[2]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype.name)
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.feature_shape) * self.dtype.itemsize
+
+    def done(self) -> np.ndarray:
+        """(N,) bool, read from disk: True for rows stored (by this or any other process)."""
+        return np.fromfile(self.done_path, dtype=np.uint8).astype(bool)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done().all())
+
+    @property
+    def missing_ids(self) -> list[str]:
+        """Ids of the rows not stored yet, in dataset order."""
+        return [self.ids[row] for row in np.flatnonzero(~self.done())]
+
+    def features(self, row: int) -> torch.Tensor:
+        """Row `row` as a view of the memory map (no copy; stacking a batch copies).
+
+        returns : torch.Tensor, shape = (n_audio_ctx, n_audio_state), the storage dtype
+        """
+        if self._map is None:
+            # "c": writable arrays (torch.from_numpy warns on read-only ones); nothing written
+            # to them reaches the file.
+            self._map = np.memmap(self.features_path, self.dtype, mode="c", shape=self.shape)
+        return torch.from_numpy(self._map[row])
+
+    def write(self, rows: list[int], features: torch.Tensor) -> None:
+        """Store encoder outputs for `rows`; they count as done after the next `flush`.
+
+        features : torch.Tensor, shape = (len(rows), n_audio_ctx, n_audio_state), any float
+            dtype and device
+        """
+        if tuple(features.shape) != (len(rows), *self.feature_shape):
+            raise ValueError(
+                f"features of shape {tuple(features.shape)} for {len(rows)} rows; the cache "
+                f"{self.path} stores rows of {self.feature_shape}."
+            )
+        stored = features.detach().to(self.torch_dtype).cpu().numpy()
+        if self._writer is None:
+            self._writer = self.features_path.open("r+b")
+        for row, data in zip(rows, stored, strict=True):
+            self._writer.seek(row * self.row_bytes)
+            self._writer.write(data.tobytes())
+        self._pending.extend(rows)
+
+    def flush(self) -> None:
+        """Make written rows durable, then mark them done; `complete` in meta.json once every
+        row is. Rows written after the last flush are computed again after a crash."""
+        if not self._pending:
+            return
+        self._writer.flush()
+        os.fsync(self._writer.fileno())
+        with self.done_path.open("r+b") as f:  # byte per row: writers of other rows are safe
+            for row in self._pending:
+                f.seek(row)
+                f.write(b"\x01")
+            f.flush()
+            os.fsync(f.fileno())
+        self._pending = []
+        if self.complete and not self.meta["complete"]:
+            self.meta["complete"] = True
+            _write_meta(self.path, self.meta)
+
+    def close(self) -> None:
+        """Flush, then close the file written to (reading goes on)."""
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def cache_folder(cache_dir: str | Path, name: str, key: FeatureCacheKey) -> Path:
+    """`<cache_dir>/<name>-<first 16 hex digits of the key's digest>`."""
+    return Path(cache_dir) / f"{name}-{key.digest()[:16]}"
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    with atomic_write(folder / "meta.json") as tmp:
+        tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+
+def existing_cache(folder: Path, key: FeatureCacheKey) -> FeatureCache | None:
+    """The cache in `folder` if it was made for `key` and its files have their sizes."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("key_sha256") != key.digest():
+            return None
+        cache = FeatureCache(folder, meta)
+        sizes_ok = cache.features_path.stat().st_size == len(cache) * cache.row_bytes
+        if not sizes_ok or cache.done_path.stat().st_size != len(cache):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or not written by this code
+        return None
+    return cache
+
+
+def new_cache(folder: Path, key: FeatureCacheKey, dims: ModelDimensions) -> FeatureCache:
+    """A new, empty cache for `key` in `folder`, replacing whatever was there. The data files
+    come first: meta.json exists only once they do. Call it under `feature_build.build_lock`:
+    it zeroes rows another builder may have marked done."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").unlink(missing_ok=True)
+    n = len(key.utterances)
+    meta = {
+        "version": CACHE_VERSION,
+        "key_sha256": key.digest(),
+        "shape": [n, dims.n_audio_ctx, dims.n_audio_state],
+        "dtype": key.dtype,
+        "compute_dtype": key.compute_dtype,
+        "complete": False,
+        "key": asdict(key),
+    }
+    cache = FeatureCache(folder, meta)
+    with atomic_write(cache.done_path) as tmp:
+        tmp.write_bytes(bytes(n))
+    with cache.features_path.open("wb") as f:  # sparse where the file system allows
+        f.truncate(estimate_cache_bytes(n, dims, key.dtype))
+    _write_meta(folder, meta)
+    return cache
+
+
+FLUSH_EVERY_S = 30.0  # a killed build loses at most this much work
+MAX_LISTED_IDS = 10  # ids named in a warning about rows that could not be cached
+
+
+def refuse_with_augmentation(
+    waveform_augment: WaveformAugment | None,
+    spec_augment: SpecAugment | None = None,
+    *,
+    freeze_encoder: bool = True,
+) -> None:
+    """Raise FeatureCacheError when cached features would not be what training computes:
+    augmentation on (the cache holds the encoder's output for un-augmented audio) or an
+    encoder that trains (its output changes every step). None: that augmentation is off."""
+    on = []
+    if waveform_augment is not None and waveform_augment.enabled:
+        on.append("waveform augmentation (--data.augment.speed_prob/volume_prob/noise_prob)")
+    if spec_augment is not None and spec_augment.enabled:
+        on.append("SpecAugment (--model.spec_augment.prob)")
+    if on:
+        raise FeatureCacheError(
+            f"the encoder-feature cache holds the encoder's output for un-augmented audio, but "
+            f"{' and '.join(on)} {'are' if len(on) > 1 else 'is'} on: augmented audio needs a "
+            "new encoder pass every time. Set those probabilities to 0, or train without the "
+            "feature cache."
+        )
+    if not freeze_encoder:
+        raise FeatureCacheError(
+            "the encoder-feature cache needs a frozen encoder (--model.freeze_encoder true): "
+            "an encoder that trains changes its output every step. Freeze it, or train "
+            "without the feature cache."
+        )
+
+
+class _Rows(Dataset):
+    """(row, item) for the rows of `dataset` still to compute."""
+
+    def __init__(self, dataset: UtteranceDataset, rows: np.ndarray) -> None:
+        self.dataset, self.rows = dataset, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[int, dict]:
+        row = int(self.rows[index])
+        return row, self.dataset[row]
+
+
+def _collate_audio(pairs: list[tuple[int, dict]]) -> tuple[list[int], torch.Tensor, list[str]]:
+    """Rows, their waveforms padded/trimmed to 30 s as `Collator` pads them (B, N_SAMPLES),
+    and the ids of unreadable items."""
+    readable = [(row, item) for row, item in pairs if "error" not in item]
+    audio = np.zeros((len(readable), N_SAMPLES), np.float32)
+    for i, (_, item) in enumerate(readable):
+        audio[i] = whisper.pad_or_trim(item["audio"], N_SAMPLES)
+    unreadable = [item["id"] for _, item in pairs if "error" in item]
+    return [row for row, _ in readable], torch.from_numpy(audio), unreadable
+
+
+def build_feature_cache(
+    model: Whisper,
+    dataset: UtteranceDataset,
+    cache_dir: str | Path,
+    *,
+    dtype: str = "float16",
+    name: str | None = None,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    batch_size: int = 16,
+    num_workers: int = 2,
+    progress: bool = True,
+    rebuild: bool = False,
+    flush_every_s: float = FLUSH_EVERY_S,
+) -> FeatureCache:
+    """Store the encoder output of every utterance of `dataset`, or of those not stored yet;
+    returns the cache (complete unless some audio could not be read).
+
+    Prints the cache's size (estimate_cache_bytes) before computing anything. DataLoader
+    workers read audio; the log-mel (log_mel_batch) and the encoder run on `device` (None:
+    the encoder's) under inference mode, the encoder in the dtype a Trainer with `precision`
+    computes it in (`precision.precision_compute_dtype`: float32 without autocast, else
+    autocast in bfloat16 or float16), which is part of the key. An unreadable utterance
+    leaves its row not done (the DataLoader then skips it) and is named in a warning.
+    `rebuild` starts afresh (audio changed in place).
+
+    Args:
+        dtype: storage dtype, float16 (half the disk of float32; see the module's docstring).
+        name: the folder's name before the key digest; None: the manifest's stem.
+        precision: the fit's `trainer.precision` ("32-true", "bf16-mixed", …); None: the
+            Trainer's default, `precision.default_precision()`.
+    """
+    refuse_with_augmentation(dataset.augment)
+    if not len(dataset):
+        raise FeatureCacheError(f"{dataset.manifest}: no utterances to cache.")
+    device = torch.device(device) if device is not None else _device_of(model.encoder)
+    compute_dtype = compute_dtype_name(precision, device)
+    key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype)
+    folder = cache_folder(cache_dir, name or dataset.manifest.stem, key)
+    with build_lock(folder, progress):
+        return _build(model, dataset, folder, key, dtype, device, batch_size, num_workers,
+                      progress, rebuild, flush_every_s)  # fmt: skip
+
+
+@contextmanager
+def build_lock(folder: Path, progress: bool = True) -> Iterator[None]:
+    """Holds an exclusive lock (`fcntl.flock` on `.<folder name>.lock` beside it) while one
+    process builds the cache in `folder`: a second builder (another fit, a DDP rank, a node
+    sharing the disk) waits, without a time limit, then finds the rows done. Without it, one
+    builder's `new_cache` could zero the rows another had marked done."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f".{folder.name}.lock").open("a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"encoder-feature cache {folder}: another process builds it, waiting",
+                      flush=True)  # fmt: skip
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(
+    model: Whisper,
+    dataset: UtteranceDataset,
+    folder: Path,
+    key: FeatureCacheKey,
+    dtype: str,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    rebuild: bool,
+    flush_every_s: float,
+) -> FeatureCache:
+    """`build_feature_cache`'s work, under `build_lock`."""
+    cache = None if rebuild else existing_cache(folder, key)
+    todo = np.arange(len(dataset)) if cache is None else np.flatnonzero(~cache.done())
+    if not len(todo):
+        if progress:
+            print(
+                f"encoder-feature cache {folder}: complete ({len(cache):,} utterances), reused",
+                flush=True,
+            )
+        return cache
+    if progress:
+        message = size_message(len(dataset), model.dims, dtype, folder)
+        if len(todo) < len(dataset):
+            message += f"; resuming: {len(todo):,} utterances left to compute"
+        print(message, flush=True)
+    _check_free_space(folder, estimate_cache_bytes(len(todo), model.dims, dtype))
+    cache = cache or new_cache(folder, key, model.dims)
+
+    loader = DataLoader(
+        _Rows(dataset, todo),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate_audio,
+        pin_memory=device.type == "cuda",
+    )
+    start = time.monotonic()
+    bar = tqdm(total=len(todo), desc=f"caching {folder.name}", unit="utt", disable=not progress)
+    try:
+        compute_dtype = COMPUTE_DTYPES[key.compute_dtype]
+        unreadable = _encode_rows(model, loader, cache, device, compute_dtype, bar, flush_every_s)
+    finally:
+        bar.close()
+        cache.close()  # whatever was computed is kept, also on an error or Ctrl-C
+    seconds = time.monotonic() - start
+    if unreadable:
+        _warn_unreadable(dataset.manifest, unreadable)
+    if progress:
+        computed = len(todo) - len(unreadable)
+        print(
+            f"encoder-feature cache {folder}: {computed:,} utterances computed in "
+            f"{seconds:.1f} s ({seconds / max(computed, 1):.3f} s each), "
+            + ("complete" if cache.complete else f"{len(cache.missing_ids):,} missing"),
+            flush=True,
+        )
+    return cache
+
+
+def _encode_rows(
+    model: Whisper,
+    loader: DataLoader,
+    cache: FeatureCache,
+    device: torch.device,
+    compute_dtype: torch.dtype,
+    bar: tqdm,
+    flush_every_s: float,
+) -> list[str]:
+    """Encode and write every batch of `loader` (rows, audio, unreadable ids), the encoder
+    under autocast in `compute_dtype` (float32: none); flush every `flush_every_s` seconds.
+    Returns the unreadable ids."""
+    encoder = _encoder_on(model, device)
+    was_training = encoder.training
+    encoder.eval()
+    mixed = compute_dtype is not torch.float32
+    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=mixed)
+    unreadable: list[str] = []
+    last_flush = time.monotonic()
+    try:
+        with torch.inference_mode():
+            for rows, audio, skipped in loader:
+                unreadable += skipped
+                if rows:
+                    # The log-mel in float32, as Whisper computes it; autocast would run its
+                    # mel-filter matmul in 16 bits. The encoder runs as mixed precision trains.
+                    mel = log_mel_batch(audio.to(device, non_blocking=True), model.dims.n_mels)
+                    with autocast:
+                        features = encoder(mel)
+                    cache.write(rows, features)
+                if time.monotonic() - last_flush > flush_every_s:
+                    cache.flush()
+                    last_flush = time.monotonic()
+                bar.update(len(rows) + len(skipped))
+    finally:
+        encoder.train(was_training)
+    return unreadable
+
+
+def _warn_unreadable(manifest: Path, unreadable: list[str]) -> None:
+    listed = ", ".join(unreadable[:MAX_LISTED_IDS])
+    more = len(unreadable) - MAX_LISTED_IDS
+    warnings.warn(
+        f"{manifest}: {len(unreadable)} utterances not cached, their audio could not be read: "
+        f"{listed}{f' and {more} more' if more > 0 else ''}. Training skips them; fix the files "
+        "(check-data lists them) and build again to add them.",
+        stacklevel=3,
+    )
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _encoder_on(model: Whisper, device: torch.device) -> torch.nn.Module:
+    """The model's encoder if it is on `device`, else a copy there (the model stays as it is,
+    e.g. training on another device)."""
+    if _device_of(model.encoder) == device:
+        return model.encoder
+    return copy.deepcopy(model.encoder).to(device)
+
+
+def _check_free_space(folder: Path, needed: int) -> None:
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise FeatureCacheError(
+            f"{folder}: the encoder-feature cache needs {human_bytes(needed)} more, but only "
+            f"{human_bytes(free)} are free there. Choose a cache folder on a larger disk, or "
+            "delete old caches (folders named <manifest>-<digest>) in it."
+        )
+
+
+_NO_AUDIO = np.zeros(0, np.float32)  # stands in for the waveform when only tokens are padded
+
+
+class CachedFeatureDataset(Dataset):
+    """The utterances of an UtteranceDataset with their cached encoder output in place of the
+    audio: no audio is read. Items are `{"id": str, "features": torch.Tensor (n_audio_ctx,
+    n_audio_state) in the storage dtype, "tokens": list[int], "text": str}`, or `{"id",
+    "error"}` for a row the cache lacks (unreadable audio when built); `FeatureCollator`
+    batches them. `tokens` and `durations_s` are the dataset's, for the batch sampler.
+    """
+
+    def __init__(self, dataset: UtteranceDataset, cache: FeatureCache) -> None:
+        utterances = [(u.id, u.audio) for u in dataset.utterances]
+        if utterances != cache.utterances:
+            raise FeatureCacheError(
+                f"{cache.path} was built for other utterances than {dataset.manifest} holds "
+                "now (ids, audio paths or their order differ); build the cache for it again."
+            )
+        self.dataset, self.cache = dataset, cache
+        self.tokens = dataset.tokens
+        self.durations_s = dataset.durations_s
+        self.stored = cache.done()  # (N,) bool, read once
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        utterance_id = self.dataset.utterances[index].id
+        if not self.stored[index]:
+            return {
+                "id": utterance_id,
+                "error": f"not in the encoder-feature cache {self.cache.path}: its audio could "
+                "not be read when the cache was built",
+            }
+        return {
+            "id": utterance_id,
+            "features": self.cache.features(index),
+            "tokens": self.dataset.tokens[index],
+            "text": self.dataset.targets[index],
+            "speaker": self.dataset.utterances[index].speaker or "",
+            "duration": self.dataset.durations_s[index],  # the manifest's (check-data fills it)
+        }
+
+
+@dataclass
+class FeatureCollator:
+    """Batches `CachedFeatureDataset` items: tokens padded by `collator` itself (the same
+    rounding, eot and -100 padding, skipped ids and target as audio batches), features
+    stacked. The batch is Collator's (see `whisper_ft.data.collate`) with one key in place of
+    `audio` and `audio_lengths`:
+
+    | `features` | (B, n_audio_ctx, n_audio_state) | the cache's dtype (float16) |
+
+    and `durations_s` from the items' manifest durations (0: unknown) instead of from audio.
+
+    Cast it on the device before use: `.float()` for the decoder (autocast then picks the
+    compute dtype) and for decoding on the CPU; decoding with fp16 on CUDA halves it itself.
+    """
+
+    collator: Collator  # the audio collator of the same split; its n_samples is not used
+    feature_shape: tuple[int, int]  # (n_audio_ctx, n_audio_state): an empty batch's shape
+    dtype: torch.dtype = torch.float16  # the cache's storage dtype
+    _tokens: Collator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._tokens = replace(self.collator, n_samples=0)
+
+    def __call__(self, items: list[dict]) -> dict:
+        readable = [item for item in items if "error" not in item]
+        batch = self._tokens(
+            [item if "error" in item else item | {"audio": _NO_AUDIO} for item in items]
+        )
+        del batch["audio"], batch["audio_lengths"]
+        batch["durations_s"] = torch.tensor(
+            [item.get("duration") or 0.0 for item in readable], dtype=torch.float32
+        )
+        batch["features"] = (
+            torch.stack([item["features"] for item in readable])
+            if readable
+            else torch.zeros((0, *self.feature_shape), dtype=self.dtype)
+        )
+        return batch
