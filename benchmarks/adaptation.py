@@ -49,6 +49,7 @@ from whisper.tokenizer import get_tokenizer
 from whisper_ft.corpora.synthetic import prepare_synthetic, synthesize
 from whisper_ft.data.datamodule import WhisperDataModule
 from whisper_ft.data.dataset import UtteranceDataset
+from whisper_ft.data.feature_cache import build_feature_cache
 from whisper_ft.decoding import (
     LoopGuard,
     budgets_for,
@@ -57,9 +58,8 @@ from whisper_ft.decoding import (
     hit_budget,
     speechless_outputs,
 )
-from whisper_ft.data.feature_cache import build_feature_cache
-from whisper_ft.manifest import Utterance, read_manifest, write_manifest
 from whisper_ft.evaluation.metrics import CorpusErrorRates, rates_for_json, score
+from whisper_ft.manifest import Utterance, read_manifest, write_manifest
 from whisper_ft.models.loading import load_base_model
 from whisper_ft.training.module import WhisperFineTuner
 

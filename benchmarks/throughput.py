@@ -31,9 +31,10 @@ training manifest), decoded by every path with the same weights: the seed recipe
 On CUDA the device is synchronised at each mark, never at other steps.
 
 MFU = model FLOPs of the timed part / its wall time / the device's dense 16-bit peak
-(`whisper_ft.training.throughput`: formula there; None on the CPU). Live paths count an encoder forward
-plus decoder training per utterance, the cache path decoder training only; the default path
-adds one encoder forward per cached utterance when it built the cache in the timed fit.
+(`whisper_ft.training.throughput`: formula there; None on the CPU). Live paths count an
+encoder forward plus decoder training per utterance, the cache path decoder training only; the
+default path adds one encoder forward per cached utterance when it built the cache in the timed
+fit.
 
 Writes `--json` (keys `seed_recipe`, `default`, `cache`, each with `train_samples_per_s` and
 `eval_utts_per_s`, plus `mfu` when the peak is known; `device`, `size`, `batch_size`, `steps`
@@ -68,8 +69,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_recipe  # noqa: E402
 from results_table import insert_rows  # noqa: E402
 
-from whisper_ft.data.check import check_manifest  # noqa: E402
 from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
+from whisper_ft.data.check import check_manifest  # noqa: E402
 from whisper_ft.data.datamodule import WhisperDataModule  # noqa: E402
 from whisper_ft.models.loading import RANDOM_DIMS, load_base_model  # noqa: E402
 from whisper_ft.precision import default_precision  # noqa: E402

@@ -86,8 +86,8 @@ def _with_audio(tmp_path, lines: list[bytes]):
 def test_every_reader_gives_one_message_naming_file_and_line(
     tmp_path, capsys, line, reason, detail
 ):
-    from whisper_ft.data.check import check_manifest
     from whisper_ft.corpora.merge import prepare_merge
+    from whisper_ft.data.check import check_manifest
     from whisper_ft.inference.transcriber import collect_inputs
 
     path = _with_audio(tmp_path, [json.dumps(GOOD, ensure_ascii=False).encode(), line])

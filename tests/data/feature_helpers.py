@@ -13,8 +13,7 @@ from whisper.model import Whisper
 
 from whisper_ft.audio import log_mel_batch
 from whisper_ft.data.dataset import UtteranceDataset
-from whisper_ft.data.feature_cache import build_feature_cache
-from whisper_ft.data.feature_cache import FeatureCache
+from whisper_ft.data.feature_cache import FeatureCache, build_feature_cache
 from whisper_ft.manifest import read_manifest
 from whisper_ft.models.loading import load_base_model
 

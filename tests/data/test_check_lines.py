@@ -7,8 +7,7 @@ import pytest
 from check_helpers import EXPECTED, EXPECTED_COUNTS, found, line, sine, write_bad_manifest
 
 from whisper_ft.data import check as check_lines
-from whisper_ft.data.check import check_manifest
-from whisper_ft.data.check import REASONS, run_jobs
+from whisper_ft.data.check import REASONS, check_manifest, run_jobs
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import torch
 from whisper_ft.data.augment import WaveformAugment
 from whisper_ft.data.datamodule import ModelSide, WhisperDataModule
 from whisper_ft.data.dataset import UtteranceDataset
-from whisper_ft.manifest import ManifestError, read_manifest
 from whisper_ft.data.sampler import BucketingBatchSampler
+from whisper_ft.manifest import ManifestError, read_manifest
 
 
 def _copy_corpus(corpus, tmp_path) -> dict:

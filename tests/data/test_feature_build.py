@@ -18,13 +18,17 @@ from feature_helpers import (
     sine_fixtures,
 )
 
+from whisper_ft.cli.commands import add_cache_command
 from whisper_ft.data.augment import SpecAugment, WaveformAugment
 from whisper_ft.data.collate import Collator
-from whisper_ft.cli.commands import add_cache_command
 from whisper_ft.data.dataset import UtteranceDataset
-from whisper_ft.data.feature_cache import refuse_with_augmentation
-from whisper_ft.data.feature_cache import CachedFeatureDataset, FeatureCollator
-from whisper_ft.data.feature_cache import FeatureCache, FeatureCacheError
+from whisper_ft.data.feature_cache import (
+    CachedFeatureDataset,
+    FeatureCache,
+    FeatureCacheError,
+    FeatureCollator,
+    refuse_with_augmentation,
+)
 from whisper_ft.manifest import read_manifest
 
 manifest, dataset, model = sine_fixtures()

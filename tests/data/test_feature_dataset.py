@@ -14,8 +14,7 @@ from feature_helpers import (
 
 from whisper_ft.data.collate import Collator
 from whisper_ft.data.dataset import UtteranceDataset
-from whisper_ft.data.feature_cache import CachedFeatureDataset, FeatureCollator
-from whisper_ft.data.feature_cache import FeatureCacheError
+from whisper_ft.data.feature_cache import CachedFeatureDataset, FeatureCacheError, FeatureCollator
 from whisper_ft.training.module import token_loss
 
 manifest, dataset, model = sine_fixtures()

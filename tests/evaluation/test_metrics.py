@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from whisper_ft.evaluation.metrics import CorpusErrorRates, rates_for_json, score
-from whisper_ft.training.results import WER_MEANING
 from whisper_ft.text import normalize_words
+from whisper_ft.training.results import WER_MEANING
 
 
 def test_score_normalises_before_counting():

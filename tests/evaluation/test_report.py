@@ -12,8 +12,8 @@ import pytest
 from report_helpers import ROWS, write_predictions
 from torch.utils.tensorboard import SummaryWriter
 
-from whisper_ft.evaluation.predictions import ReportError
 from whisper_ft.cli.commands import add_report_command
+from whisper_ft.evaluation.predictions import ReportError
 from whisper_ft.evaluation.report import read_scalars, show_report, write_report
 
 

@@ -16,11 +16,10 @@ from whisper.utils import format_timestamp
 import whisper_ft.inference.transcribe as transcribe_module
 import whisper_ft.inference.transcriber as transcriber_module
 from whisper_ft.cli.main import main
-from whisper_ft.text import to_kana
 from whisper_ft.cli.transcription import add_transcribe_command
-from whisper_ft.inference.transcribe import transcribe_inputs
+from whisper_ft.inference.transcribe import TSV_COLUMNS, transcribe_inputs
 from whisper_ft.inference.transcriber import Transcriber, Transcript, collect_inputs
-from whisper_ft.inference.transcribe import TSV_COLUMNS
+from whisper_ft.text import to_kana
 
 SAMPLE_LEN = 4  # tokens decoded per window: a random model never ends on its own
 

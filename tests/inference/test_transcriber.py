@@ -9,8 +9,8 @@ import soundfile as sf
 
 from whisper_ft.audio import AudioError
 from whisper_ft.cli.main import main
-from whisper_ft.manifest import ManifestError
 from whisper_ft.inference.transcriber import collect_inputs
+from whisper_ft.manifest import ManifestError
 
 
 def write_wav(path: Path, seconds: float, freq: float = 440.0, rate: int = 16000) -> Path:

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from whisper_ft.inference.transcriber import Transcript
 from whisper_ft.inference.transcribe import (
     DEFAULT_FORMATS,
     TSV_NAME,
@@ -15,6 +14,7 @@ from whisper_ft.inference.transcribe import (
     earlier_transcripts,
     output_name,
 )
+from whisper_ft.inference.transcriber import Transcript
 
 
 def test_outputs_default_to_tsv_and_json_and_a_wrong_combination_names_the_parameters():

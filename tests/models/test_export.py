@@ -7,10 +7,10 @@ import torch
 import whisper
 
 from whisper_ft.data.datamodule import WhisperDataModule
-from whisper_ft.models.export import export_model
-from whisper_ft.models.loading import ModelLoadError, export_checkpoint, load_base_model
 from whisper_ft.inference.transcribe import transcribe_files
 from whisper_ft.inference.transcriber import load_for_transcription
+from whisper_ft.models.export import export_model
+from whisper_ft.models.loading import ModelLoadError, export_checkpoint, load_base_model
 
 
 @pytest.fixture
@@ -418,8 +418,8 @@ def test_every_export_decodes_as_the_checkpoint_was_fine_tuned(
     exports all carry language, task, target and kana constraint, and transcribe decodes
     each with them (not with ja/transcribe); an explicit --language/--task still wins."""
     from whisper_ft.decoding import SETTINGS_FILE, DecodingSettings
-    from whisper_ft.models.loading import decoding_settings
     from whisper_ft.inference.transcriber import Transcriber
+    from whisper_ft.models.loading import decoding_settings
 
     trainer = make_trainer(max_steps=1, logger=False)
     trainer.fit(micro, WhisperDataModule(str(corpus["train"]), batch_size=4, num_workers=0))

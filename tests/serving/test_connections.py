@@ -5,7 +5,12 @@ import sys
 
 import pytest
 
-from whisper_ft.serving.connections import FloodFilter, MissingExtrasError, quiet_floods, require_extras
+from whisper_ft.serving.connections import (
+    FloodFilter,
+    MissingExtrasError,
+    quiet_floods,
+    require_extras,
+)
 
 EXTRAS = "serve needs the optional extras: pip install -r requirements-optional.txt"
 

@@ -29,12 +29,12 @@ pytest.importorskip("python_multipart", reason=EXTRAS)
 from test_uploads import audio_bytes  # noqa: E402
 
 from whisper_ft.cli.main import main  # noqa: E402
-from whisper_ft.serving.connections import MissingExtrasError, uvicorn_config  # noqa: E402
 from whisper_ft.cli.transcription import add_serve_command  # noqa: E402
-from whisper_ft.serving.app import ServeOptions, create_app  # noqa: E402
-from whisper_ft.text import to_kana  # noqa: E402
 from whisper_ft.inference.transcriber import Transcriber  # noqa: E402
+from whisper_ft.serving.app import ServeOptions, create_app  # noqa: E402
+from whisper_ft.serving.connections import MissingExtrasError, uvicorn_config  # noqa: E402
 from whisper_ft.serving.uploads import decode_upload  # noqa: E402
+from whisper_ft.text import to_kana  # noqa: E402
 
 MAX_UPLOAD_MB = 0.25  # 262144 bytes: 1.5 s of 22-kHz stereo PCM_16 (132 kB) fits, 10 s (320 kB) not
 MAX_DURATION_S = 2.0
@@ -356,7 +356,8 @@ def test_serve_command_options_come_from_the_signatures(monkeypatch):
 
 def test_serve_command_without_the_extras_loads_nothing(monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extras were not installed
-    monkeypatch.setattr("whisper_ft.inference.transcriber.load_for_transcription", None)  # would fail
+    # A model load would fail: the missing extras must be found first.
+    monkeypatch.setattr("whisper_ft.inference.transcriber.load_for_transcription", None)
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--model", "random:micro"])
     assert "pip install -r requirements-optional.txt" in str(exit_.value.code)

@@ -16,7 +16,12 @@ from whisper.model import Whisper
 
 from whisper_ft.data.datamodule import WhisperDataModule
 from whisper_ft.manifest import read_manifest
-from whisper_ft.models.loading import RANDOM_DIMS, dense_alignment_heads, export_checkpoint, load_base_model
+from whisper_ft.models.loading import (
+    RANDOM_DIMS,
+    dense_alignment_heads,
+    export_checkpoint,
+    load_base_model,
+)
 from whisper_ft.training.module import WhisperFineTuner
 
 # Largest |DDP weight - single-process weight| allowed after 3 AdamW steps (lr 5e-4, set in

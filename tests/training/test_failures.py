@@ -12,6 +12,7 @@ import torch
 import whisper_ft.training.module
 from whisper_ft.cli.main import main
 from whisper_ft.data.datamodule import WhisperDataModule
+from whisper_ft.data.feature_cache import FeatureCache
 from whisper_ft.training.failures import (
     InFlight,
     NonFiniteLossError,
@@ -19,7 +20,6 @@ from whisper_ft.training.failures import (
     is_out_of_memory,
     out_of_memory_message,
 )
-from whisper_ft.data.feature_cache import FeatureCache
 from whisper_ft.training.module import WhisperFineTuner
 
 

@@ -1,6 +1,7 @@
-"""Pins whisper_ft.training.lightning_compat to the installed Lightning: each internal it touches still
-exists and still has the effect relied on. A failure here after a Lightning upgrade names the
-function to update (and requirements.txt's range to widen only once it passes)."""
+"""Pins whisper_ft.training.lightning_compat to the installed Lightning: each internal it
+touches still exists and still has the effect relied on. A failure here after a Lightning
+upgrade names the function to update (and requirements.txt's range to widen only once it
+passes)."""
 
 import inspect
 import re

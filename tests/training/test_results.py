@@ -6,8 +6,8 @@ import json
 import pytest
 
 from whisper_ft.data.datamodule import WhisperDataModule
-from whisper_ft.manifest import read_manifest
 from whisper_ft.evaluation.metrics import score
+from whisper_ft.manifest import read_manifest
 from whisper_ft.training.results import write_test_report
 
 

@@ -2,9 +2,9 @@
 and resumed ends with the same weights, bit for bit, as the run that was never stopped, and its
 metrics log has every step exactly once.
 
-Each run is a subprocess of this file (`python tests/training/test_resume.py <root> <manifest> …`): a
-fit of a random micro Whisper on the CPU, 24 utterances in batches of 4 (6 steps an epoch),
-15 steps, a checkpoint every 2 steps and at each epoch's end.
+Each run is a subprocess of this file (`python tests/training/test_resume.py <root> <manifest>
+…`): a fit of a random micro Whisper on the CPU, 24 utterances in batches of 4 (6 steps an
+epoch), 15 steps, a checkpoint every 2 steps and at each epoch's end.
 """
 
 import csv

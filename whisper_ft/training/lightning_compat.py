@@ -1,8 +1,8 @@
 """The Lightning internals whisper-ft needs and Lightning has no public API for, in one place.
 
 Each function was checked against pytorch-lightning 2.6.6 (requirements.txt pins >=2.6,<2.7);
-tests/training/test_lightning_internals.py asserts each attribute still exists and still does what the
-function relies on, so an upgrade fails there, not in a resumed run."""
+tests/training/test_lightning_internals.py asserts each attribute still exists and still does
+what the function relies on, so an upgrade fails there, not in a resumed run."""
 
 from typing import Any
 
