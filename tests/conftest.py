@@ -15,6 +15,7 @@ from whisper_ft.training.module import WhisperFineTuner
 # that run notebooks, several processes, kill-and-resume cycles or the demo, and the single
 # tests that start `python -m whisper_ft` as a process. `pytest -m "not slow"` leaves them out.
 SLOW_FILES = {"test_notebooks.py", "test_ddp.py", "test_resume.py", "test_demo.py"}
+SLOW_FILES |= {"test_old_checkpoints.py"}  # the flat layout fits in a process of its own
 SLOW_TESTS = {
     "test_cli.py::test_fit_test_export_transcribe_end_to_end",
     "test_serve.py::test_the_serve_command_answers_then_stops_cleanly_on_sigterm",
