@@ -23,10 +23,9 @@ from whisper_ft.data.augment import SpecAugment, WaveformAugment
 from whisper_ft.data.collate import Collator
 from whisper_ft.data.dataset import UtteranceDataset
 from whisper_ft.data.feature_cache import (
-    CachedFeatureDataset,
+    CachedFeatures,
     FeatureCache,
     FeatureCacheError,
-    FeatureCollator,
     refuse_with_augmentation,
 )
 from whisper_ft.manifest import read_manifest
@@ -146,9 +145,10 @@ def test_unreadable_audio_leaves_its_row_missing_and_is_added_later(
     assert not cache.complete and cache.missing_ids == ["u1"]
     assert FeatureCache.open(tmp_path / "cache", model, dataset) is None
 
-    items = CachedFeatureDataset(dataset, cache)
+    inputs = CachedFeatures(cache, dataset)
+    items = dataset.with_inputs(inputs)
     assert "not in the encoder-feature cache" in items[1]["error"]
-    collate = FeatureCollator(Collator(eot=50257), cache.feature_shape)
+    collate = Collator(eot=50257, inputs=inputs)
     batch = collate([items[i] for i in range(4)])
     assert batch["skipped"] == ["u1"] and batch["ids"] == ["u0", "u2", "u3"]
     assert batch["features"].shape == (3, 1500, 64)

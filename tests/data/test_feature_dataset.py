@@ -14,7 +14,7 @@ from feature_helpers import (
 
 from whisper_ft.data.collate import Collator
 from whisper_ft.data.dataset import UtteranceDataset
-from whisper_ft.data.feature_cache import CachedFeatureDataset, FeatureCacheError, FeatureCollator
+from whisper_ft.data.feature_cache import CachedFeatures, FeatureCacheError
 from whisper_ft.training.module import token_loss
 
 manifest, dataset, model = sine_fixtures()
@@ -38,10 +38,9 @@ def test_decoder_loss_and_decoding_from_cached_features_equal_live_ones(micro, d
     batches = {}
     for dtype in ("float16", "float32"):
         cache = build(model, dataset, tmp_path / "cache", dtype=dtype)
-        items = CachedFeatureDataset(dataset, cache)
-        batch = FeatureCollator(collator, cache.feature_shape, cache.torch_dtype)(
-            [items[i] for i in range(4)]
-        )
+        inputs = CachedFeatures(cache, dataset)
+        items = dataset.with_inputs(inputs)
+        batch = collator.with_inputs(inputs)([items[i] for i in range(4)])
         assert set(batch) == set(live_batch) - {"audio", "audio_lengths"} | {"features"}
         for name in ("dec_input_ids", "labels"):
             assert torch.equal(batch[name], live_batch[name])
@@ -68,19 +67,20 @@ def test_the_dataset_must_be_the_one_the_cache_was_built_for(
     cache = build(model, dataset, tmp_path / "cache")
     reordered = UtteranceDataset(dataset.utterances[::-1], dataset.manifest, ja_tokenizer)
     with pytest.raises(FeatureCacheError, match="other utterances than .*train.jsonl holds"):
-        CachedFeatureDataset(reordered, cache)
+        CachedFeatures(cache, reordered)
 
 
 def test_workers_receive_the_cache_without_its_rows(model, dataset, tmp_path):
     cache = build(model, dataset, tmp_path / "cache")
-    items = CachedFeatureDataset(dataset, cache)
+    inputs = CachedFeatures(cache, dataset)
+    items = dataset.with_inputs(inputs)
     first = items[0]["features"]  # maps the file in this process
     assert len(pickle.dumps(items)) < first.numel() * first.element_size()
     loader = torch.utils.data.DataLoader(
         items,
         batch_size=2,
         num_workers=2,
-        collate_fn=FeatureCollator(Collator(eot=50257), cache.feature_shape),
+        collate_fn=Collator(eot=50257, inputs=inputs),
     )
     stacked = torch.cat([batch["features"] for batch in loader])
     assert torch.equal(stacked, torch.stack([cache.features(i) for i in range(4)]))

@@ -6,9 +6,11 @@ not past the decoder's `n_text_ctx`:
 
 | key             | shape          | dtype   | meaning                                            |
 | --------------- | -------------- | ------- | -------------------------------------------------- |
-| `audio`         | (B, n_samples) | float32 | 16-kHz waveforms zero-padded/trimmed to 30 s       |
-| `audio_lengths` | (B,)           | int64   | samples of real audio in each row (≤ n_samples)    |
-| `durations_s`   | (B,)           | float32 | seconds of real audio: what decoding's budget uses |
+| (inputs)        |                |         | the input strategy's tensors (`data/inputs.py`):   |
+|                 |                |         | `audio` (B, n_samples) + `audio_lengths` (B,) for  |
+|                 |                |         | live audio, `features` (B, n_audio_ctx,            |
+|                 |                |         | n_audio_state) for cached encoder output           |
+| `durations_s`   | (B,)           | float32 | seconds of speech: what decoding's budget uses     |
 | `dec_input_ids` | (B, L)         | int64   | SOT sequence + text tokens, padded with `eot`      |
 | `labels`        | (B, L)         | int64   | `dec_input_ids` shifted left + `eot`, pad = -100   |
 | `ids`           | list[str]      |         | utterance ids                                      |
@@ -19,17 +21,17 @@ not past the decoder's `n_text_ctx`:
 
 An item `{"id", "error": reason}` (audio that became unreadable during a run) is left out of the
 tensors and its id listed in `skipped` (usually empty). If every item was skipped, B = 0 and
-L = 0: `audio` is (0, n_samples), `audio_lengths` and `durations_s` (0,), `dec_input_ids` and
-`labels` (0, 0), `ids`, `texts` and `speakers` [].
+L = 0: the inputs have 0 rows (`audio` (0, n_samples), `features` (0, n_audio_ctx,
+n_audio_state)), `durations_s` is (0,), `dec_input_ids` and `labels` (0, 0), `ids`, `texts` and
+`speakers` [].
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
-import whisper
-from whisper.audio import N_SAMPLES, SAMPLE_RATE
 from whisper.tokenizer import Tokenizer
+
+from whisper_ft.data.inputs import AudioSamples, InputStrategy
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
 
@@ -42,14 +44,14 @@ def decoder_tokens(tokenizer: Tokenizer, text: str) -> list[int]:
 
 @dataclass
 class Collator:
-    """Pads a list of dataset items (`{"id", "audio", "tokens", "text"}`, optionally
-    `"speaker"`; `{"id", "error"}` for an unreadable one) into one batch."""
+    """Pads a list of dataset items (`{"id", "tokens", "text"}` and the input strategy's
+    fields, optionally `"speaker"`; `{"id", "error"}` for an unreadable one) into one batch."""
 
     eot: int  # the tokenizer's end-of-text id: pads inputs and ends every label sequence
-    n_samples: int = N_SAMPLES  # waveform length the encoder takes (30 s at 16 kHz)
     pad_to_multiple_of: int = 8  # token columns rounded up to this (GPU tiles); 1: no rounding
     n_text_ctx: int | None = None  # the decoder's context: rounding never pads past it
     target: str = "kana"  # what the token sequences spell (kana or text); scoring depends on it
+    inputs: InputStrategy = field(default_factory=AudioSamples)  # the dataset's, for its tensors
 
     def __post_init__(self) -> None:
         if self.pad_to_multiple_of < 1:
@@ -64,20 +66,13 @@ class Collator:
             width = max(longest, min(width, self.n_text_ctx))
         dec_input_ids = torch.full((len(items), width), self.eot, dtype=torch.long)
         labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
-        audio = np.zeros((len(items), self.n_samples), np.float32)  # (0, n_samples) if none
-        audio_lengths = torch.tensor(
-            [min(len(item["audio"]), self.n_samples) for item in items], dtype=torch.long
-        )
         for row, item in enumerate(items):
             tokens = torch.tensor(item["tokens"], dtype=torch.long)
             dec_input_ids[row, : len(tokens)] = tokens
             labels[row, : len(tokens) - 1] = tokens[1:]
             labels[row, len(tokens) - 1] = self.eot
-            audio[row] = whisper.pad_or_trim(item["audio"], self.n_samples)
         return {
-            "audio": torch.from_numpy(audio),
-            "audio_lengths": audio_lengths,
-            "durations_s": audio_lengths.float() / SAMPLE_RATE,
+            **self.inputs.batch(items),
             "dec_input_ids": dec_input_ids,
             "labels": labels,
             "ids": [item["id"] for item in items],
@@ -86,3 +81,7 @@ class Collator:
             "skipped": skipped,
             "target": self.target,
         }
+
+    def with_inputs(self, inputs: InputStrategy) -> "Collator":
+        """The same padding of tokens, the speech's tensors stacked by `inputs` instead."""
+        return replace(self, inputs=inputs)

@@ -32,10 +32,9 @@ from whisper_ft.data.check import (
 from whisper_ft.data.collate import Collator
 from whisper_ft.data.dataset import UtteranceDataset
 from whisper_ft.data.feature_cache import (
-    CachedFeatureDataset,
     FeatureCache,
-    FeatureCollator,
     build_feature_cache,
+    cached,
     refuse_with_augmentation,
 )
 from whisper_ft.data.sampler import BucketingBatchSampler
@@ -128,8 +127,8 @@ class WhisperDataModule(pl.LightningDataModule):
         self.hparams["augment"] = asdict(self.augment)
         self.checks: dict[str, CheckResult] = {}
         self.exclusions: dict[str, dict] = {}  # split → what the check left out (for reports)
-        self.datasets: dict[str, UtteranceDataset | CachedFeatureDataset] = {}
-        self.collators: dict[str, Collator | FeatureCollator] = {}
+        self.datasets: dict[str, UtteranceDataset] = {}  # live audio or cached features
+        self.collators: dict[str, Collator] = {}
         self._train_sampler_state: dict | None = None  # from a checkpoint, until train_dataloader
         self._model_side: ModelSide | None = None
 
@@ -202,8 +201,7 @@ class WhisperDataModule(pl.LightningDataModule):
                 cache_dir = self._feature_cache_dir(dataset)
             if cache_dir is not None and split in CACHED_SPLITS:
                 cache = self._feature_cache(dataset, cache_dir)
-                dataset = CachedFeatureDataset(dataset, cache)
-                collator = FeatureCollator(collator, cache.feature_shape, cache.torch_dtype)
+                dataset, collator = cached(dataset, collator, cache)
             self.datasets[split], self.collators[split] = dataset, collator
 
     def _feature_cache_dir(self, train: UtteranceDataset | None) -> Path | None:

@@ -1,30 +1,31 @@
-"""`UtteranceDataset`: checked utterances → items of audio and target tokens, read per item.
+"""`UtteranceDataset`: checked utterances → items of target tokens and the speech as its input
+strategy gives it (`data/inputs.py`: live audio, or cached encoder features).
 
 Owns what one item is (below); batching is `collate.Collator`'s, ordering the sampler's.
 """
 
-import warnings
+import copy
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import Dataset
 from whisper.tokenizer import Tokenizer
 
-from whisper_ft.audio import AudioError, load_audio
-from whisper_ft.data.augment import NoiseBank, WaveformAugment, WorkerRng, augment_waveform
+from whisper_ft.data.augment import WaveformAugment
 from whisper_ft.data.collate import decoder_tokens
+from whisper_ft.data.inputs import AudioSamples, InputStrategy
 from whisper_ft.manifest import ManifestError, Target, Utterance, read_manifest
 
 
 class UtteranceDataset(Dataset):
-    """Utterances (already checked: see `whisper_ft.data.check`): audio read per item, targets
-    tokenised once.
+    """Utterances (already checked: see `whisper_ft.data.check`), targets tokenised once, the
+    speech read per item by `inputs` (default: `AudioSamples(augment)`, the audio file).
 
-    Each item is `{"id": str, "audio": np.ndarray (n_samples,) float32 at 16 kHz,
-    "tokens": list[int] (SOT sequence + target tokens), "text": str (the target)}`, or
-    `{"id": str, "error": str}` when the audio file cannot be read any more: the collator
-    leaves it out and the module counts it, so one file that breaks during a long run does
-    not end it.
+    Each item is `{"id": str, "tokens": list[int] (SOT sequence + target tokens), "text": str
+    (the target), "speaker": str}` with the input strategy's fields: `"audio": np.ndarray
+    (n_samples,) float32 at 16 kHz` for live audio, `"features"` and `"duration"` for cached
+    ones. It is `{"id": str, "error": str}` when the input cannot be had (a file that cannot be
+    read any more): the collator leaves it out and the module counts it, so one file that
+    breaks during a long run does not end it.
     """
 
     def __init__(
@@ -33,7 +34,9 @@ class UtteranceDataset(Dataset):
         manifest: str | Path,
         tokenizer: Tokenizer,
         target: Target = "kana",
-        augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
+        augment: WaveformAugment | None = None,
+        *,
+        inputs: InputStrategy | None = None,
     ) -> None:
         self.manifest = Path(manifest)  # relative audio paths start at its folder
         self.utterances = utterances
@@ -48,10 +51,9 @@ class UtteranceDataset(Dataset):
             self.targets.append(text)
         self.tokens = [decoder_tokens(tokenizer, text) for text in self.targets]
         self.durations_s = [u.duration or 0.0 for u in utterances]
-        self.augment = augment if augment is not None and augment.enabled else None
-        noisy = self.augment is not None and self.augment.noise_prob > 0
-        self.noise = NoiseBank(self.augment.noise_dir) if noisy else None
-        self.rng = WorkerRng()  # per worker and epoch: DataLoader reseeds torch in each
+        if inputs is not None and augment is not None:
+            raise ValueError("give `augment` to the input strategy, not beside it")
+        self.inputs: InputStrategy = inputs if inputs is not None else AudioSamples(augment)
 
     @classmethod
     def from_manifest(
@@ -60,24 +62,28 @@ class UtteranceDataset(Dataset):
         """Every line of a manifest `prepare` wrote, without the data check (errors stop)."""
         return cls(read_manifest(manifest), manifest, tokenizer, target)
 
+    def with_inputs(self, inputs: InputStrategy) -> "UtteranceDataset":
+        """The same utterances and targets, their speech given by `inputs` instead."""
+        other = copy.copy(self)
+        other.inputs = inputs
+        return other
+
+    @property
+    def augment(self) -> WaveformAugment | None:
+        """The waveform augmentation of live audio (None: off, or not live audio)."""
+        return getattr(self.inputs, "augment", None)
+
     def __len__(self) -> int:
         return len(self.utterances)
 
     def __getitem__(self, index: int) -> dict:
         utterance = self.utterances[index]
-        try:
-            audio: np.ndarray = load_audio(utterance.audio_path(self.manifest.parent))
-        except AudioError as e:
-            warnings.warn(
-                f"{self.manifest}:{utterance.line}: {utterance.id} skipped, the run goes on: {e}",
-                stacklevel=1,
-            )
-            return {"id": utterance.id, "error": str(e)}
-        if self.augment is not None:
-            audio = augment_waveform(audio, self.augment, self.rng(), self.noise)
+        speech = self.inputs.item(self, index)
+        if "error" in speech:
+            return {"id": utterance.id, "error": speech["error"]}
         return {
             "id": utterance.id,
-            "audio": audio,
+            **speech,
             "tokens": self.tokens[index],
             "text": self.targets[index],
             "speaker": utterance.speaker or "",
