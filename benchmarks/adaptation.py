@@ -46,8 +46,17 @@ import torch
 from results_table import insert_rows  # benchmarks/, the script's own folder
 from whisper.tokenizer import get_tokenizer
 
-from whisper_ft.corpora.synthetic import prepare_synthetic, synthesize
-from whisper_ft.data.datamodule import WhisperDataModule
+from whisper_ft import (
+    Utterance,
+    WhisperDataModule,
+    WhisperFineTuner,
+    load_base_model,
+    prepare_synthetic,
+    read_manifest,
+    score,
+    write_manifest,
+)
+from whisper_ft.corpora.synthetic import synthesize
 from whisper_ft.data.dataset import UtteranceDataset
 from whisper_ft.data.feature_cache import build_feature_cache
 from whisper_ft.decoding import (
@@ -58,10 +67,7 @@ from whisper_ft.decoding import (
     hit_budget,
     speechless_outputs,
 )
-from whisper_ft.evaluation.metrics import CorpusErrorRates, rates_for_json, score
-from whisper_ft.manifest import Utterance, read_manifest, write_manifest
-from whisper_ft.models.loading import load_base_model
-from whisper_ft.training.module import WhisperFineTuner
+from whisper_ft.evaluation.metrics import CorpusErrorRates, rates_for_json
 
 # OpenJTalk voices (speed, half-tone) outside prepare's SYNTHETIC_VOICES: test only.
 EXTRA_TEST_VOICES = ((0.92, 7.0), (1.12, -10.0))

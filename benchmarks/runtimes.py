@@ -38,13 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from results_table import insert_rows  # noqa: E402 (benchmarks/, the script's own folder)
 
-from whisper_ft.audio import load_audio  # noqa: E402
-from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
-from whisper_ft.evaluation.metrics import has_loop, score  # noqa: E402
-from whisper_ft.inference.transcriber import Transcriber  # noqa: E402
-from whisper_ft.manifest import read_manifest  # noqa: E402
-from whisper_ft.models.export import export_model  # noqa: E402
-from whisper_ft.text import to_kana  # noqa: E402
+from whisper_ft import (
+    Transcriber,  # noqa: E402
+    export_model,  # noqa: E402
+    load_audio,  # noqa: E402
+    prepare_synthetic,  # noqa: E402
+    read_manifest,  # noqa: E402
+    score,  # noqa: E402
+    to_kana,  # noqa: E402
+)
+from whisper_ft.evaluation.metrics import has_loop  # noqa: E402
 
 SAMPLE_RATE = 16000
 N_SAMPLES = 30 * SAMPLE_RATE  # Whisper's window

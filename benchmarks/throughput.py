@@ -69,11 +69,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_recipe  # noqa: E402
 from results_table import insert_rows  # noqa: E402
 
-from whisper_ft.corpora.synthetic import prepare_synthetic  # noqa: E402
-from whisper_ft.data.check import check_manifest  # noqa: E402
-from whisper_ft.data.datamodule import WhisperDataModule  # noqa: E402
-from whisper_ft.models.loading import RANDOM_DIMS, load_base_model  # noqa: E402
-from whisper_ft.precision import default_precision  # noqa: E402
+from whisper_ft import (
+    WhisperDataModule,  # noqa: E402
+    check_manifest,  # noqa: E402
+    default_precision,  # noqa: E402
+    load_base_model,  # noqa: E402
+    prepare_synthetic,  # noqa: E402
+)
+from whisper_ft.models.loading import RANDOM_DIMS  # noqa: E402
 from whisper_ft.training.throughput import (  # noqa: E402
     encoder_forward_flops,
     peak_flops,
@@ -363,7 +366,7 @@ def _trainer(args: argparse.Namespace, root: Path, **kwargs) -> pl.Trainer:
 
 
 def _module(args: argparse.Namespace, base: Path):
-    from whisper_ft.training.module import WhisperFineTuner
+    from whisper_ft import WhisperFineTuner
 
     pl.seed_everything(args.seed, verbose=False)
     return WhisperFineTuner(base_model=str(base))

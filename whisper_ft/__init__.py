@@ -22,6 +22,7 @@ _PUBLIC = {
     "find_best_checkpoint": "whisper_ft.training.checkpointing",
     "find_last_checkpoint": "whisper_ft.training.checkpointing",
     "default_precision": "whisper_ft.precision",
+    "suggest_model_size": "whisper_ft.models.loading",
     # data
     "prepare_synthetic": "whisper_ft.corpora.synthetic",
     "prepare_jvs": "whisper_ft.corpora.jvs",
@@ -38,6 +39,7 @@ _PUBLIC = {
     # evaluation
     "score": "whisper_ft.evaluation.metrics",
     "show_report": "whisper_ft.evaluation.report",
+    "read_scalars": "whisper_ft.evaluation.report",
     "write_report": "whisper_ft.evaluation.report",
     # inference
     "Transcriber": "whisper_ft.inference.transcriber",

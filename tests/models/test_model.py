@@ -5,10 +5,10 @@ import whisper
 from whisper_ft.models.loading import (
     RANDOM_DIMS,
     ModelLoadError,
-    freeze,
     load_base_model,
     suggest_model_size,
 )
+from whisper_ft.models.trainable import freeze
 
 
 def test_random_sizes_match_openai_dims():
@@ -118,7 +118,7 @@ def test_freeze_stops_gradients_and_sets_eval():
 
 
 def test_checkpointed_blocks_give_the_same_loss_and_gradients():
-    from whisper_ft.models.loading import checkpoint_blocks
+    from whisper_ft.models.trainable import checkpoint_blocks
 
     torch.manual_seed(0)
     mel, tokens = torch.randn(2, 80, 3000), torch.randint(0, 50000, (2, 12))
@@ -158,7 +158,7 @@ def _trainable(model) -> set[str]:
 
 
 def test_select_trainable_parts_of_the_decoder():
-    from whisper_ft.models.loading import select_trainable
+    from whisper_ft.models.trainable import select_trainable
 
     model = load_base_model("random:micro")
     select_trainable(model.decoder, "cross_attention")
@@ -181,7 +181,7 @@ def test_lora_trains_adapters_only_and_merges_into_a_plain_whisper():
     pytest.importorskip("peft", reason="optional extra: peft")
     from whisper.model import Whisper
 
-    from whisper_ft.models.loading import add_lora, merge_lora_state
+    from whisper_ft.models.trainable import add_lora, merge_lora_state
 
     torch.manual_seed(0)
     model = load_base_model("random:micro")

@@ -173,7 +173,7 @@ def parse_lines(
 def token_issues(
     tokenizer: Tokenizer, target_text: str, target: str, n_text_ctx: int
 ) -> list[tuple[str, str]]:
-    """too_many_tokens when SOT prefix + target tokens exceed the context (as data.py checks)."""
+    """too_many_tokens when SOT prefix + target tokens exceed the decoder context."""
     n_tokens = len(decoder_tokens(tokenizer, target_text))
     if n_tokens <= n_text_ctx:
         return []
@@ -317,7 +317,7 @@ def _decoded_duration_s(path: Path) -> float:
     return frames / rate
 
 
-CHECK_VERSION = 1  # part of the key: raise it when a check (check_lines) changes
+CHECK_VERSION = 1  # part of the key: raise it when a line or audio check changes
 
 
 def default_cache_dir() -> Path:
@@ -440,7 +440,7 @@ def check_manifest(
         tokenizer: counts the target's tokens; None: Whisper's multilingual one, ja, transcribe.
         n_text_ctx: the decoder's context: SOT prefix + target tokens must fit in it.
         workers: processes that decode audio and make kana; None: os.cpu_count(); 1: this one.
-        cache_dir: where results are cached; None: `check_cache.default_cache_dir()`.
+        cache_dir: where results are cached; None: `default_cache_dir()`.
         recheck: ignore a cached result and check again (the new result replaces it): for
             audio files changed with neither a new size nor a new modification time (an
             audio file's size and time are part of the cache key).

@@ -245,7 +245,7 @@ class WhisperDataModule(pl.LightningDataModule):
     def _feature_cache(self, dataset: UtteranceDataset, cache_dir: Path) -> FeatureCache:
         """Every process builds (or resumes, or reuses) the cache on its training device, the
         encoder in the dtype this Trainer's precision computes it in (part of the key): the
-        first to take the cache's file lock (`feature_build.build_lock`) computes it, the others
+        first to take the cache's file lock (`feature_cache.build_lock`) computes it, the others
         wait on the lock, which has no time limit (a collective barrier would end the job at
         the process group's timeout during a long build), then find it complete."""
         model, strategy = self.model_side.model, self.trainer.strategy

@@ -189,7 +189,7 @@ class FeatureCache:
 
     Readers get rows from a copy-on-write memory map opened in each process on first use
     (DataLoader workers receive the paths, never the mapped bytes). Writers call `write`,
-    then `flush` makes the rows durable and marks them done (as `feature_build` does).
+    then `flush` makes the rows durable and marks them done (as `build_feature_cache` does).
     """
 
     def __init__(self, path: Path, meta: dict) -> None:
@@ -339,7 +339,7 @@ def existing_cache(folder: Path, key: FeatureCacheKey) -> FeatureCache | None:
 
 def new_cache(folder: Path, key: FeatureCacheKey, dims: ModelDimensions) -> FeatureCache:
     """A new, empty cache for `key` in `folder`, replacing whatever was there. The data files
-    come first: meta.json exists only once they do. Call it under `feature_build.build_lock`:
+    come first: meta.json exists only once they do. Call it under `build_lock`:
     it zeroes rows another builder may have marked done."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "meta.json").unlink(missing_ok=True)

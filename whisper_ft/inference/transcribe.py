@@ -282,7 +282,7 @@ def transcribe_inputs(
     resume: `out_dir` holds an earlier run's transcripts.tsv: inputs with a row there are
         skipped, the others appended; the returned transcripts, transcripts.json and the
         summary hold both (`elapsed_s` is this run's). False with such a file:
-        `transcripts.OutputFolderError`.
+        `OutputFolderError`.
     """
     formats = check_outputs(out_dir, formats, timestamps)
     transcriber.kana("ア")  # Japanese: OpenJTalk's dictionary loads now, not in the timed run

@@ -12,8 +12,8 @@ decodes them (greedy, no timestamps, `decoding.decode_guarded`) while a thread r
 batch. A longer file, and with `timestamps=True` every file, goes through `whisper.transcribe`
 on its own: Whisper's long-form loop (30-s windows, each prompted with the text before it,
 temperature fallback), which also gives the segments' times for SRT when the model still
-predicts timestamp tokens. Writing the outputs is `transcripts.py`'s; the run and the
-command are `transcribe.py`'s.
+predicts timestamp tokens. Writing the outputs and the run are `inference/transcribe.py`'s; the
+command is `cli/transcription.py`'s.
 """
 
 import sys
@@ -55,7 +55,7 @@ def load_for_transcription(
     model_spec: str, device: torch.device
 ) -> tuple[Whisper, DecodingSettings]:
     """The model in eval mode, and how it decodes: the settings stored with a `.ckpt` or an
-    export of one (`model.decoding_settings`), else `DecodingSettings()` (ja, transcribe).
+    export of one (`models.loading.decoding_settings`), else `DecodingSettings()` (ja, transcribe).
     A checkpoint is read once."""
     if Path(model_spec).suffix == ".ckpt":
         model, settings = model_from_checkpoint(model_spec)

@@ -48,7 +48,7 @@ def save_openai(
     model: Whisper, out_path: str | Path, settings: DecodingSettings | None = None
 ) -> Path:
     """`model` as `whisper.load_model(out_path)` reads it, with the fine-tune's `settings`
-    (`model.save_whisper_checkpoint`)."""
+    (`loading.save_whisper_checkpoint`)."""
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return save_whisper_checkpoint(model.dims, state_dict, out_path, settings)
 

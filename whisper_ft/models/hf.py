@@ -171,7 +171,7 @@ def load_hf_model(folder: str | Path) -> Whisper:
 
 def set_alignment_heads(model: Whisper, heads: list[list[int]]) -> Whisper:
     """Make `[[layer, head], …]` the model's alignment heads (a dense bool buffer, as
-    `model.dense_alignment_heads` keeps them).
+    `loading.dense_alignment_heads` keeps them).
 
     alignment_heads : torch.Tensor, shape = (n_text_layer, n_text_head), bool
     """

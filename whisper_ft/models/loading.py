@@ -1,5 +1,6 @@
 """Base models in, Whisper checkpoints out: load by name (downloaded, else the packaged
-weights), Whisper .pt, whisper-ft .ckpt, CTranslate2 folder or random size; freeze; export."""
+weights), Whisper .pt, whisper-ft .ckpt (LoRA merged), CTranslate2 or Hugging Face folder, or
+random size; the decoding settings each stores; the one writer of Whisper's .pt format."""
 
 import hashlib
 import importlib.util
@@ -9,17 +10,18 @@ import sys
 import urllib.error
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.utils.checkpoint
 import whisper
-from whisper.model import ModelDimensions, ResidualAttentionBlock, Whisper
+from whisper.model import ModelDimensions, Whisper
 
 from whisper_ft.decoding import N_TEXT_CTX, SETTINGS_FILE, DecodingSettings
 from whisper_ft.files import atomic_write, cache_root
 from whisper_ft.models.ct2 import is_ct2_model_dir, load_ct2_model
 from whisper_ft.models.hf import is_hf_folder, load_hf_model
+from whisper_ft.models.trainable import merge_lora_state
 
 _MULTILINGUAL = {"n_mels": 80, "n_audio_ctx": 1500, "n_vocab": 51865, "n_text_ctx": N_TEXT_CTX}
 _V3 = {**_MULTILINGUAL, "n_mels": 128, "n_vocab": 51866}
@@ -229,105 +231,6 @@ def init_random_weights(model: Whisper) -> Whisper:
     torch.nn.init.normal_(model.decoder.token_embedding.weight, std=0.02)
     torch.nn.init.normal_(model.decoder.positional_embedding, std=0.01)
     return model
-
-
-def freeze(module: torch.nn.Module) -> None:
-    """No gradients and eval mode for `module` (the encoder, when only the decoder trains)."""
-    module.requires_grad_(False)
-    module.eval()
-
-
-# Which decoder weights fine-tuning updates: all of them, the cross-attention (the part that
-# listens) of every block, or the last `last_layers` blocks with the final layer norm.
-TrainParts = Literal["decoder", "cross_attention", "last_layers"]
-
-
-def select_trainable(decoder: torch.nn.Module, parts: TrainParts, last_layers: int = 2) -> int:
-    """Leave gradients on for `parts` of a Whisper `TextDecoder` only; returns how many
-    parameters train."""
-    if parts not in ("decoder", "cross_attention", "last_layers"):
-        raise ValueError(f"train_parts={parts!r}: use decoder, cross_attention or last_layers.")
-    if parts != "decoder":
-        decoder.requires_grad_(False)
-        if parts == "cross_attention":
-            for block in decoder.blocks:
-                block.cross_attn.requires_grad_(True)
-                block.cross_attn_ln.requires_grad_(True)
-        else:
-            if not 1 <= last_layers <= len(decoder.blocks):
-                raise ValueError(
-                    f"last_layers={last_layers}: use 1 to {len(decoder.blocks)} (the decoder's "
-                    "blocks)."
-                )
-            for block in decoder.blocks[-last_layers:]:
-                block.requires_grad_(True)
-            decoder.ln.requires_grad_(True)
-    return sum(p.numel() for p in decoder.parameters() if p.requires_grad)
-
-
-# The decoder's linear layers that get LoRA adapters: every attention projection (self and
-# cross), as in the LoRA paper's transformer experiments.
-LORA_TARGETS = ["query", "key", "value", "out"]
-
-
-def add_lora(decoder: torch.nn.Module, rank: int, alpha: float) -> int:
-    """Low-rank adapters (peft's LoRA, `alpha / rank` scaling) on the decoder's attention
-    projections; only the adapters train. Returns how many parameters train.
-
-    The adapters are merged into the weights when a checkpoint is exported or loaded as a base
-    model (`merge_lora_state`), so `whisper.load_model` reads the result as a plain Whisper.
-    """
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError as e:
-        raise ImportError(
-            "lora_rank > 0 needs peft: pip install -r requirements-optional.txt"
-        ) from e
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0)
-    inject_adapter_in_model(config, decoder)
-    for name, parameter in decoder.named_parameters():
-        parameter.requires_grad_("lora_" in name)
-    return sum(p.numel() for p in decoder.parameters() if p.requires_grad)
-
-
-def merge_lora_state(state_dict: dict, scaling: float) -> dict:
-    """A state dict with peft LoRA layers (`….base_layer.weight`, `….lora_A.default.weight`,
-    `….lora_B.default.weight`) as plain Whisper's: W + scaling · B A under the layer's name.
-    A state dict without adapters is returned as it is."""
-    merged = {}
-    for key, value in state_dict.items():
-        if ".lora_" in key:
-            continue
-        if ".base_layer." in key:
-            layer, kind = key.split(".base_layer.")
-            if kind == "weight":
-                a = state_dict[f"{layer}.lora_A.default.weight"].float()
-                b = state_dict[f"{layer}.lora_B.default.weight"].float()
-                value = (value.float() + scaling * (b @ a)).to(value.dtype)
-            key = f"{layer}.{kind}"
-        merged[key] = value
-    return merged
-
-
-def checkpoint_blocks(model: torch.nn.Module) -> int:
-    """Gradient checkpointing for every `ResidualAttentionBlock` under `model`: in training
-    (gradients on, no kv_cache) a block keeps only its input and recomputes its activations
-    during backward, trading ~1/3 more compute for activation memory that no longer grows with
-    depth; in inference (decoding) blocks run as before. Returns how many blocks it wrapped.
-    """
-    blocks = [m for m in model.modules() if isinstance(m, ResidualAttentionBlock)]
-    for block in blocks:
-        forward = block.forward
-
-        def checkpointed(x, xa=None, mask=None, kv_cache=None, forward=forward):
-            if kv_cache is None and torch.is_grad_enabled():
-                return torch.utils.checkpoint.checkpoint(
-                    forward, x, xa, mask, None, use_reentrant=False
-                )
-            return forward(x, xa, mask, kv_cache)
-
-        block.forward = checkpointed  # this instance only; whisper's class is untouched
-    return len(blocks)
 
 
 class LightningCheckpoint(NamedTuple):

@@ -24,12 +24,12 @@ from whisper_ft.decoding import (
     speechless_said_rate,
 )
 from whisper_ft.evaluation.metrics import CorpusErrorRates, UtteranceScore, score
-from whisper_ft.models.loading import (
+from whisper_ft.models.loading import load_base_model
+from whisper_ft.models.trainable import (
     TrainParts,
     add_lora,
     checkpoint_blocks,
     freeze,
-    load_base_model,
     select_trainable,
 )
 from whisper_ft.text import LongVowel
