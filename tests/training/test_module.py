@@ -298,3 +298,58 @@ def test_a_hypothesis_depends_neither_on_its_reference_nor_on_its_batch(micro, c
     audio = [load_audio(u.audio_path(corpus["test"].parent)) for u in dataset.utterances[:2]]
     expected = budgets_for(collate(items)["durations_s"], micro.model.dims.n_text_ctx)
     assert transcriber.budgets(audio) == expected and expected[0] < 224
+
+
+def test_kl_to_teacher_is_the_mean_kl_over_label_positions():
+    from whisper_ft.training.module import kl_to_teacher
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    labels = torch.tensor([[1, 2, -100], [3, -100, -100]])
+    keep = [(0, 0), (0, 1), (1, 0)]
+    expected = sum(
+        (
+            teacher[i, j].softmax(-1)
+            * (teacher[i, j].log_softmax(-1) - student[i, j].log_softmax(-1))
+        )
+        .sum()
+        .item()
+        for i, j in keep
+    ) / len(keep)
+    assert kl_to_teacher(student, teacher, labels).item() == pytest.approx(expected, rel=1e-5)
+    assert kl_to_teacher(teacher, teacher, labels).item() == pytest.approx(0.0, abs=1e-6)
+    padded_differently = student.clone()
+    padded_differently[0, 2] += 100.0  # a padding position: not counted
+    assert kl_to_teacher(padded_differently, teacher, labels) == kl_to_teacher(
+        student, teacher, labels
+    )
+
+
+@pytest.mark.parametrize("micro", [{"kl_weight": 0.5}], indirect=True)
+def test_kl_weight_keeps_a_frozen_base_decoder_out_of_the_checkpoint(micro, corpus, make_trainer):
+    before = {k: v.clone() for k, v in micro.model.decoder.state_dict().items()}
+    trainer = make_trainer(max_steps=3, limit_val_batches=0, log_every_n_steps=1)
+    trainer.fit(micro, data(corpus))
+    teacher = micro.teacher.state_dict()
+    assert all(torch.equal(before[k], teacher[k]) for k in before)  # the base, untouched
+    assert not all(torch.equal(before[k], v) for k, v in micro.model.decoder.state_dict().items())
+    assert not any(k.startswith("teacher") for k in micro.state_dict())  # not checkpointed
+    assert not any(p.requires_grad for p in micro.teacher.parameters())
+    rows = list(csv.DictReader(open(trainer.logger.log_dir + "/metrics.csv")))
+    kls = [float(r["train_kl"]) for r in rows if r.get("train_kl")]
+    assert len(kls) == 3 and kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 0
+
+
+def test_without_kl_weight_no_base_decoder_is_kept(micro, corpus, make_trainer):
+    make_trainer(max_steps=1, limit_val_batches=0).fit(micro, data(corpus))
+    assert micro.teacher is None
+
+
+def test_kl_weight_refuses_what_it_cannot_use(micro):
+    from whisper_ft.training.module import WhisperFineTuner
+
+    with pytest.raises(ValueError, match="`kl_weight` must be a finite number >= 0"):
+        WhisperFineTuner(base_model="random:micro", kl_weight=-1.0)
+    micro._loaded_from = "run/last.ckpt"  # as when cli/main.py resumes a fit from a checkpoint
+    with pytest.raises(ValueError, match="random base .* cannot be made again"):
+        micro._base_decoder()

@@ -1,5 +1,7 @@
 """The LightningModule: teacher-forced decoder loss, AdamW with warm-up, evaluation by decoding."""
 
+import copy
+import math
 import warnings
 from dataclasses import asdict, replace
 
@@ -45,6 +47,24 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     labels : torch.Tensor, shape = (batch, n_tokens)
     """
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def kl_to_teacher(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Mean KL(teacher ‖ student) over the label positions (padding, -100, left out): how far
+    the fine-tuned decoder's next-token distribution has moved from the base decoder's on the
+    same inputs (distil-whisper's term, at temperature 1).
+
+    logits, teacher_logits : torch.Tensor, shape = (batch, n_tokens, n_vocab)
+    labels : torch.Tensor, shape = (batch, n_tokens)
+    """
+    keep = labels != IGNORE_INDEX
+    if not keep.any():
+        return logits.sum() * 0.0  # no label position: nothing to keep close (and a graph)
+    student = F.log_softmax(logits[keep].float(), dim=-1)
+    teacher = F.log_softmax(teacher_logits[keep].float(), dim=-1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
 
 
 def decay_parameter_names(model: torch.nn.Module) -> tuple[list[str], list[str]]:
@@ -122,6 +142,10 @@ class WhisperFineTuner(pl.LightningModule):
         lora_alpha: LoRA scaling numerator (updates are scaled by lora_alpha / lora_rank).
         kana_decoding: With kana targets, decode with every token that cannot be part of a
             katakana text suppressed (`decoding.non_katakana_tokens`).
+        kl_weight: Adds kl_weight × KL(base decoder ‖ fine-tuned decoder) on each training
+            batch to the loss (logged as train_kl): a guard against forgetting what the base
+            model knew. The base decoder is the one fit starts from (a resumed fit rebuilds it
+            from `base_model`); it runs without gradients on the same encoder output. 0: off.
     """
 
     def __init__(
@@ -145,8 +169,11 @@ class WhisperFineTuner(pl.LightningModule):
         lora_rank: int = 0,
         lora_alpha: float = 32.0,
         kana_decoding: bool = False,
+        kl_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if not (math.isfinite(kl_weight) and kl_weight >= 0):
+            raise ValueError(f"`kl_weight` must be a finite number >= 0, got {kl_weight}")
         self.nonfinite = NonFiniteLossGuard(max_nonfinite_steps)  # checks the value first
         self.trained_target: str | None = None  # the batches' target (kana, text), once seen
         if isinstance(spec_augment, dict):  # as stored in a checkpoint's hyperparameters
@@ -156,6 +183,7 @@ class WhisperFineTuner(pl.LightningModule):
         # A plain dict: checkpoints stay loadable with torch.load(weights_only=True).
         self.hparams["spec_augment"] = asdict(self.spec_augment)
         self.model: Whisper = load_base_model(base_model)
+        self._loaded_from = base_model  # a .ckpt when fit/test resume from one (cli/main.py)
         self.tokenizer = get_tokenizer(
             self.model.is_multilingual,
             num_languages=self.model.num_languages,
@@ -173,6 +201,9 @@ class WhisperFineTuner(pl.LightningModule):
         # decoder weight (`_orig_mod.…`) to the state dict and to checkpoints.
         compiled = torch.compile(self.model.decoder) if compile_decoder else self.model.decoder
         object.__setattr__(self, "train_decoder", compiled)
+        # The base decoder for kl_weight, made at fit start; outside the registry for the same
+        # reason: checkpoints keep only the fine-tuned weights.
+        object.__setattr__(self, "teacher", None)
         self.val_rates = CorpusErrorRates()
         self.test_rates = CorpusErrorRates()
         self.test_records: list[tuple[str, str, UtteranceScore]] = []  # (id, speaker, score)
@@ -192,6 +223,8 @@ class WhisperFineTuner(pl.LightningModule):
         return self
 
     def on_fit_start(self) -> None:
+        if self.hparams.kl_weight > 0 and self.teacher is None:
+            object.__setattr__(self, "teacher", self._base_decoder().to(self.device))
         if self.hparams.freeze_encoder:
             # Lightning checks for modules in eval mode between this hook and on_train_start and
             # would warn at every fit about the encoder that train() keeps in eval mode on
@@ -205,6 +238,23 @@ class WhisperFineTuner(pl.LightningModule):
                 category=PossibleUserWarning,
                 module=r"pytorch_lightning\.loops\.fit_loop",
             )
+
+    def _base_decoder(self) -> torch.nn.Module:
+        """A frozen copy of the decoder fine-tuning started from: this one before any step, or,
+        when this module was built from a checkpoint to resume, `base_model`'s again."""
+        if self._loaded_from == self.hparams.base_model:  # a fit that starts from the base
+            decoder = copy.deepcopy(self.model.decoder)
+        elif str(self.hparams.base_model).startswith("random:"):
+            raise ValueError(
+                "`kl_weight` keeps the decoder close to the base model's, but this fit resumes "
+                f"from a checkpoint of a random base ({self.hparams.base_model}), which cannot be "
+                "made again; resume with --model.kl_weight 0, or fine-tune a named base model."
+            )
+        else:
+            decoder = load_base_model(self.hparams.base_model).decoder
+        for parameter in decoder.parameters():
+            parameter.requires_grad_(False)
+        return decoder.eval()
 
     def on_train_start(self) -> None:
         if self._eval_mode_filter is not None:
@@ -240,10 +290,18 @@ class WhisperFineTuner(pl.LightningModule):
             self._loss_is_finite(torch.zeros(()), [])  # still takes part in the stop decision
             return self._skipped_step()
         features = self.features(batch, augment=True)
-        loss = token_loss(self.train_decoder(batch["dec_input_ids"], features), batch["labels"])
+        logits = self.train_decoder(batch["dec_input_ids"], features)
+        loss = token_loss(logits, batch["labels"])
+        n = len(batch["ids"])
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(batch["dec_input_ids"], features)
+            kl = kl_to_teacher(logits, teacher_logits, batch["labels"])
+            self.log("train_kl", kl, batch_size=n)
+            loss = loss + self.hparams.kl_weight * kl
         if not self._loss_is_finite(loss, batch["ids"]):
             return self._skipped_step()
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        self.log("train_loss", loss, prog_bar=True, batch_size=n)
         return loss
 
     @property
