@@ -87,6 +87,7 @@ class Recipe:
     train_parts: str = "decoder"  # WhisperFineTuner.train_parts
     lora_rank: int = 0  # WhisperFineTuner.lora_rank (0: no adapters)
     gradient_clip_val: float = 1.0  # Trainer.gradient_clip_val (norm), as jvs_base; 0: none
+    kl_weight: float = 0.0  # WhisperFineTuner.kl_weight: KL to the base decoder (0: off)
     seed: int = 0
 
 
@@ -222,6 +223,7 @@ def fine_tune(recipe: Recipe, base_model: str, manifests: dict, cache_dir: Path)
         lr_warmup_steps=recipe.lr_warmup_steps,
         train_parts=recipe.train_parts,
         lora_rank=recipe.lora_rank,
+        kl_weight=recipe.kl_weight,
     )
     data = WhisperDataModule(
         train_manifest=str(manifests["train"]),
