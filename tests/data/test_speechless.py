@@ -1,0 +1,82 @@
+"""Speechless training clips: made from their lines, empty targets that end at once, mixed with
+an utterance dataset for the sampler and the collator."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+from whisper.audio import SAMPLE_RATE
+
+from whisper_ft.data.collate import IGNORE_INDEX, Collator
+from whisper_ft.data.dataset import UtteranceDataset
+from whisper_ft.data.speechless import (
+    KINDS,
+    ConcatUtterances,
+    speechless_clip,
+    speechless_dataset,
+    speechless_utterances,
+)
+from whisper_ft.decoding import speechless_clips
+from whisper_ft.manifest import Utterance
+
+
+def test_a_clip_has_its_kind_length_and_level():
+    assert not speechless_clip("silence", 1.5, 0.1, seed=3).any()
+    for kind in ("white_noise", "pink_noise"):
+        clip = speechless_clip(kind, 1.5, 0.02, seed=3)
+        assert clip.shape == (int(1.5 * SAMPLE_RATE),) and clip.dtype == np.float32
+        assert float(np.sqrt(np.mean(clip.astype(np.float64) ** 2))) == pytest.approx(
+            0.02, rel=1e-3
+        )
+        assert np.array_equal(clip, speechless_clip(kind, 1.5, 0.02, seed=3))  # seeded
+        assert not np.array_equal(clip, speechless_clip(kind, 1.5, 0.02, seed=4))
+    with pytest.raises(ValueError, match="kinds: silence, white_noise, pink_noise"):
+        speechless_clip("hum", 1.0, 0.1, seed=0)
+
+
+def test_lines_take_turns_of_kind_and_are_never_the_evaluations_clips():
+    lines = speechless_utterances(9, seed=1, seconds=(2.0, 4.0))
+    assert [u.audio.split(":")[1] for u in lines] == list(KINDS) * 3
+    assert len({u.id for u in lines}) == 9 and all(2.0 <= u.duration <= 4.0 for u in lines)
+    assert speechless_utterances(9, seed=1, seconds=(2.0, 4.0)) == lines
+    assert speechless_utterances(9, seed=2, seconds=(2.0, 4.0)) != lines
+    evaluation = speechless_clips(2.0)  # what every test decodes (seed 0, fixed levels)
+    made = [speechless_clip(*_parts(u)) for u in lines]
+    for clip in evaluation.values():
+        assert not any(len(m) == len(clip) and np.array_equal(m, clip) for m in made if m.any())
+
+
+def _parts(u: Utterance):
+    _, kind, rms, seed = u.audio.split(":")
+    return kind, u.duration, float(rms), int(seed)
+
+
+def test_a_speechless_item_is_trained_to_end_right_after_the_sot_sequence(ja_tokenizer):
+    clips = speechless_dataset(3, ja_tokenizer, "kana", seed=1)
+    item = clips[1]
+    assert item["text"] == "" and item["speaker"] == "speechless"
+    assert item["tokens"] == list(ja_tokenizer.sot_sequence_including_notimestamps)
+    assert len(item["audio"]) == round(clips.utterances[1].duration * SAMPLE_RATE)
+    batch = Collator(eot=ja_tokenizer.eot, pad_to_multiple_of=1)([clips[i] for i in range(3)])
+    labels = batch["labels"][0].tolist()
+    assert labels == [*ja_tokenizer.sot_sequence_including_notimestamps[1:], ja_tokenizer.eot]
+    assert IGNORE_INDEX not in labels  # nothing padded: every clip has the same 4 tokens
+
+
+def test_speech_and_speechless_clips_read_as_one_dataset(tmp_path, ja_tokenizer):
+    t = np.arange(8000) / SAMPLE_RATE
+    sf.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SAMPLE_RATE)
+    speech = UtteranceDataset(
+        [Utterance("a", "a.wav", "はい", kana="ハイ", duration=0.5, speaker="s1", line=1)],
+        tmp_path / "m.jsonl",
+        ja_tokenizer,
+    )
+    clips = speechless_dataset(2, ja_tokenizer)
+    mixed = ConcatUtterances([speech, clips])
+    assert len(mixed) == 3 and [u.id for u in mixed.utterances][0] == "a"
+    assert mixed.tokens == speech.tokens + clips.tokens
+    assert mixed.durations_s == [0.5, *clips.durations_s]
+    assert mixed[0]["text"] == "ハイ" and mixed[2]["id"] == clips.utterances[1].id
+    batch = Collator(eot=ja_tokenizer.eot)([mixed[i] for i in range(3)])
+    assert batch["ids"] == ["a", *[u.id for u in clips.utterances]]
+    assert batch["texts"] == ["ハイ", "", ""] and batch["audio"].shape[0] == 3
+    assert mixed.manifest == speech.manifest and mixed.augment is None
