@@ -6,9 +6,9 @@
 
 Recordings (`prepare_long_recordings`, `--recordings` of them): the synthetic corpus's test
 split (`prepare_synthetic` in `--corpus`, default `<out>/corpus`: the held-out voice and
-sentences) joined into recordings of 40 s and more, 12 sentences each with pauses of
-0.3-1.2 s, every sentence's start and end known. Each model in `--models` (a Whisper name, a
-.pt or a .ckpt) transcribes each recording once, as `transcribe --timestamps` does
+sentences) joined into recordings of 40 s and more, 12 sentences each (more while shorter)
+with pauses of 0.3-1.2 s, every sentence's start and end known. Each model in `--models` (a
+Whisper name, a .pt or a .ckpt) transcribes each recording once, as `transcribe --timestamps` does
 (`Transcriber.transcribe_long`: whisper.transcribe, 30-s windows, each prompted with the text
 before it, temperature fallback), and is scored by `evaluation.longform`: the whole
 recording's kana CER, the share of sentence starts a segment start falls within 0.3 s and
@@ -164,7 +164,7 @@ def table_row(result: dict, row: dict) -> str:
 HEADER = """# Long-form: recordings longer than the 30-s window
 
 Rows added by `benchmarks/longform.py` (one per model, and the pipeline); see its docstring.
-Recordings of the synthetic test voice and sentences (40 s and more, 12 sentences, pauses
+Recordings of the synthetic test voice and sentences (40 s and more, 12+ sentences, pauses
 0.3-1.2 s) through `transcribe --timestamps`'s path (whisper.transcribe). *kana CER*: the whole
 recording, summed over recordings; *≤ 0.3 s*, *≤ 0.5 s*: share of sentence starts with a segment
 start that close; *median*, *p90*: seconds from a sentence start to the nearest segment start;
