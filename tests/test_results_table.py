@@ -52,3 +52,31 @@ def test_a_section_without_a_table_is_an_error_naming_it(tmp_path):
     path.write_text("# Runtimes: prose only\n\nno table yet\n", encoding="utf-8")
     with pytest.raises(ValueError, match="section '# Runtimes:' has no table"):
         insert_rows(path, "# Runtimes:", "", ["| x |\n"])
+
+
+def test_longform_rows_fill_every_column_of_their_table(tmp_path):
+    import longform
+
+    row = {
+        "model": "base",
+        "reading": "pipeline",
+        "recordings": 2,
+        "sentences": 24,
+        "kana_cer": 0.3051,
+        "starts_within_0.3s": 0.25,
+        "starts_within_0.5s": 0.5,
+        "median_start_error_s": 0.53,
+        "p90_start_error_s": 13.5,
+        "dropped": 7,
+        "looping_segments": 1,
+        "repeated_segments": 0,
+        "timed": True,
+        "real_time_factor": 0.21,
+    }
+    result = {"date": "2026-12-03", "audio_s": 83.0, "device": "cpu", "command": "python x"}
+    path = tmp_path / "RESULTS.md"
+    insert_rows(path, "# Long-form:", longform.HEADER, [longform.table_row(result, row)])
+    head, rule, line = path.read_text(encoding="utf-8").splitlines()[-3:]
+    assert head.count("|") == rule.count("|") == line.count("|") == 17
+    assert "| base | → OpenJTalk kana | 2 (83 s) | **0.305** | 0.25 | 0.50 | 0.53 | 13.50 |" in line
+    assert "| 7/24 | 1 | 0 | yes | 0.21 | cpu | `python x` |" in line

@@ -25,6 +25,7 @@ _PUBLIC = {
     "suggest_model_size": "whisper_ft.models.loading",
     # data
     "prepare_synthetic": "whisper_ft.corpora.synthetic",
+    "prepare_long_recordings": "whisper_ft.corpora.synthetic",
     "prepare_jvs": "whisper_ft.corpora.jvs",
     "Utterance": "whisper_ft.manifest",
     "read_manifest": "whisper_ft.manifest",
@@ -38,6 +39,7 @@ _PUBLIC = {
     "DecodingSettings": "whisper_ft.decoding",
     # evaluation
     "score": "whisper_ft.evaluation.metrics",
+    "score_recording": "whisper_ft.evaluation.longform",
     "show_report": "whisper_ft.evaluation.report",
     "read_scalars": "whisper_ft.evaluation.report",
     "write_report": "whisper_ft.evaluation.report",

@@ -98,7 +98,7 @@ def add_options(
         required = parameter.default is inspect.Parameter.empty
         if not required and parameter.default is not None and parameter.default is not False:
             default = parameter.default
-            shown = " ".join(default) if isinstance(default, list | tuple) else default
+            shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else default
             options["help"] = f"{text} (default: {shown})"
         if name in positional:
             option = (flags or {}).get(name, name)

@@ -14,7 +14,11 @@ from whisper_ft.corpora.jvs import JVS_SUBSETS, prepare_jvs
 from whisper_ft.corpora.lists import prepare_csv, prepare_folder, prepare_tsv
 from whisper_ft.corpora.merge import prepare_merge
 from whisper_ft.corpora.split import SplitOptions
-from whisper_ft.corpora.synthetic import SYNTHETIC_VOICES, prepare_synthetic
+from whisper_ft.corpora.synthetic import (
+    SYNTHETIC_VOICES,
+    prepare_long_recordings,
+    prepare_synthetic,
+)
 from whisper_ft.data.check import REASONS, check_data
 from whisper_ft.evaluation.report import write_report
 from whisper_ft.models.export import export_model
@@ -31,14 +35,14 @@ SPLIT_HELP = {
 
 
 def add_prepare_command(commands: argparse._SubParsersAction) -> None:
-    """`prepare jvs|synthetic|csv|tsv|folder|hf|merge`: a corpus → manifests."""
+    """`prepare jvs|synthetic|long|csv|tsv|folder|hf|merge`: a corpus → manifests."""
     prepare = commands.add_parser(
         "prepare",
         help="make manifests from a corpus (train/val/test disjoint by speaker and sentence), "
         "or merge manifests",
     )
     corpora = prepare.add_subparsers(
-        dest="corpus", required=True, metavar="{jvs,synthetic,csv,tsv,folder,hf,merge}"
+        dest="corpus", required=True, metavar="{jvs,synthetic,long,csv,tsv,folder,hf,merge}"
     )
 
     p = corpora.add_parser("jvs", help="JVS (or any corpus in its folder layout)")
@@ -70,6 +74,28 @@ def add_prepare_command(commands: argparse._SubParsersAction) -> None:
         },
     )
     p.set_defaults(func=runs(prepare_synthetic))
+
+    p = corpora.add_parser(
+        "long",
+        help="long-form test recordings (40 s and more): a manifest's utterances joined with "
+        "pauses, each sentence's times known",
+    )
+    add_options(
+        p,
+        prepare_long_recordings,
+        help={
+            "out": "folder for long/ and long.jsonl (a `prepare synthetic` folder)",
+            "manifest": "utterances to join (default: <out>/test.jsonl)",
+            "n_recordings": "recordings to make",
+            "sentences_per_recording": "utterances in each (more while it is too short)",
+            "pause_s": "silence before each utterance, seconds: low high",
+            "min_duration_s": "seconds each recording lasts at least",
+            "seed": "seed of the utterance order and pauses",
+        },
+        flags={"pause_s": "--pause", "min_duration_s": "--min-duration"},
+        value_types={"n_recordings": positive_int, "sentences_per_recording": positive_int},
+    )
+    p.set_defaults(func=runs(prepare_long_recordings))
 
     p = corpora.add_parser(
         "csv",

@@ -4,6 +4,9 @@ downloaded (tests, the demo, benchmarks).
     prepare_synthetic(out)   assets/synthetic_ja.txt × OpenJTalk voices → <out>/wav/ and
                              <out>/{train,val,test}.jsonl, disjoint by speaker and sentence
     synthesize(text, path)   one sentence → a 16-kHz wav
+    prepare_long_recordings(out)
+                             <out>/test.jsonl's utterances joined with pauses → recordings of
+                             40 s and more, <out>/long.jsonl with each sentence's known times
 """
 
 import hashlib
@@ -17,6 +20,7 @@ import soundfile as sf
 import soxr
 from whisper.audio import SAMPLE_RATE
 
+from whisper_ft.audio import load_audio
 from whisper_ft.corpora.common import (
     Entry,
     Skipped,
@@ -27,8 +31,8 @@ from whisper_ft.corpora.common import (
 )
 from whisper_ft.corpora.split import MIN_SPEAKERS, SplitOptions, held_out_counts
 from whisper_ft.files import atomic_write
-from whisper_ft.manifest import Target
-from whisper_ft.text import normalize
+from whisper_ft.manifest import Target, Utterance, read_manifest, write_manifest
+from whisper_ft.text import normalize, to_kana
 
 SYNTHETIC_SENTENCES = Path(__file__).parents[1] / "assets" / "synthetic_ja.txt"
 SYNTHETIC_HELD_OUT_FRACTION = 0.10  # share of sentences for val, and again for test
@@ -177,3 +181,114 @@ def synthesize(text: str, path: str | Path, *, speed: float = 1.0, half_tone: fl
 def _synthesize_job(job: tuple[Path, str, tuple[float, float]]) -> Path:
     path, text, (speed, half_tone) = job
     return synthesize(text, path, speed=speed, half_tone=half_tone)
+
+
+LONG_MIN_DURATION_S = 40.0  # well past Whisper's 30-s window: at least one window boundary
+
+
+def prepare_long_recordings(
+    out: str | Path,
+    manifest: str | Path | None = None,
+    *,
+    n_recordings: int = 4,
+    sentences_per_recording: int = 12,
+    pause_s: tuple[float, float] = (0.3, 1.2),
+    min_duration_s: float = LONG_MIN_DURATION_S,
+    seed: int = 0,
+) -> Path:
+    """Long-form test recordings: utterances of `manifest` (default `<out>/test.jsonl`, the
+    held-out voice and sentences `prepare_synthetic` wrote) joined with seeded pauses, and
+    `<out>/long.jsonl` with one line per recording.
+
+    Each recording takes `sentences_per_recording` different utterances in a seeded order,
+    and more while it is shorter than `min_duration_s`; every utterance is preceded by a
+    pause drawn uniformly from `pause_s` (seconds, low high), and one more ends the recording.
+    A line holds `text` and `kana` (the sentences' joined), `duration`, `speaker` and
+    `segments`: [{"start", "end", "text", "kana"}] in seconds, the known sentence times (to
+    the microsecond, so exact to the sample). Audio goes to `<out>/long/<id>-<hash>.wav`
+    (16 kHz, 16-bit PCM, written atomically); the hash covers the sources and the pauses, so a
+    re-run reuses what exists and never a stale file. Returns the manifest's path.
+    """
+    out = Path(os.path.abspath(out))
+    manifest = Path(manifest) if manifest is not None else out / "test.jsonl"
+    low, high = _pause_range(pause_s)
+    if n_recordings < 1 or sentences_per_recording < 1:
+        raise ValueError(
+            f"`n_recordings` and `sentences_per_recording` must be at least 1, got "
+            f"{n_recordings} and {sentences_per_recording}."
+        )
+    sources = read_manifest(manifest)
+    if len(sources) < sentences_per_recording:
+        raise ValueError(
+            f"{manifest}: {len(sources)} utterances, fewer than `sentences_per_recording` "
+            f"({sentences_per_recording}); lower it, or prepare more sentences "
+            "(`prepare synthetic` without --n-sentences)."
+        )
+    rng = random.Random(seed)
+    recordings: list[Utterance] = []
+    for k in range(n_recordings):
+        order = rng.sample(sources, len(sources))
+        chosen: list[Utterance] = []
+        waves: list[np.ndarray] = []
+        pauses: list[int] = []  # samples of silence before each utterance, then the last one
+        length = 0
+        for u in order:
+            if len(chosen) >= sentences_per_recording and length >= min_duration_s * SAMPLE_RATE:
+                break
+            wave = load_audio(u.audio_path(manifest.parent))
+            pauses.append(round(rng.uniform(low, high) * SAMPLE_RATE))
+            chosen.append(u)
+            waves.append(wave)
+            length += pauses[-1] + len(wave)
+        pauses.append(round(rng.uniform(low, high) * SAMPLE_RATE))
+        length += pauses[-1]
+        if length < min_duration_s * SAMPLE_RATE:
+            raise ValueError(
+                f"{manifest}: all {len(sources)} utterances make {length / SAMPLE_RATE:.1f} s, "
+                f"shorter than `min_duration_s` ({min_duration_s}); lower it, or give a "
+                "manifest with more utterances."
+            )
+        segments, parts, at = [], [], 0
+        for u, wave, pause in zip(chosen, waves, pauses, strict=False):
+            at += pause
+            kana = u.kana if u.kana is not None else to_kana(u.text)
+            segments.append({
+                "start": round(at / SAMPLE_RATE, 6),
+                "end": round((at + len(wave)) / SAMPLE_RATE, 6),
+                "text": u.text,
+                "kana": kana,
+            })  # fmt: skip
+            parts += [np.zeros(pause, np.float32), wave]
+            at += len(wave)
+        parts.append(np.zeros(pauses[-1], np.float32))
+        rec_id = f"long_{k + 1:02d}"
+        key = "|".join(
+            [str(SAMPLE_RATE), *(f"{u.id}:{u.audio}" for u in chosen), *map(str, pauses)]
+        )
+        audio = out / "long" / f"{rec_id}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.wav"
+        if not audio.is_file():
+            with atomic_write(audio) as tmp:
+                wave = np.clip(np.concatenate(parts), -1.0, 1.0)
+                sf.write(tmp, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        recordings.append(
+            Utterance(
+                id=rec_id,
+                audio=audio.relative_to(out).as_posix(),
+                text="".join(u.text for u in chosen),
+                kana="".join(s["kana"] for s in segments),
+                duration=round(length / SAMPLE_RATE, 3),
+                speaker="+".join(dict.fromkeys(u.speaker or "" for u in chosen)) or None,
+                extra={"segments": segments},
+            )
+        )
+    total = sum(r.duration for r in recordings)
+    print(f"prepare long: {len(recordings)} recordings, {total:.0f} s, from {manifest}")
+    return write_manifest(out / "long.jsonl", recordings)
+
+
+def _pause_range(pause_s: tuple[float, float]) -> tuple[float, float]:
+    if len(pause_s) != 2 or not 0 <= pause_s[0] <= pause_s[1]:
+        raise ValueError(
+            f"`pause_s` must be two seconds, low then high (0 ≤ low ≤ high), got {pause_s}."
+        )
+    return float(pause_s[0]), float(pause_s[1])
