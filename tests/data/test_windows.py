@@ -7,7 +7,9 @@ import soundfile as sf
 import torch
 from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
 
+from whisper_ft.data.augment import WaveformAugment
 from whisper_ft.data.collate import IGNORE_INDEX, Collator
+from whisper_ft.data.datamodule import WhisperDataModule
 from whisper_ft.data.windows import (
     TIME_STEP_S,
     WindowDataset,
@@ -180,3 +182,40 @@ def test_a_long_previous_text_is_cut_from_the_left(tmp_path, ja_tokenizer):
 def test_a_probability_outside_0_1_is_refused_by_name(tmp_path, ja_tokenizer, name):
     with pytest.raises(ValueError, match=name):
         _dataset(tmp_path, ja_tokenizer, **{name: 1.5})
+
+
+def test_a_fit_with_pack_windows_trains_on_windows_and_validates_on_utterances(
+    micro, corpus, make_trainer, capsys
+):
+    paths = {f"{split}_manifest": str(path) for split, path in corpus.items()}
+    datamodule = WhisperDataModule(
+        **paths, batch_size=2, num_workers=0, pack_windows=True, prompt_prob=0.5
+    )
+    trainer = make_trainer(max_steps=2, limit_val_batches=1)
+    trainer.fit(micro, datamodule)
+    assert trainer.global_step == 2
+    train, val = datamodule.datasets["train"], datamodule.datasets["val"]
+    assert isinstance(train, WindowDataset) and not isinstance(val, WindowDataset)
+    n_train = len(train.utterances)
+    assert len(train) < n_train  # several utterances per window
+    assert sorted(i for w in train.windows for i in w.indices) == list(range(n_train))
+    assert max(train.durations_s) <= CHUNK_LENGTH
+    out = capsys.readouterr().out
+    assert f"{n_train} training utterances in {len(train)} windows" in out
+    assert "encoder-feature cache: off" in out
+    batch = datamodule.collators["train"]([train[0], train[1]])
+    assert batch["audio"].shape == (2, CHUNK_LENGTH * SAMPLE_RATE)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timestamp_prob": -0.1}, "timestamp_prob"),
+        ({"prompt_prob": 2.0}, "prompt_prob"),
+        ({"feature_cache": "cache_dir"}, "turn one off"),
+        ({"augment": WaveformAugment(volume_prob=1.0)}, "turn one off"),
+    ],
+)
+def test_the_data_module_refuses_what_packed_windows_cannot_take(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WhisperDataModule(train_manifest="t.jsonl", pack_windows=True, **kwargs)
