@@ -38,7 +38,7 @@ from whisper_ft.data.feature_cache import (
     refuse_with_augmentation,
 )
 from whisper_ft.data.sampler import BucketingBatchSampler
-from whisper_ft.data.windows import WindowDataset, windows_of
+from whisper_ft.data.windows import WindowDataset, check_probabilities, windows_of
 from whisper_ft.manifest import ManifestError, Target
 
 
@@ -133,9 +133,7 @@ class WhisperDataModule(pl.LightningDataModule):
         prompt_prob: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("timestamp_prob", timestamp_prob), ("prompt_prob", prompt_prob)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+        check_probabilities(timestamp_prob=timestamp_prob, prompt_prob=prompt_prob)
         if isinstance(augment, dict):  # as stored in a checkpoint's hyperparameters
             augment = WaveformAugment(**augment)
         self.augment = augment or WaveformAugment()

@@ -61,6 +61,13 @@ class Window:
         return self.ends_s[-1]
 
 
+def check_probabilities(**probabilities: float) -> None:
+    """Raises a ValueError naming the first parameter outside [0, 1]."""
+    for name, value in probabilities.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+
+
 def window_token_budget(n_text_ctx: int, prompt: bool) -> int:
     """Decoder tokens a window's target may take (SOT sequence included, `eot` not): the
     context less the label's `eot`, and less Whisper's longest prompt (`<|startofprev|>` +
@@ -214,9 +221,7 @@ class WindowDataset(Dataset):
         timestamp_prob: float = 0.5,
         prompt_prob: float = 0.0,
     ) -> None:
-        for name, value in (("timestamp_prob", timestamp_prob), ("prompt_prob", prompt_prob)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+        check_probabilities(timestamp_prob=timestamp_prob, prompt_prob=prompt_prob)
         self.manifest = Path(manifest)  # relative audio paths start at its folder
         self.utterances = utterances
         self.windows = windows
