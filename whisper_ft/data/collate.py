@@ -11,13 +11,21 @@ not past the decoder's `n_text_ctx`:
 |                 |                |         | live audio, `features` (B, n_audio_ctx,            |
 |                 |                |         | n_audio_state) for cached encoder output           |
 | `durations_s`   | (B,)           | float32 | seconds of speech: what decoding's budget uses     |
-| `dec_input_ids` | (B, L)         | int64   | SOT sequence + text tokens, padded with `eot`      |
-| `labels`        | (B, L)         | int64   | `dec_input_ids` shifted left + `eot`, pad = -100   |
+| `dec_input_ids` | (B, L)         | int64   | [prompt +] SOT sequence + text tokens, padded with |
+|                 |                |         | `eot`                                              |
+| `labels`        | (B, L)         | int64   | `dec_input_ids` shifted left + `eot`, pad = -100;  |
+|                 |                |         | -100 also over an item's prompt (see below)        |
 | `ids`           | list[str]      |         | utterance ids                                      |
 | `texts`         | list[str]      |         | the target strings (references for scoring)        |
 | `speakers`      | list[str]      |         | speaker ids ("" where the manifest has none)       |
 | `skipped`       | list[str]      |         | ids of unreadable items, left out (see below)      |
 | `target`        | str            |         | what `texts` are: "kana" or "text" (orthography)   |
+
+An item may carry `"n_prompt"` (packed windows, `data/windows.py`): its first n_prompt tokens
+are a previous-text prompt (`<|startofprev|>` + text), which the model reads but is not taught
+to predict: their labels, and the label of the last prompt position (which would predict the
+SOT token), are -100, as in Whisper's training. The first labelled position is the SOT
+token's, predicting the language token. Without it (every single-utterance item) n_prompt = 0.
 
 An item `{"id", "error": reason}` (audio that became unreadable during a run) is left out of the
 tensors and its id listed in `skipped` (usually empty). If every item was skipped, B = 0 and
@@ -45,7 +53,8 @@ def decoder_tokens(tokenizer: Tokenizer, text: str) -> list[int]:
 @dataclass
 class Collator:
     """Pads a list of dataset items (`{"id", "tokens", "text"}` and the input strategy's
-    fields, optionally `"speaker"`; `{"id", "error"}` for an unreadable one) into one batch."""
+    fields, optionally `"speaker"` and `"n_prompt"`; `{"id", "error"}` for an unreadable one)
+    into one batch."""
 
     eot: int  # the tokenizer's end-of-text id: pads inputs and ends every label sequence
     pad_to_multiple_of: int = 8  # token columns rounded up to this (GPU tiles); 1: no rounding
@@ -71,6 +80,7 @@ class Collator:
             dec_input_ids[row, : len(tokens)] = tokens
             labels[row, : len(tokens) - 1] = tokens[1:]
             labels[row, len(tokens) - 1] = self.eot
+            labels[row, : item.get("n_prompt", 0)] = IGNORE_INDEX
         return {
             **self.inputs.batch(items),
             "dec_input_ids": dec_input_ids,

@@ -38,6 +38,7 @@ from whisper_ft.data.feature_cache import (
     refuse_with_augmentation,
 )
 from whisper_ft.data.sampler import BucketingBatchSampler
+from whisper_ft.data.windows import WindowDataset, check_probabilities, windows_of
 from whisper_ft.manifest import ManifestError, Target
 
 
@@ -102,6 +103,16 @@ class WhisperDataModule(pl.LightningDataModule):
             encoder is frozen, no augmentation is on and fit reads the data at least twice
             (else the encoder runs every step); off never; a folder path uses or builds the
             cache there, for fit and validate (an error if it cannot apply).
+        pack_windows: Train on packed 30-s windows (`data/windows.py`): consecutive utterances
+            of one speaker joined by short silences, with Whisper's timestamp tokens and
+            previous-text prompts; val and test keep single utterances. The packing is fixed
+            by the seed (`--seed_everything`). Not with waveform augmentation nor, for the
+            train split, the encoder-feature cache.
+        timestamp_prob: Packed windows: the chance that a window's target has timestamp
+            tokens (else `<|notimestamps|>` and the texts joined), drawn per window and epoch.
+        prompt_prob: Packed windows: the chance that the previous window of the same speaker
+            is given as a `<|startofprev|>` prompt (not learnt, only read); windows then leave
+            room for Whisper's longest prompt.
     """
 
     def __init__(
@@ -117,17 +128,32 @@ class WhisperDataModule(pl.LightningDataModule):
         target: Target | None = None,
         augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
         feature_cache: str | None = "auto",
+        pack_windows: bool = False,
+        timestamp_prob: float = 0.5,
+        prompt_prob: float = 0.0,
     ) -> None:
         super().__init__()
+        check_probabilities(timestamp_prob=timestamp_prob, prompt_prob=prompt_prob)
         if isinstance(augment, dict):  # as stored in a checkpoint's hyperparameters
             augment = WaveformAugment(**augment)
         self.augment = augment or WaveformAugment()
+        if pack_windows and self.augment.enabled:
+            raise ValueError(
+                "pack_windows does not take waveform augmentation yet (speed changes would move "
+                "the timestamps): turn one off (--data.augment.* or --data.pack_windows false)"
+            )
+        if pack_windows and feature_cache not in (None, "off", "auto"):
+            raise ValueError(
+                "pack_windows trains on windows the encoder-feature cache does not hold: turn one "
+                "off (--data.feature_cache off or --data.pack_windows false)"
+            )
         self.save_hyperparameters(ignore=["augment"])
         # A plain dict: checkpoints stay loadable with torch.load(weights_only=True).
         self.hparams["augment"] = asdict(self.augment)
         self.checks: dict[str, CheckResult] = {}
         self.exclusions: dict[str, dict] = {}  # split → what the check left out (for reports)
-        self.datasets: dict[str, UtteranceDataset] = {}  # live audio or cached features
+        # live audio, cached features, or packed windows (train with pack_windows)
+        self.datasets: dict[str, UtteranceDataset | WindowDataset] = {}
         self.collators: dict[str, Collator] = {}
         self._train_sampler_state: dict | None = None  # from a checkpoint, until train_dataloader
         self._model_side: ModelSide | None = None
@@ -199,10 +225,41 @@ class WhisperDataModule(pl.LightningDataModule):
             )
             if split == "train" and fitting:
                 cache_dir = self._feature_cache_dir(dataset)
-            if cache_dir is not None and split in CACHED_SPLITS:
+            if split == "train" and self.hparams.pack_windows:
+                dataset = self._windows(result)
+                collator = collator.with_inputs(dataset.inputs)
+            elif cache_dir is not None and split in CACHED_SPLITS:
                 cache = self._feature_cache(dataset, cache_dir)
                 dataset, collator = cached(dataset, collator, cache)
             self.datasets[split], self.collators[split] = dataset, collator
+
+    def _windows(self, result: CheckResult) -> WindowDataset:
+        """The training utterances packed into windows, fixed by the seed (the sampler's)."""
+        side, prompt_prob = self.model_side, self.hparams.prompt_prob
+        windows = windows_of(
+            result.utterances,
+            side.tokenizer,
+            seed=_seed(),
+            n_text_ctx=side.n_text_ctx,
+            target=result.target,
+            prompt=prompt_prob > 0,
+        )
+        if self.trainer is None or self.trainer.is_global_zero:
+            print(
+                f"packed windows: {len(result.utterances)} training utterances in "
+                f"{len(windows)} windows of at most 30 s",
+                flush=True,
+            )
+        return WindowDataset(
+            result.utterances,
+            result.manifest,
+            side.tokenizer,
+            windows,
+            target=result.target,
+            n_text_ctx=side.n_text_ctx,
+            timestamp_prob=self.hparams.timestamp_prob,
+            prompt_prob=prompt_prob,
+        )
 
     def _feature_cache_dir(self, train: UtteranceDataset | None) -> Path | None:
         """Where the encoder-feature cache lives, or None to encode live. `train`: fit's
@@ -213,6 +270,14 @@ class WhisperDataModule(pl.LightningDataModule):
             return None
         if setting == "auto":
             if side.model is None:  # connected without a model: nothing to encode with
+                return None
+            if self.hparams.pack_windows:
+                if self.trainer.is_global_zero:
+                    print(
+                        "encoder-feature cache: off, it holds single utterances and "
+                        "pack_windows trains on windows; the encoder runs every step",
+                        flush=True,
+                    )
                 return None
             augmented = self.augment.enabled or side.spec_augment.enabled
             # Building costs one encoder pass over the data: it pays from the second pass on.
@@ -296,9 +361,7 @@ class WhisperDataModule(pl.LightningDataModule):
             max_duration_s=self.hparams.max_duration_s if by_duration else None,
             durations_s=dataset.durations_s,
             shuffle=train,
-            seed=int(
-                os.environ.get("PL_GLOBAL_SEED", 0)
-            ),  # seed_everything's (CLI: --seed_everything)
+            seed=_seed(),
             num_buckets=self.hparams.num_buckets,
         )
         if train:
@@ -359,3 +422,8 @@ class WhisperDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+def _seed() -> int:
+    """seed_everything's seed (CLI: --seed_everything), 0 without one."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))

@@ -1,0 +1,310 @@
+"""Packed training windows: several utterances in one 30-s window, as Whisper was trained on
+long recordings cut into 30-s pieces, with timestamp tokens and previous-text prompts.
+
+    windows = pack_windows(durations_s, speakers, n_text_tokens, seed=seed, max_tokens=...)
+    dataset = WindowDataset(utterances, manifest, tokenizer, windows, timestamp_prob=0.5)
+    collate = Collator(eot=tokenizer.eot, inputs=dataset.inputs)  # WindowAudio
+
+Packing (`pack_windows`, fixed for a seed: the sampler's resumable state stays bit-exact):
+each speaker's utterances, in manifest order, fill windows one after another, as in a real
+recording; each speaker's last, partly filled window is a leftover, and the leftovers of all
+speakers are packed together afterwards (in order of speakers' first appearance). Utterances
+are joined by silences drawn uniformly from `gap_s` (0.2–1.0 s: a pause between sentences;
+Whisper's own 30-s pieces have pauses of any length) and rounded to 0.02 s, Whisper's
+timestamp step; the first utterance starts at 0. A window is at most `max_window_s` seconds
+and `max_tokens` decoder tokens (the timestamped form); an utterance beyond either alone gets
+a window of its own, so none is dropped.
+
+Targets (`window_tokens`), chosen per item by a generator seeded like waveform augmentation
+(`augment.WorkerRng`: from `seed_everything`, different every epoch):
+- with probability `timestamp_prob`: `<|startoftranscript|><|ja|><|transcribe|>` then
+  `<|t_start|> text <|t_end|>` for each utterance (`tokenizer.timestamp_begin + round(t/0.02)`);
+- otherwise: `sot_sequence_including_notimestamps` + all texts joined;
+- with probability `prompt_prob`, before either: `<|startofprev|>` + the text tokens of the
+  previous window of the same speaker, cut from the left to `n_text_ctx // 2 - 1` tokens (as
+  Whisper keeps its prompt); the item's `n_prompt` (1 + prompt tokens) tells the collator to
+  leave them out of the loss.
+"""
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
+from whisper.tokenizer import Tokenizer
+
+from whisper_ft.audio import AudioError, load_audio
+from whisper_ft.data.augment import WorkerRng
+from whisper_ft.data.inputs import AudioSamples
+from whisper_ft.manifest import ManifestError, Target, Utterance
+
+TIME_STEP_S = 0.02  # Whisper's timestamp resolution: <|t|> = timestamp_begin + round(t / 0.02)
+GAP_S = (0.2, 1.0)  # silence between packed utterances, seconds (uniform)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Utterances packed into one window: dataset indices and their place in it."""
+
+    indices: tuple[int, ...]  # into the utterance list, in the order they are heard
+    starts_s: tuple[float, ...]  # where each begins in the window, seconds
+    ends_s: tuple[float, ...]  # where each ends (start + its duration), seconds
+    speaker: str  # the speaker of every utterance, "" if the window mixes speakers
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from the window's start to the end of its last utterance."""
+        return self.ends_s[-1]
+
+
+def check_probabilities(**probabilities: float) -> None:
+    """Raises a ValueError naming the first parameter outside [0, 1]."""
+    for name, value in probabilities.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+
+
+def window_token_budget(n_text_ctx: int, prompt: bool) -> int:
+    """Decoder tokens a window's target may take (SOT sequence included, `eot` not): the
+    context less the label's `eot`, and less Whisper's longest prompt (`<|startofprev|>` +
+    `n_text_ctx // 2 - 1` tokens) when prompts are used."""
+    return n_text_ctx - 1 - (n_text_ctx // 2 if prompt else 0)
+
+
+def pack_windows(
+    durations_s: Sequence[float],
+    speakers: Sequence[str],
+    n_text_tokens: Sequence[int],
+    *,
+    seed: int,
+    max_tokens: int,
+    n_sot_tokens: int = 3,
+    max_window_s: float = CHUNK_LENGTH,
+    gap_s: tuple[float, float] = GAP_S,
+) -> list[Window]:
+    """Packs utterances (durations, speakers, text token counts, in manifest order) into
+    windows of at most `max_window_s` seconds and `max_tokens` tokens (`n_sot_tokens` + each
+    utterance's text + 2 timestamps). Deterministic for a seed (see the module's docstring)."""
+    if not len(durations_s) == len(speakers) == len(n_text_tokens):
+        raise ValueError("durations_s, speakers and n_text_tokens need one entry per utterance")
+    rng = np.random.default_rng((seed, 2))
+    by_speaker: dict[str, list[int]] = {}
+    for index, speaker in enumerate(speakers):
+        by_speaker.setdefault(speaker, []).append(index)
+
+    def fill(run: list[int]) -> list[list[tuple[int, float]]]:
+        """Consecutive utterances of `run` cut into windows of (index, start) pairs."""
+        windows: list[list[tuple[int, float]]] = []
+        current: list[tuple[int, float]] = []
+        end_s, tokens = 0.0, n_sot_tokens
+        for index in run:
+            gap = round(float(rng.uniform(*gap_s)) / TIME_STEP_S) * TIME_STEP_S
+            start = end_s + gap if current else 0.0
+            need = n_text_tokens[index] + 2
+            if current and (
+                start + durations_s[index] > max_window_s or tokens + need > max_tokens
+            ):
+                windows.append(current)
+                current, start, tokens = [], 0.0, n_sot_tokens
+            current.append((index, start))
+            end_s, tokens = start + durations_s[index], tokens + need
+        if current:
+            windows.append(current)
+        return windows
+
+    packed: list[list[tuple[int, float]]] = []
+    leftovers: list[int] = []
+    for run in by_speaker.values():
+        windows = fill(run)
+        packed += windows[:-1]
+        leftovers += [index for index, _ in windows[-1]]
+    packed += fill(leftovers)
+    out = []
+    for pairs in packed:
+        indices = tuple(index for index, _ in pairs)
+        starts = tuple(start for _, start in pairs)
+        ends = tuple(start + durations_s[index] for index, start in pairs)
+        window_speakers = {speakers[index] for index in indices}
+        speaker = window_speakers.pop() if len(window_speakers) == 1 else ""
+        out.append(Window(indices, starts, ends, speaker))
+    return out
+
+
+def timestamp_token(tokenizer: Tokenizer, t_s: float) -> int:
+    """`<|t|>` for a time in the window, seconds (rounded to Whisper's 0.02 s)."""
+    return tokenizer.timestamp_begin + round(t_s / TIME_STEP_S)
+
+
+def window_tokens(
+    tokenizer: Tokenizer, window: Window, texts: Sequence[str], timestamps: bool
+) -> list[int]:
+    """The target of a window (its utterances' `texts`, in order), SOT sequence first: with
+    `<|t_start|> text <|t_end|>` per utterance, or without timestamps and the texts joined."""
+    if not timestamps:
+        return [*tokenizer.sot_sequence_including_notimestamps, *tokenizer.encode("".join(texts))]
+    tokens = list(tokenizer.sot_sequence)
+    for text, start, end in zip(texts, window.starts_s, window.ends_s, strict=True):
+        tokens += [timestamp_token(tokenizer, start), *tokenizer.encode(text)]
+        tokens.append(timestamp_token(tokenizer, end))
+    return tokens
+
+
+def previous_windows(windows: Sequence[Window]) -> list[int | None]:
+    """For each window, the index of the previous window of its speaker (None: the first of
+    its speaker, or a window that mixes speakers)."""
+    last: dict[str, int] = {}
+    previous: list[int | None] = []
+    for index, window in enumerate(windows):
+        previous.append(last.get(window.speaker) if window.speaker else None)
+        if window.speaker:
+            last[window.speaker] = index
+    return previous
+
+
+@dataclass
+class WindowAudio:
+    """Live audio of packed windows: each utterance read (16 kHz mono float32) and laid at its
+    start, silence between; batches as `AudioSamples` makes them (zero-padded to 30 s).
+
+    `item` → `{"audio": np.ndarray (n_window_samples,) float32}`; `batch` → `audio`
+    (B, n_samples) float32, `audio_lengths` (B,) int64, `durations_s` (B,) float32.
+    """
+
+    samples: AudioSamples = field(default_factory=AudioSamples)  # stacks the waveforms
+
+    def item(self, dataset: "WindowDataset", index: int) -> dict:
+        window = dataset.windows[index]
+        audio = np.zeros(round(window.duration_s * SAMPLE_RATE), np.float32)
+        for i, start_s, end_s in zip(window.indices, window.starts_s, window.ends_s, strict=True):
+            utterance = dataset.utterances[i]
+            try:
+                wave = load_audio(utterance.audio_path(dataset.manifest.parent))
+            except AudioError as e:
+                warnings.warn(
+                    f"{dataset.manifest}:{utterance.line}: window of {utterance.id} skipped, "
+                    f"the run goes on: {e}",
+                    stacklevel=1,
+                )
+                return {"error": str(e)}
+            start, end = round(start_s * SAMPLE_RATE), round(end_s * SAMPLE_RATE)
+            piece = wave[: end - start]  # the manifest's duration sets the timestamps
+            audio[start : start + len(piece)] = piece
+        return {"audio": audio}
+
+    def batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        return self.samples.batch(items)
+
+
+class WindowDataset(Dataset):
+    """Packed windows of checked utterances as items the `Collator` and the
+    `BucketingBatchSampler` take unchanged: `tokens` (each window's longest target form, for
+    the sampler's lengths) and `durations_s` per window.
+
+    Each item is `{"id": "id1+id2+…", "tokens": list[int], "n_prompt": int (prompt tokens
+    before the SOT, 0 without), "text": str (the texts joined), "speaker": str, "audio":
+    np.ndarray (n_window_samples,) float32}`, or `{"id", "error"}` when a file cannot be read.
+    """
+
+    def __init__(
+        self,
+        utterances: list[Utterance],
+        manifest: str | Path,
+        tokenizer: Tokenizer,
+        windows: list[Window],
+        *,
+        target: Target = "kana",
+        n_text_ctx: int = 448,
+        timestamp_prob: float = 0.5,
+        prompt_prob: float = 0.0,
+    ) -> None:
+        check_probabilities(timestamp_prob=timestamp_prob, prompt_prob=prompt_prob)
+        self.manifest = Path(manifest)  # relative audio paths start at its folder
+        self.utterances = utterances
+        self.windows = windows
+        self.tokenizer = tokenizer
+        self.n_text_ctx = n_text_ctx
+        self.timestamp_prob, self.prompt_prob = timestamp_prob, prompt_prob
+        texts = []
+        for utterance in utterances:
+            text = getattr(utterance, target)
+            if text is None:
+                raise ManifestError(
+                    f"{self.manifest}:{utterance.line}: no {target!r} field; run the manifest "
+                    "through `python -m whisper_ft check-data`, or make it with `prepare`."
+                )
+            texts.append(text)
+        self.window_texts = [[texts[i] for i in w.indices] for w in windows]
+        self.targets = ["".join(t) for t in self.window_texts]
+        self.timestamped = [
+            window_tokens(tokenizer, w, t, True)
+            for w, t in zip(windows, self.window_texts, strict=True)
+        ]
+        self.plain = [
+            window_tokens(tokenizer, w, t, False)
+            for w, t in zip(windows, self.window_texts, strict=True)
+        ]
+        n_sot = len(tokenizer.sot_sequence_including_notimestamps)
+        self.text_tokens = [tokens[n_sot:] for tokens in self.plain]  # what a prompt repeats
+        self.previous = previous_windows(windows)
+        pairs = zip(self.timestamped, self.plain, strict=True)
+        self.tokens = [max(a, b, key=len) for a, b in pairs]  # the sampler's lengths
+        self.durations_s = [w.duration_s for w in windows]
+        self.ids = ["+".join(utterances[i].id for i in w.indices) for w in windows]
+        self.inputs = WindowAudio()
+        self._rng = WorkerRng()
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def target_tokens(self, index: int, timestamps: bool, prompt: bool) -> tuple[list[int], int]:
+        """(tokens, n_prompt) of window `index`: its timestamped or plain target, after the
+        previous window's text as a prompt when `prompt` and there is one."""
+        tokens = self.timestamped[index] if timestamps else self.plain[index]
+        previous = self.previous[index]
+        if not prompt or previous is None:
+            return tokens, 0
+        room = min(self.n_text_ctx // 2 - 1, self.n_text_ctx - 2 - len(tokens))
+        text = self.text_tokens[previous][-room:] if room > 0 else []
+        return [self.tokenizer.sot_prev, *text, *tokens], 1 + len(text)
+
+    def __getitem__(self, index: int) -> dict:
+        speech = self.inputs.item(self, index)
+        if "error" in speech:
+            return {"id": self.ids[index], "error": speech["error"]}
+        rng = self._rng()
+        timestamps = bool(rng.random() < self.timestamp_prob)
+        prompt = bool(rng.random() < self.prompt_prob)
+        tokens, n_prompt = self.target_tokens(index, timestamps, prompt)
+        return {
+            "id": self.ids[index],
+            **speech,
+            "tokens": tokens,
+            "n_prompt": n_prompt,
+            "text": self.targets[index],
+            "speaker": self.windows[index].speaker,
+        }
+
+
+def windows_of(
+    utterances: list[Utterance],
+    tokenizer: Tokenizer,
+    *,
+    seed: int,
+    n_text_ctx: int,
+    target: Target = "kana",
+    prompt: bool = False,
+) -> list[Window]:
+    """`pack_windows` over checked utterances: their durations, speakers and targets' token
+    counts, within the token budget of `n_text_ctx` (with room for a prompt when `prompt`)."""
+    return pack_windows(
+        [u.duration or 0.0 for u in utterances],
+        [u.speaker or "" for u in utterances],
+        [len(tokenizer.encode(getattr(u, target) or "")) for u in utterances],
+        seed=seed,
+        max_tokens=window_token_budget(n_text_ctx, prompt),
+        n_sot_tokens=len(tokenizer.sot_sequence),
+    )
