@@ -80,3 +80,23 @@ def test_speech_and_speechless_clips_read_as_one_dataset(tmp_path, ja_tokenizer)
     assert batch["ids"] == ["a", *[u.id for u in clips.utterances]]
     assert batch["texts"] == ["ハイ", "", ""] and batch["audio"].shape[0] == 3
     assert mixed.manifest == speech.manifest and mixed.augment is None
+
+
+def test_a_fit_with_speechless_share_trains_on_the_clips_from_the_feature_cache(
+    micro, corpus, make_trainer, tmp_path
+):
+    from whisper_ft.data.datamodule import WhisperDataModule
+
+    paths = {f"{split}_manifest": str(path) for split, path in corpus.items()}
+    datamodule = WhisperDataModule(
+        **paths, batch_size=4, num_workers=0, speechless_share=0.25, feature_cache=str(tmp_path)
+    )
+    make_trainer(max_steps=2, limit_val_batches=1).fit(micro, datamodule)
+    train = datamodule.datasets["train"]
+    speech = [u for u in train.utterances if u.speaker != "speechless"]
+    clips = [u for u in train.utterances if u.speaker == "speechless"]
+    assert len(clips) == round(0.25 * len(speech)) > 0
+    item = train[len(speech)]  # the first clip, read from the cache
+    assert item["text"] == "" and item["features"].shape == (1500, 64)
+    with pytest.raises(ValueError, match=r"`speechless_share` must be in \[0, 1\]"):
+        WhisperDataModule(train_manifest="t.jsonl", speechless_share=1.5)

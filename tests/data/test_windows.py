@@ -1,10 +1,13 @@
 """Packed 30-s windows: the packing, their timestamped and prompted targets, the collator's
 prompt mask, the window audio, and a fit on them."""
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import whisper
 from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
 
 from whisper_ft.data.augment import WaveformAugment
@@ -12,6 +15,7 @@ from whisper_ft.data.collate import IGNORE_INDEX, Collator
 from whisper_ft.data.datamodule import WhisperDataModule
 from whisper_ft.data.windows import (
     TIME_STEP_S,
+    WindowAudio,
     WindowDataset,
     pack_windows,
     window_token_budget,
@@ -202,7 +206,7 @@ def test_a_fit_with_pack_windows_trains_on_windows_and_validates_on_utterances(
     assert max(train.durations_s) <= CHUNK_LENGTH
     out = capsys.readouterr().out
     assert f"{n_train} training utterances in {len(train)} windows" in out
-    assert "encoder-feature cache: off" in out
+    assert "encoder-feature cache: not built" in out  # 2 steps read the windows once
     batch = datamodule.collators["train"]([train[0], train[1]])
     assert batch["audio"].shape == (2, CHUNK_LENGTH * SAMPLE_RATE)
 
@@ -212,10 +216,32 @@ def test_a_fit_with_pack_windows_trains_on_windows_and_validates_on_utterances(
     [
         ({"timestamp_prob": -0.1}, "timestamp_prob"),
         ({"prompt_prob": 2.0}, "prompt_prob"),
-        ({"feature_cache": "cache_dir"}, "turn one off"),
+        ({"speechless_share": 0.1}, "turn one off"),
         ({"augment": WaveformAugment(volume_prob=1.0)}, "turn one off"),
     ],
 )
 def test_the_data_module_refuses_what_packed_windows_cannot_take(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WhisperDataModule(train_manifest="t.jsonl", pack_windows=True, **kwargs)
+
+
+def test_the_feature_cache_holds_each_packed_window_once(micro, corpus, make_trainer, tmp_path):
+    paths = {f"{split}_manifest": str(path) for split, path in corpus.items()}
+    cache_dir = tmp_path / "cache"
+    datamodule = WhisperDataModule(
+        **paths, batch_size=2, num_workers=0, pack_windows=True, feature_cache=str(cache_dir)
+    )
+    make_trainer(max_steps=2, limit_val_batches=1).fit(micro, datamodule)
+    train = datamodule.datasets["train"]
+    assert isinstance(train, WindowDataset)
+    [folder] = [f for f in cache_dir.iterdir() if f.is_dir() and f.name.startswith("train")]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["complete"] and len(meta["key"]["utterances"]) == len(train.windows)
+    item = train[0]
+    assert "features" in item and "audio" not in item and "n_prompt" in item
+    live = train.with_inputs(WindowAudio())[0]["audio"]
+    with torch.no_grad():
+        expected = micro.encode(torch.from_numpy(whisper.pad_or_trim(live))[None])[0]
+    torch.testing.assert_close(item["features"].float(), expected, atol=2e-3, rtol=1e-2)
+    batch = datamodule.collators["train"]([train[0], train[1]])
+    assert batch["features"].shape[0] == 2 and "audio" not in batch

@@ -38,6 +38,7 @@ from whisper_ft.data.feature_cache import (
     refuse_with_augmentation,
 )
 from whisper_ft.data.sampler import BucketingBatchSampler
+from whisper_ft.data.speechless import ConcatUtterances, speechless_dataset
 from whisper_ft.data.windows import WindowDataset, check_probabilities, windows_of
 from whisper_ft.manifest import ManifestError, Target
 
@@ -106,13 +107,17 @@ class WhisperDataModule(pl.LightningDataModule):
         pack_windows: Train on packed 30-s windows (`data/windows.py`): consecutive utterances
             of one speaker joined by short silences, with Whisper's timestamp tokens and
             previous-text prompts; val and test keep single utterances. The packing is fixed
-            by the seed (`--seed_everything`). Not with waveform augmentation nor, for the
-            train split, the encoder-feature cache.
+            by the seed (`--seed_everything`), and so the feature cache holds each window's
+            encoder output once (keyed by the packing). Not with waveform augmentation.
         timestamp_prob: Packed windows: the chance that a window's target has timestamp
             tokens (else `<|notimestamps|>` and the texts joined), drawn per window and epoch.
         prompt_prob: Packed windows: the chance that the previous window of the same speaker
             is given as a `<|startofprev|>` prompt (not learnt, only read); windows then leave
             room for Whisper's longest prompt.
+        speechless_share: Adds this share of the training set again as clips without speech
+            (silence, white and pink noise at seeded levels and lengths; `data/speechless.py`)
+            whose target is empty: the model learns to stop at once where nothing is said.
+            0: none. Not with pack_windows.
     """
 
     def __init__(
@@ -131,6 +136,7 @@ class WhisperDataModule(pl.LightningDataModule):
         pack_windows: bool = False,
         timestamp_prob: float = 0.5,
         prompt_prob: float = 0.0,
+        speechless_share: float = 0.0,
     ) -> None:
         super().__init__()
         check_probabilities(timestamp_prob=timestamp_prob, prompt_prob=prompt_prob)
@@ -142,10 +148,12 @@ class WhisperDataModule(pl.LightningDataModule):
                 "pack_windows does not take waveform augmentation yet (speed changes would move "
                 "the timestamps): turn one off (--data.augment.* or --data.pack_windows false)"
             )
-        if pack_windows and feature_cache not in (None, "off", "auto"):
+        if not (math.isfinite(speechless_share) and 0 <= speechless_share <= 1):
+            raise ValueError(f"`speechless_share` must be in [0, 1], got {speechless_share}")
+        if pack_windows and speechless_share:
             raise ValueError(
-                "pack_windows trains on windows the encoder-feature cache does not hold: turn one "
-                "off (--data.feature_cache off or --data.pack_windows false)"
+                "speechless clips are single utterances and pack_windows trains on windows: "
+                "turn one off (--data.speechless_share 0 or --data.pack_windows false)"
             )
         self.save_hyperparameters(ignore=["augment"])
         # A plain dict: checkpoints stay loadable with torch.load(weights_only=True).
@@ -223,12 +231,16 @@ class WhisperDataModule(pl.LightningDataModule):
                 n_text_ctx=side.n_text_ctx,
                 target=result.target,
             )
-            if split == "train" and fitting:
-                cache_dir = self._feature_cache_dir(dataset)
             if split == "train" and self.hparams.pack_windows:
                 dataset = self._windows(result)
                 collator = collator.with_inputs(dataset.inputs)
-            elif cache_dir is not None and split in CACHED_SPLITS:
+            elif split == "train" and self.hparams.speechless_share:
+                n = round(self.hparams.speechless_share * len(dataset))
+                clips = speechless_dataset(n, side.tokenizer, result.target, seed=_seed() + 1)
+                dataset = ConcatUtterances([dataset, clips])
+            if split == "train" and fitting:
+                cache_dir = self._feature_cache_dir(dataset)
+            if cache_dir is not None and split in CACHED_SPLITS:
                 cache = self._feature_cache(dataset, cache_dir)
                 dataset, collator = cached(dataset, collator, cache)
             self.datasets[split], self.collators[split] = dataset, collator
@@ -270,14 +282,6 @@ class WhisperDataModule(pl.LightningDataModule):
             return None
         if setting == "auto":
             if side.model is None:  # connected without a model: nothing to encode with
-                return None
-            if self.hparams.pack_windows:
-                if self.trainer.is_global_zero:
-                    print(
-                        "encoder-feature cache: off, it holds single utterances and "
-                        "pack_windows trains on windows; the encoder runs every step",
-                        flush=True,
-                    )
                 return None
             augmented = self.augment.enabled or side.spec_augment.enabled
             # Building costs one encoder pass over the data: it pays from the second pass on.

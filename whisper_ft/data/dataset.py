@@ -62,6 +62,10 @@ class UtteranceDataset(Dataset):
         """Every line of a manifest `prepare` wrote, without the data check (errors stop)."""
         return cls(read_manifest(manifest), manifest, tokenizer, target)
 
+    def cache_rows(self) -> list[tuple[str, str]]:
+        """(id, audio) of each item: what the encoder-feature cache's key holds of the data."""
+        return [(u.id, u.audio) for u in self.utterances]
+
     def with_inputs(self, inputs: InputStrategy) -> "UtteranceDataset":
         """The same utterances and targets, their speech given by `inputs` instead."""
         other = copy.copy(self)

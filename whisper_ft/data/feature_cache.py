@@ -154,7 +154,7 @@ def feature_cache_key(
         whisper_version=whisper.__version__,
         dtype=dtype,
         compute_dtype=compute_dtype,
-        utterances=tuple((u.id, u.audio) for u in dataset.utterances),
+        utterances=tuple(dataset.cache_rows()),
     )
 
 
@@ -635,8 +635,7 @@ class CachedFeatures:
     """
 
     def __init__(self, cache: FeatureCache, dataset: UtteranceDataset) -> None:
-        utterances = [(u.id, u.audio) for u in dataset.utterances]
-        if utterances != cache.utterances:
+        if dataset.cache_rows() != cache.utterances:
             raise FeatureCacheError(
                 f"{cache.path} was built for other utterances than {dataset.manifest} holds "
                 "now (ids, audio paths or their order differ); build the cache for it again."

@@ -12,6 +12,7 @@ never among them, so what every test reports on silence stays a held-out measure
 """
 
 import bisect
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ from whisper.tokenizer import Tokenizer
 
 from whisper_ft.data.augment import WaveformAugment
 from whisper_ft.data.dataset import UtteranceDataset
-from whisper_ft.data.inputs import AudioSamples, Utterances
+from whisper_ft.data.inputs import AudioSamples, InputStrategy, Utterances
 from whisper_ft.manifest import Target, Utterance
 
 KINDS = ("silence", "white_noise", "pink_noise")
@@ -120,16 +121,40 @@ class ConcatUtterances(Dataset):
         self.targets = [t for d in datasets for t in d.targets]
         self.durations_s = [s for d in datasets for s in d.durations_s]
         self._ends = np.cumsum([len(d) for d in datasets]).tolist()
+        self._joined_inputs = False  # True once `with_inputs` gave one strategy for all
 
     @property
     def augment(self) -> WaveformAugment | None:
         """The waveform augmentation any part applies (None: none does)."""
         return next((d.augment for d in self.datasets if d.augment is not None), None)
 
+    def cache_rows(self) -> list[tuple[str, str]]:
+        """(id, audio) of every item, in order: the feature cache's key."""
+        return [(u.id, u.audio) for u in self.utterances]
+
+    def with_inputs(self, inputs: InputStrategy) -> "ConcatUtterances":
+        """The same items, their speech from `inputs` for all (the cache built over this
+        dataset: `CachedFeatures` reads row `index` of the whole)."""
+        other = copy.copy(self)
+        other.inputs, other._joined_inputs = inputs, True
+        return other
+
     def __len__(self) -> int:
         return self._ends[-1]
 
     def __getitem__(self, index: int) -> dict:
-        part = bisect.bisect_right(self._ends, index)
-        start = self._ends[part - 1] if part else 0
-        return self.datasets[part][index - start]
+        if not self._joined_inputs:
+            part = bisect.bisect_right(self._ends, index)
+            start = self._ends[part - 1] if part else 0
+            return self.datasets[part][index - start]
+        utterance = self.utterances[index]
+        speech = self.inputs.item(self, index)
+        if "error" in speech:
+            return {"id": utterance.id, "error": speech["error"]}
+        return {
+            "id": utterance.id,
+            **speech,
+            "tokens": self.tokens[index],
+            "text": self.targets[index],
+            "speaker": utterance.speaker or "",
+        }

@@ -26,6 +26,7 @@ Targets (`window_tokens`), chosen per item by a generator seeded like waveform a
   leave them out of the loss.
 """
 
+import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -259,6 +260,29 @@ class WindowDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    def cache_rows(self) -> list[tuple[str, str]]:
+        """(id, audio) of each window for the encoder-feature cache's key: its utterances'
+        audio and where each starts, so another packing is another cache."""
+        return [
+            (self.ids[i], "|".join(
+                f"{self.utterances[u].audio}@{start:.2f}"
+                for u, start in zip(w.indices, w.starts_s, strict=True)
+            ))
+            for i, w in enumerate(self.windows)
+        ]  # fmt: skip
+
+    def with_inputs(self, inputs) -> "WindowDataset":
+        """The same windows and targets, their speech given by `inputs` (the feature cache's
+        `CachedFeatures`) instead of made from the utterances' audio."""
+        other = copy.copy(self)
+        other.inputs = inputs
+        return other
+
+    @property
+    def augment(self) -> None:
+        """Windows take no waveform augmentation (it would move the timestamps)."""
+        return None
 
     def target_tokens(self, index: int, timestamps: bool, prompt: bool) -> tuple[list[int], int]:
         """(tokens, n_prompt) of window `index`: its timestamped or plain target, after the
