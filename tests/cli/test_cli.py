@@ -222,3 +222,36 @@ def test_demo_options_are_run_demos_parameters(monkeypatch, capsys):
         main(["demo", "--max-steps", "0"])
     assert exit_.value.code == 2
     assert "--max-steps: expected a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_export_guards_are_flags_of_export_models_parameters(monkeypatch, capsys):
+    import functools
+
+    import whisper_ft.cli.commands
+
+    calls = []
+
+    @functools.wraps(whisper_ft.cli.commands.export_model)  # the signature the options come from
+    def record(**kwargs):
+        calls.append(kwargs)
+        return Path(kwargs["out"])
+
+    monkeypatch.setattr(whisper_ft.cli.commands, "export_model", record)
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
+    assert "--interpolate INTERPOLATE WiSE-FT weight of the fine-tune" in help_text
+    assert "--average AVERAGE [AVERAGE ...]" in help_text and "--interpolate-base" in help_text
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "run.ckpt", "m.pt", "--interpolate", "0.4", "--average", "a.ckpt",
+              "b.ckpt", "--interpolate-base", "base.pt"])  # fmt: skip
+    assert exit_.value.code in (0, None)
+    [kwargs] = calls
+    assert kwargs["interpolate"] == 0.4 and kwargs["interpolate_base"] == "base.pt"
+    assert kwargs["average"] == ["a.ckpt", "b.ckpt"] and kwargs["source"] == "run.ckpt"
+
+
+def test_export_interpolate_outside_0_1_is_one_error_line(tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(tmp_path / "run.ckpt"), str(tmp_path / "m.pt"), "--interpolate", "2"])
+    assert str(exit_.value.code).startswith("error: --interpolate 2.0: give a weight in [0, 1]")

@@ -399,6 +399,10 @@ def add_export_command(subparsers: argparse._SubParsersAction) -> None:
             "out": "the .pt to write (openai), or the folder (ct2, hf)",
             "format": "what to write",
             "quantization": "ct2 weight type (int8 is smaller and faster on CPUs, approximate)",
+            "average": "other .ckpt of the same run, averaged with SOURCE (e.g. the last few)",
+            "interpolate": "WiSE-FT weight of the fine-tune: (1-a)*base + a*fine-tuned, in [0, 1]",
+            "interpolate_base": "the base to interpolate toward (default: the checkpoint's "
+            "base_model)",
         },
         positional=("source", "out"),
     )

@@ -2,7 +2,9 @@
 or a Hugging Face folder (transformers), from any source `load_base_model` reads.
 
 LoRA adapters in a `.ckpt` are merged into the weights first, so every format holds a plain
-Whisper. The CTranslate2 folder is made by CTranslate2's own converter from the Hugging Face
+Whisper. Two guards against forgetting can be applied on the way (`models.merging`): the mean
+of several checkpoints of the run (`average`) and WiSE-FT interpolation toward the base model
+(`interpolate`). The CTranslate2 folder is made by CTranslate2's own converter from the Hugging Face
 export (`ctranslate2.converters.TransformersConverter`), never by writing its bytes here.
 """
 
@@ -20,8 +22,11 @@ from whisper_ft.models.loading import (
     dense_alignment_heads,
     load_base_model,
     model_from_checkpoint,
+    read_lightning_checkpoint,
     save_whisper_checkpoint,
 )
+from whisper_ft.models.merging import average_checkpoints, check_alpha
+from whisper_ft.models.merging import interpolate as interpolate_states
 
 Format = Literal["openai", "ct2", "hf"]  # what `--format` accepts; openai is the default
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -113,11 +118,70 @@ def _replace_folder(out_dir: Path, write) -> Path:
     return out_dir
 
 
+def merged_for_export(
+    source: str,
+    average: list[str] | None = None,
+    interpolate: float | None = None,
+    interpolate_base: str | None = None,
+) -> tuple[Whisper, DecodingSettings | None]:
+    """`load_for_export(source)`, with `source`'s weights averaged with those of the `average`
+    checkpoints, then interpolated toward the base model by `interpolate` (see `export_model`).
+    The decoding settings are `source`'s."""
+    if interpolate is not None:
+        check_alpha(interpolate)  # before any model is loaded
+    is_ckpt = Path(source).suffix == ".ckpt"
+    if average and not is_ckpt:
+        raise ModelLoadError(
+            f"`average` needs `source` to be a .ckpt of the run (got {source}); give the "
+            "checkpoint to export and the others to average with it."
+        )
+    model, settings = load_for_export(source)
+    if average:
+        averaged = average_checkpoints([source, *average])
+        model = dense_alignment_heads(Whisper(averaged.dims))
+        model.load_state_dict(averaged.state_dict)
+        model.eval()
+    if interpolate is None:
+        return model, settings
+    base_spec = interpolate_base
+    if base_spec is None:
+        if not is_ckpt:
+            raise ModelLoadError(
+                f"`interpolate` needs the base model: {source} is not a .ckpt that names it; "
+                "give `interpolate_base` (a Whisper name, .pt or model folder)."
+            )
+        base_spec = read_lightning_checkpoint(source).hyper_parameters.get("base_model")
+        if not base_spec or str(base_spec).startswith("random:"):
+            raise ModelLoadError(
+                f"{source} was fine-tuned from {base_spec or 'an unrecorded base model'}, whose "
+                "weights cannot be had again; give `interpolate_base` (the base's .pt or folder)."
+            )
+    base = load_base_model(str(base_spec), device="cpu").float()
+    merged = interpolate_states(
+        base.state_dict(), model.state_dict(), interpolate, str(base_spec), source
+    )
+    model.load_state_dict(merged)
+    return model, settings
+
+
 def export_model(
-    source: str, out: str | Path, format: Format = "openai", quantization: Quantization = "float16"
+    source: str,
+    out: str | Path,
+    format: Format = "openai",
+    quantization: Quantization = "float16",
+    average: list[str] | None = None,
+    interpolate: float | None = None,
+    interpolate_base: str | None = None,
 ) -> Path:
     """Export `source` (see `load_for_export`) as `format` (`FORMATS`) to `out`: a `.pt` file
-    for openai, a folder for ct2 and hf. `quantization` applies to ct2 only."""
+    for openai, a folder for ct2 and hf. `quantization` applies to ct2 only.
+
+    `average`: other `.ckpt` of the same run whose weights are averaged with `source`'s
+    (`merging.average_checkpoints`). `interpolate`: α of WiSE-FT, the weights become
+    (1 − α)·base + α·fine-tuned (`merging.interpolate`; 0 the base, 1 the fine-tune), the base
+    being `interpolate_base` or else the checkpoint's `base_model` hyperparameter. The export
+    keeps `source`'s decoding settings either way.
+    """
     if format not in FORMATS:
         raise ValueError(f"`format` {format!r}: choose one of {', '.join(FORMATS)}")
     if quantization not in QUANTIZATIONS:
@@ -127,7 +191,7 @@ def export_model(
     require_extras(
         *{"openai": (), "hf": ("transformers",), "ct2": ("ctranslate2", "transformers")}[format]
     )
-    model, settings = load_for_export(source)
+    model, settings = merged_for_export(source, average, interpolate, interpolate_base)
     out = Path(out)
     if format == "openai":
         return save_openai(model, out, settings)
