@@ -90,6 +90,10 @@ class Recipe:
     lora_rank: int = 0  # WhisperFineTuner.lora_rank (0: no adapters)
     gradient_clip_val: float = 1.0  # Trainer.gradient_clip_val (norm), as jvs_base; 0: none
     kl_weight: float = 0.0  # WhisperFineTuner.kl_weight: KL to the base decoder (0: off)
+    pack_windows: bool = False  # WhisperDataModule.pack_windows: packed 30-s windows
+    timestamp_prob: float = 0.5  # with pack_windows: windows with timestamp tokens
+    prompt_prob: float = 0.0  # with pack_windows: windows after a previous-text prompt
+    speechless_share: float = 0.0  # WhisperDataModule.speechless_share: silence/noise clips
     seed: int = 0
 
 
@@ -234,6 +238,10 @@ def fine_tune(recipe: Recipe, base_model: str, manifests: dict, cache_dir: Path)
         eval_batch_size=32,
         num_workers=0,
         feature_cache=str(cache_dir),
+        pack_windows=recipe.pack_windows,
+        timestamp_prob=recipe.timestamp_prob,
+        prompt_prob=recipe.prompt_prob,
+        speechless_share=recipe.speechless_share,
     )
     best = BestWeights()
     trainer = pl.Trainer(
@@ -269,7 +277,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--results", type=Path, help="append a row here (RESULTS.md)")
     for field_name, value in asdict(defaults).items():
-        parser.add_argument(f"--{field_name.replace('_', '-')}", type=type(value), default=value)
+        kind = (
+            (lambda s: s.lower() in ("1", "true", "yes"))
+            if isinstance(value, bool)
+            else type(value)
+        )
+        parser.add_argument(f"--{field_name.replace('_', '-')}", type=kind, default=value)
     args = parser.parse_args(argv)
     recipe = Recipe(**{k: getattr(args, k) for k in asdict(defaults)})
     started = time.time()
