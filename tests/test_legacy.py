@@ -31,6 +31,7 @@ def test_old_class_paths_name_the_same_classes():
 def test_the_old_entry_point_still_runs(monkeypatch, capsys):
     """`whisper_ft.cli:main`, what installs made before the rooms have as their script."""
     import whisper_ft.cli
+    import whisper_ft.cli.entry  # a submodule named `main` would shadow the function here
 
     monkeypatch.setattr(sys, "argv", ["whisper-ft", "--help"])
     with pytest.raises(SystemExit) as exit_:

@@ -45,7 +45,7 @@ def test_every_verb_runs_without_lightning_tips_nor_pytree_warning(monkeypatch, 
 
     from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-    import whisper_ft.cli.main as cli
+    import whisper_ft.cli.entry as cli
 
     def lightning_like(args):
         rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")

@@ -1,5 +1,5 @@
-"""`python -m whisper_ft …`: runs `cli.main`."""
+"""`python -m whisper_ft …`: runs `cli.entry.main`."""
 
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 
 main()

@@ -11,7 +11,7 @@ import pytest
 import torch
 import whisper
 
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 from whisper_ft.data.datamodule import WhisperDataModule
 from whisper_ft.precision import default_precision
 from whisper_ft.recipes import recipe_names

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 from whisper_ft.manifest import Utterance, read_manifest
 from whisper_ft.text import normalize, to_kana
 

@@ -17,7 +17,7 @@ from corpora_helpers import (
     write_audio,
 )
 
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 from whisper_ft.corpora.huggingface import prepare_hf
 from whisper_ft.corpora.split import SplitOptions
 from whisper_ft.manifest import read_manifest

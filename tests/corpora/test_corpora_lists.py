@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from corpora_helpers import MORE, SENTENCES, assert_utterance, read_lines, write_audio
 
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 from whisper_ft.corpora.lists import prepare_csv, prepare_folder, prepare_tsv, read_folder
 from whisper_ft.corpora.split import SplitOptions
 from whisper_ft.manifest import read_manifest

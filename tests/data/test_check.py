@@ -14,7 +14,7 @@ from check_helpers import (
     write_bad_manifest,
 )
 
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 from whisper_ft.data import check
 from whisper_ft.data.check import REASONS, CheckResult, Problem, check_manifest, write_report
 from whisper_ft.manifest import ManifestError

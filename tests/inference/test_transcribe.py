@@ -15,7 +15,7 @@ from whisper.utils import format_timestamp
 
 import whisper_ft.inference.transcribe as transcribe_module
 import whisper_ft.inference.transcriber as transcriber_module
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 from whisper_ft.cli.transcription import add_transcribe_command
 from whisper_ft.inference.transcribe import TSV_COLUMNS, transcribe_inputs
 from whisper_ft.inference.transcriber import Transcriber, Transcript, collect_inputs

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from whisper_ft.audio import AudioError
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 from whisper_ft.inference.transcriber import collect_inputs
 from whisper_ft.manifest import ManifestError
 

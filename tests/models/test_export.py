@@ -234,7 +234,7 @@ def test_lora_adapters_are_merged_before_export(micro_model, tmp_path):
 
 
 def test_export_command_writes_each_format_and_says_how_to_load_it(micro_model, tmp_path, capsys):
-    from whisper_ft.cli.main import main
+    from whisper_ft.cli.entry import main
 
     ckpt = write_ckpt(micro_model, tmp_path / "run.ckpt")
     with pytest.raises(SystemExit) as exit_:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 from whisper_ft.recipes import (
     RECIPES_DIR,
     copy_recipe,

@@ -28,7 +28,7 @@ pytest.importorskip("python_multipart", reason=EXTRAS)
 
 from test_uploads import audio_bytes  # noqa: E402
 
-from whisper_ft.cli.main import main  # noqa: E402
+from whisper_ft.cli.entry import main  # noqa: E402
 from whisper_ft.cli.transcription import add_serve_command  # noqa: E402
 from whisper_ft.inference.transcriber import Transcriber  # noqa: E402
 from whisper_ft.serving.app import ServeOptions, create_app  # noqa: E402

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 import whisper_ft.training.module
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 from whisper_ft.data.datamodule import WhisperDataModule
 from whisper_ft.data.feature_cache import FeatureCache
 from whisper_ft.training.failures import (

@@ -350,6 +350,6 @@ def test_kl_weight_refuses_what_it_cannot_use(micro):
 
     with pytest.raises(ValueError, match="`kl_weight` must be a finite number >= 0"):
         WhisperFineTuner(base_model="random:micro", kl_weight=-1.0)
-    micro._loaded_from = "run/last.ckpt"  # as when cli/main.py resumes a fit from a checkpoint
+    micro._loaded_from = "run/last.ckpt"  # as when cli/entry.py resumes a fit from a checkpoint
     with pytest.raises(ValueError, match="random base .* cannot be made again"):
         micro._base_decoder()

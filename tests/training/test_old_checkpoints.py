@@ -12,7 +12,7 @@ import pytest
 import torch
 import whisper
 
-from whisper_ft.cli.main import main
+from whisper_ft.cli.entry import main
 
 REPO = Path(__file__).resolve().parents[2]
 FLAT_LAYOUT = "98b2274"  # the last commits before the rooms had whisper_ft/module.py etc.

@@ -5,6 +5,6 @@ the one `error:` line. Nothing in the library imports this room."""
 
 def main(argv: list[str] | None = None) -> None:
     """`whisper_ft.cli:main`, the entry point of installs made before the rooms."""
-    from whisper_ft.cli.main import main as run
+    from whisper_ft.cli.entry import main as run
 
     run(argv)

@@ -183,7 +183,7 @@ class WhisperFineTuner(pl.LightningModule):
         # A plain dict: checkpoints stay loadable with torch.load(weights_only=True).
         self.hparams["spec_augment"] = asdict(self.spec_augment)
         self.model: Whisper = load_base_model(base_model)
-        self._loaded_from = base_model  # a .ckpt when fit/test resume from one (cli/main.py)
+        self._loaded_from = base_model  # a .ckpt when fit/test resume from one (cli/entry.py)
         self.tokenizer = get_tokenizer(
             self.model.is_multilingual,
             num_languages=self.model.num_languages,
