@@ -21,6 +21,10 @@ and reports kana CER (corpus level, `metrics.score`) for:
                 the train split, validated (decoded) every `--val-every` steps on the val
                 voice and sentences; the weights of lowest val CER are tested
 
+With espeak-ng installed it also measures retention: the pretrained model's and the recipe's
+English WER on `whisper_ft/assets/retention_en.txt` spoken by espeak-ng (`evaluation.retention`),
+what the kana fine-tune kept of another language.
+
 Selection (the recipe, its steps) only ever sees the val split. Encoder features of every
 split are cached under `--out` once (the encoder is frozen and identical for every run), so
 repeated sweep points cost decoder steps and decoding only.
@@ -58,6 +62,7 @@ from whisper_ft import (
     score,
     write_manifest,
 )
+from whisper_ft.corpora.espeak import prepare_espeak
 from whisper_ft.corpora.synthetic import synthesize
 from whisper_ft.data.dataset import UtteranceDataset
 from whisper_ft.data.feature_cache import build_feature_cache
@@ -70,6 +75,7 @@ from whisper_ft.decoding import (
     speechless_outputs,
 )
 from whisper_ft.evaluation.metrics import CorpusErrorRates, rates_for_json
+from whisper_ft.evaluation.retention import retention_scores
 
 # OpenJTalk voices (speed, half-tone) outside prepare's SYNTHETIC_VOICES: test only.
 EXTRA_TEST_VOICES = ((0.92, 7.0), (1.12, -10.0))
@@ -276,6 +282,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-baselines", action="store_true", help="no zero-shot decoding")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--results", type=Path, help="append a row here (RESULTS.md)")
+    parser.add_argument(
+        "--skip-guarded", action="store_true", help="no second decoding with the loop guard"
+    )
     for field_name, value in asdict(defaults).items():
         kind = (
             (lambda s: s.lower() in ("1", "true", "yes"))
@@ -307,9 +316,13 @@ def main(argv: list[str] | None = None) -> dict:
         "test_sets": {name: len(read_manifest(path)) for name, path in test_sets.items()},
     }
     guard = LoopGuard()
+    retention_set = prepare_espeak(args.out / "retention") if espeak_available() else None
+    if retention_set is not None:
+        result["retention_base"] = base_retention(args.base_model, retention_set, args.out)
+    guards = (("", None),) if args.skip_guarded else (("", None), ("_guarded", guard))
     if not args.skip_baselines:
         base = load_base_model(args.base_model).eval()
-        for suffix, g in (("", None), ("_guarded", guard)):
+        for suffix, g in guards:
             triples = {
                 name: decode_set(base, path, cache_dir, g) for name, path in test_sets.items()
             }
@@ -325,13 +338,17 @@ def main(argv: list[str] | None = None) -> dict:
     result["train_s"] = round(time.time() - train_started, 1)
     result["val_cer"] = best.history
     result["best_step"] = best.best_step
-    for suffix, g in (("", None), ("_guarded", guard)):
+    for suffix, g in guards:
         triples = {
             name: decode_set(module.model, path, cache_dir, g) for name, path in test_sets.items()
         }
         result[f"fine_tuned{suffix}"] = {name: kana_cer(t) for name, t in triples.items()}
         result[f"examples_fine_tuned{suffix}"] = {name: t[:3] for name, t in triples.items()}
     result["speechless_fine_tuned"] = speechless_said(module.model)
+    if retention_set is not None:
+        result["retention_fine_tuned"] = retention_summary(
+            retention_scores(module.model.eval(), retention_set, "en")
+        )
     result["wall_s"] = round(time.time() - started, 1)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("examples")}, indent=1))
     if args.json:
@@ -340,6 +357,29 @@ def main(argv: list[str] | None = None) -> dict:
     if args.results:
         append_row(args.results, result)
     return result
+
+
+def retention_summary(scores) -> dict:
+    """What the JSON and the Retention table keep of `evaluation.retention_scores`."""
+    return {
+        "wer": round(scores.wer, 4),
+        "word_errors": scores.word_errors,
+        "words": scores.words,
+        "budget_hits": scores.budget_hits,
+        "loops": scores.repeating,
+    }
+
+
+def base_retention(base_model: str, manifest: Path, out: Path) -> dict:
+    """The pretrained model's English retention scores, computed once per `out`."""
+    stored = out / "retention" / f"base_{base_model.replace('/', '_')}.json"
+    if stored.is_file():
+        return json.loads(stored.read_text())
+    summary = retention_summary(
+        retention_scores(load_base_model(base_model).eval(), manifest, "en")
+    )
+    stored.write_text(json.dumps(summary) + "\n")
+    return summary
 
 
 def append_row(path: Path, r: dict) -> None:
@@ -358,6 +398,17 @@ def append_row(path: Path, r: dict) -> None:
         f"{cer('pipeline', 'espeak')} | **{cer('fine_tuned', 'espeak')}** | {r['wall_s']:.0f} |\n"
     )
     insert_rows(path, "# Adaptation:", ADAPTATION_HEADER, [row])
+    said = r.get("speechless_fine_tuned", {})
+    if "retention_fine_tuned" in r:
+        before, after = r["retention_base"], r["retention_fine_tuned"]
+        ratio = after["wer"] / before["wer"] if before["wer"] else float("inf")
+        retention_row = (
+            f"| {r['date']} | {r['name']} | {before['wer']:.3f} | {after['wer']:.3f} | "
+            f"{ratio:.2f} | {before['budget_hits']} / {after['budget_hits']} | "
+            f"{before['loops']} / {after['loops']} | "
+            f"{sum(bool(t.strip()) for t in said.values())}/{len(said)} |\n"
+        )
+        insert_rows(path, "# Retention:", RETENTION_TABLE, [retention_row])
     if "fine_tuned_guarded" not in r:
         return
 
@@ -367,7 +418,6 @@ def append_row(path: Path, r: dict) -> None:
         s = r[kind][name]
         return f"{s['kana_cer']:.3f} | {s['budget_hit']:.2f} | {s['loops']:.2f}"
 
-    said = r.get("speechless_fine_tuned", {})
     looping_row = (
         f"| {r['date']} | {r['name']} | {recipe['gradient_clip_val'] or '–'} | "
         + " | ".join(
@@ -388,6 +438,19 @@ Rows added by `benchmarks/adaptation.py` (one per recipe); see its docstring for
 | pipeline OpenJTalk | fine-tuned OpenJTalk | zero-shot espeak-ng | pipeline espeak-ng \
 | fine-tuned espeak-ng | wall s |
 | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+"""
+
+RETENTION_TABLE = """# Retention: what the fine-tune kept of English
+
+Rows added by `benchmarks/adaptation.py` when espeak-ng is installed: the recipe's fine-tuned
+model and the pretrained base on the English retention set (`whisper_ft/assets/retention_en.txt`,
+24 sentences spoken by espeak-ng `-v en`), decoded as plain English (`--language en`, greedy,
+each clip's budget from its audio), WER with Whisper's English normaliser; and how many of the
+three speechless clips (silence, white and pink noise) the fine-tuned model said something on.
+
+| date | recipe | base WER | fine-tuned WER | ratio | budget hits base / ft | loops base / ft \
+| said on speechless |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 """
 
 LOOPING_HEADER = """# Looping: the fine-tuned model, greedy vs the loop guard
