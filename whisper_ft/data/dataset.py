@@ -40,15 +40,7 @@ class UtteranceDataset(Dataset):
     ) -> None:
         self.manifest = Path(manifest)  # relative audio paths start at its folder
         self.utterances = utterances
-        self.targets: list[str] = []
-        for utterance in utterances:
-            text = getattr(utterance, target)
-            if text is None:
-                raise ManifestError(
-                    f"{self.manifest}:{utterance.line}: no {target!r} field; run the manifest "
-                    "through `python -m whisper_ft check-data`, or make it with `prepare`."
-                )
-            self.targets.append(text)
+        self.targets = target_texts(utterances, target, self.manifest)
         self.tokens = [decoder_tokens(tokenizer, text) for text in self.targets]
         self.durations_s = [u.duration or 0.0 for u in utterances]
         if inputs is not None and augment is not None:
@@ -81,14 +73,34 @@ class UtteranceDataset(Dataset):
         return len(self.utterances)
 
     def __getitem__(self, index: int) -> dict:
-        utterance = self.utterances[index]
-        speech = self.inputs.item(self, index)
-        if "error" in speech:
-            return {"id": utterance.id, "error": speech["error"]}
-        return {
-            "id": utterance.id,
-            **speech,
-            "tokens": self.tokens[index],
-            "text": self.targets[index],
-            "speaker": utterance.speaker or "",
-        }
+        return utterance_item(self, index)
+
+
+def utterance_item(dataset: "UtteranceDataset", index: int) -> dict:
+    """Item `index` of a dataset of single utterances (`UtteranceDataset`'s docstring), its
+    speech from the dataset's input strategy."""
+    utterance = dataset.utterances[index]
+    speech = dataset.inputs.item(dataset, index)
+    if "error" in speech:
+        return {"id": utterance.id, "error": speech["error"]}
+    return {
+        "id": utterance.id,
+        **speech,
+        "tokens": dataset.tokens[index],
+        "text": dataset.targets[index],
+        "speaker": utterance.speaker or "",
+    }
+
+
+def target_texts(utterances: list[Utterance], target: Target, manifest: Path) -> list[str]:
+    """Each utterance's `target` field; a line without one is an error naming it."""
+    texts = []
+    for utterance in utterances:
+        text = getattr(utterance, target)
+        if text is None:
+            raise ManifestError(
+                f"{manifest}:{utterance.line}: no {target!r} field; run the manifest through "
+                "`python -m whisper_ft check-data`, or make it with `prepare`."
+            )
+        texts.append(text)
+    return texts

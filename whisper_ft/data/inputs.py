@@ -47,6 +47,22 @@ class InputStrategy(Protocol):
     def batch(self, items: list[dict]) -> dict[str, torch.Tensor]: ...
 
 
+def read_audio(dataset: Utterances, index: int, what: str = "") -> np.ndarray | str:
+    """Utterance `index`'s waveform (16 kHz mono float32), or, when its file cannot be read any
+    more, the reason (warned about with the manifest line: `what` of it is skipped, the run
+    goes on)."""
+    utterance = dataset.utterances[index]
+    try:
+        return load_audio(utterance.audio_path(dataset.manifest.parent))
+    except AudioError as e:
+        warnings.warn(
+            f"{dataset.manifest}:{utterance.line}: {what}{utterance.id} skipped, the run goes "
+            f"on: {e}",
+            stacklevel=2,
+        )
+        return str(e)
+
+
 @dataclass
 class AudioSamples:
     """Live audio: each item's waveform read from its file (16 kHz mono float32), augmented in
@@ -71,16 +87,9 @@ class AudioSamples:
             self._noise = NoiseBank(self.augment.noise_dir)
 
     def item(self, dataset: Utterances, index: int) -> dict:
-        utterance = dataset.utterances[index]
-        try:
-            audio: np.ndarray = load_audio(utterance.audio_path(dataset.manifest.parent))
-        except AudioError as e:
-            warnings.warn(
-                f"{dataset.manifest}:{utterance.line}: {utterance.id} skipped, the run goes on: "
-                f"{e}",
-                stacklevel=1,
-            )
-            return {"error": str(e)}
+        audio = read_audio(dataset, index)
+        if isinstance(audio, str):
+            return {"error": audio}
         if self.augment is not None:  # per worker and epoch: DataLoader reseeds torch in each
             audio = augment_waveform(audio, self.augment, self._rng(), self._noise)
         return {"audio": audio}

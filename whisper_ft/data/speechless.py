@@ -22,7 +22,7 @@ from whisper.audio import SAMPLE_RATE
 from whisper.tokenizer import Tokenizer
 
 from whisper_ft.data.augment import WaveformAugment
-from whisper_ft.data.dataset import UtteranceDataset
+from whisper_ft.data.dataset import UtteranceDataset, utterance_item
 from whisper_ft.data.inputs import AudioSamples, InputStrategy, Utterances
 from whisper_ft.manifest import Target, Utterance
 
@@ -147,14 +147,4 @@ class ConcatUtterances(Dataset):
             part = bisect.bisect_right(self._ends, index)
             start = self._ends[part - 1] if part else 0
             return self.datasets[part][index - start]
-        utterance = self.utterances[index]
-        speech = self.inputs.item(self, index)
-        if "error" in speech:
-            return {"id": utterance.id, "error": speech["error"]}
-        return {
-            "id": utterance.id,
-            **speech,
-            "tokens": self.tokens[index],
-            "text": self.targets[index],
-            "speaker": utterance.speaker or "",
-        }
+        return utterance_item(self, index)

@@ -27,7 +27,6 @@ Targets (`window_tokens`), chosen per item by a generator seeded like waveform a
 """
 
 import copy
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +37,10 @@ from torch.utils.data import Dataset
 from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
 from whisper.tokenizer import Tokenizer
 
-from whisper_ft.audio import AudioError, load_audio
 from whisper_ft.data.augment import WorkerRng
-from whisper_ft.data.inputs import AudioSamples
-from whisper_ft.manifest import ManifestError, Target, Utterance
+from whisper_ft.data.dataset import target_texts
+from whisper_ft.data.inputs import AudioSamples, read_audio
+from whisper_ft.manifest import Target, Utterance
 
 TIME_STEP_S = 0.02  # Whisper's timestamp resolution: <|t|> = timestamp_begin + round(t / 0.02)
 GAP_S = (0.2, 1.0)  # silence between packed utterances, seconds (uniform)
@@ -181,16 +180,9 @@ class WindowAudio:
         window = dataset.windows[index]
         audio = np.zeros(round(window.duration_s * SAMPLE_RATE), np.float32)
         for i, start_s, end_s in zip(window.indices, window.starts_s, window.ends_s, strict=True):
-            utterance = dataset.utterances[i]
-            try:
-                wave = load_audio(utterance.audio_path(dataset.manifest.parent))
-            except AudioError as e:
-                warnings.warn(
-                    f"{dataset.manifest}:{utterance.line}: window of {utterance.id} skipped, "
-                    f"the run goes on: {e}",
-                    stacklevel=1,
-                )
-                return {"error": str(e)}
+            wave = read_audio(dataset, i, what="window of ")
+            if isinstance(wave, str):
+                return {"error": wave}
             start, end = round(start_s * SAMPLE_RATE), round(end_s * SAMPLE_RATE)
             piece = wave[: end - start]  # the manifest's duration sets the timestamps
             audio[start : start + len(piece)] = piece
@@ -229,15 +221,7 @@ class WindowDataset(Dataset):
         self.tokenizer = tokenizer
         self.n_text_ctx = n_text_ctx
         self.timestamp_prob, self.prompt_prob = timestamp_prob, prompt_prob
-        texts = []
-        for utterance in utterances:
-            text = getattr(utterance, target)
-            if text is None:
-                raise ManifestError(
-                    f"{self.manifest}:{utterance.line}: no {target!r} field; run the manifest "
-                    "through `python -m whisper_ft check-data`, or make it with `prepare`."
-                )
-            texts.append(text)
+        texts = target_texts(utterances, target, self.manifest)
         self.window_texts = [[texts[i] for i in w.indices] for w in windows]
         self.targets = ["".join(t) for t in self.window_texts]
         self.timestamped = [
