@@ -28,6 +28,14 @@ from whisper_ft.serving.app import ServeOptions, serve
 from whisper_ft.serving.connections import EXTRAS_MESSAGE, require_extras
 from whisper_ft.serving.uploads import MAX_DURATION_S, MIN_SAMPLE_RATE
 
+# The options of `Transcriber`, shared by transcribe and serve.
+TRANSCRIBER_HELP = {
+    "model": "Whisper name, .pt, .ckpt, CTranslate2 or Hugging Face folder, or random:<size>",
+    "language": "language token (default: the one the model was fine-tuned with, else ja)",
+    "task": "transcribe or translate (default: the model's fine-tuning task, else transcribe)",
+    "device": "cuda, cuda:1, cpu, … (default: cuda when available)",
+}
+
 
 def add_transcribe_command(subparsers: argparse._SubParsersAction) -> None:
     """Add `transcribe` to an argparse subparsers object: its options are the parameters of
@@ -58,14 +66,7 @@ def add_transcribe_command(subparsers: argparse._SubParsersAction) -> None:
     add_options(
         p,
         Transcriber.__init__,
-        help={
-            "model": "Whisper name, .pt, .ckpt, CTranslate2 or Hugging Face folder, or "
-            "random:<size>",
-            "language": "language token (default: the one the model was fine-tuned with, else ja)",
-            "task": "transcribe or translate (default: the model's fine-tuning task, else "
-            "transcribe)",
-            "device": "cuda, cpu, … (default: cuda if available)",
-        },
+        help=TRANSCRIBER_HELP,
     )
     add_options(
         p,
@@ -144,14 +145,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     add_options(
         p,
         Transcriber.__init__,
-        help={
-            "model": "Whisper name, .pt, .ckpt, CTranslate2 or Hugging Face folder, or "
-            "random:<size>",
-            "language": "language token (default: the one the model was fine-tuned with, else ja)",
-            "task": "transcribe or translate (default: the model's fine-tuning task, else "
-            "transcribe)",
-            "device": "cuda, cuda:1, cpu (default: cuda when available)",
-        },
+        help=TRANSCRIBER_HELP,
     )
     add_options(p, serve, help={"host": "address to listen on (0.0.0.0: all)", "port": "TCP port"})
     add_options(
