@@ -28,6 +28,7 @@ BATCH_SIZE = 8  # utterances per step: ~1.3 s per decoder step of base on 2 CPU 
 PRETRAINED_STEPS = 150  # decoder-only steps from pretrained weights
 RANDOM_STEPS = 60  # whole-model steps from random weights: enough for the loss to fall clearly
 GRADIENT_CLIP_VAL = 1.0  # as the jvs_base recipe (benchmarks/RESULTS.md, "Looping")
+SPEECHLESS_SHARE = 0.1  # silence/noise clips with empty targets, as jvs_base (RESULTS.md)
 
 
 @dataclass
@@ -113,6 +114,7 @@ def run_demo(
         batch_size=BATCH_SIZE,
         eval_batch_size=32,
         num_workers=1,
+        speechless_share=SPEECHLESS_SHARE,
     )
     history = _LossHistory()
     quiet = {"enable_model_summary": False, "enable_progress_bar": False, "devices": 1}
