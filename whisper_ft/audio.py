@@ -7,7 +7,7 @@ import soundfile as sf
 import soxr
 import torch
 import whisper
-from whisper.audio import SAMPLE_RATE
+from whisper.audio import N_SAMPLES, SAMPLE_RATE
 
 # Audio files looked for in folders (`prepare folder`, `transcribe DIR`): formats libsndfile
 # reads, so `load_audio` can too.
@@ -81,3 +81,15 @@ def log_mel_batch(audio: torch.Tensor, n_mels: int) -> torch.Tensor:
     # bf16/fp16 and round the features before the encoder ever sees them.
     with torch.autocast(audio.device.type, enabled=False):
         return torch.stack([whisper.log_mel_spectrogram(row, n_mels) for row in audio.float()])
+
+
+def window_mel(
+    waveforms: list[np.ndarray], n_mels: int, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """The log-mel of 16-kHz waveforms each padded with silence or trimmed to one 30-s window
+    (as training, `whisper.decode` and transformers see them), computed on `device`.
+
+    returns : torch.Tensor, shape = (len(waveforms), n_mels, 3000)
+    """
+    audio = torch.stack([torch.from_numpy(whisper.pad_or_trim(w, N_SAMPLES)) for w in waveforms])
+    return log_mel_batch(audio.to(device), n_mels)

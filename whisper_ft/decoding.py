@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import whisper
-from whisper.audio import N_SAMPLES, SAMPLE_RATE
+from whisper.audio import SAMPLE_RATE
 from whisper.model import Whisper
 from whisper.tokenizer import Tokenizer, get_tokenizer
 from whisper.utils import compression_ratio
 
-from whisper_ft.audio import log_mel_batch
+from whisper_ft.audio import window_mel
 
 # What a katakana transcript may contain besides the katakana block (U+30A0–U+30FF, with ー):
 # the punctuation OpenJTalk's g2p keeps, and the space.
@@ -321,10 +321,7 @@ def speechless_outputs(model: Whisper, options: whisper.DecodingOptions) -> dict
     decodes: greedy, the audio's own budget); "" for each is what a good model gives."""
     clips = speechless_clips()
     device = next(model.parameters()).device
-    audio = torch.stack(
-        [torch.from_numpy(whisper.pad_or_trim(c, N_SAMPLES)) for c in clips.values()]
-    )
-    mel = log_mel_batch(audio.to(device), model.dims.n_mels)
+    mel = window_mel(list(clips.values()), model.dims.n_mels, device)
     budgets = budgets_for([SPEECHLESS_SECONDS] * len(clips), model.dims.n_text_ctx)
     results = decode_results(model, mel, options, budgets)
     return {name: result.text for name, result in zip(clips, results, strict=True)}

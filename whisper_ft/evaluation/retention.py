@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import whisper
 from whisper.model import Whisper
 
-from whisper_ft.audio import load_audio, log_mel_batch
+from whisper_ft.audio import load_audio, window_mel
 from whisper_ft.decoding import budgets_for, decode_results, decoding_options, hit_budget
 from whisper_ft.evaluation.metrics import UtteranceScore, error_rate, score
 from whisper_ft.manifest import read_manifest
@@ -95,13 +94,8 @@ def retention_scores(
     try:
         for start in range(0, len(utterances), batch_size):
             batch = utterances[start : start + batch_size]
-            audio = torch.stack(
-                [
-                    torch.from_numpy(whisper.pad_or_trim(load_audio(u.audio_path(manifest.parent))))
-                    for u in batch
-                ]
-            ).to(device)
-            mel = log_mel_batch(audio, model.dims.n_mels)
+            waveforms = [load_audio(u.audio_path(manifest.parent)) for u in batch]
+            mel = window_mel(waveforms, model.dims.n_mels, device)
             budgets = budgets_for([u.duration or 0.0 for u in batch], model.dims.n_text_ctx)
             results = decode_results(model, mel, options, budgets)
             hypotheses += [r.text for r in results]

@@ -31,7 +31,7 @@ from whisper.audio import N_SAMPLES, SAMPLE_RATE
 from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 
-from whisper_ft.audio import AUDIO_SUFFIXES, AudioError, load_audio, log_mel_batch
+from whisper_ft.audio import AUDIO_SUFFIXES, AudioError, load_audio, window_mel
 from whisper_ft.decoding import (
     DecodingSettings,
     LoopGuard,
@@ -123,10 +123,7 @@ class Transcriber:
         and validate decode), with `loop_guard`'s fallback when set."""
         if not waveforms:
             return []
-        audio = torch.stack(
-            [torch.from_numpy(whisper.pad_or_trim(w, N_SAMPLES)) for w in waveforms]
-        )
-        mel = log_mel_batch(audio.to(self.device), self.model.dims.n_mels)
+        mel = window_mel(waveforms, self.model.dims.n_mels, self.device)
         budgets = self.budgets(waveforms)
         return decode_guarded(self.model, mel, self.options, budgets, self.loop_guard)
 
