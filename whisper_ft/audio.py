@@ -93,3 +93,11 @@ def window_mel(
     """
     audio = torch.stack([torch.from_numpy(whisper.pad_or_trim(w, N_SAMPLES)) for w in waveforms])
     return log_mel_batch(audio.to(device), n_mels)
+
+
+def pink(noise: np.ndarray) -> np.ndarray:
+    """White `noise` (one row of 16-kHz samples) shaped to a 1/f power spectrum: the hum of a
+    fan or a room. Its level is left to the caller."""
+    spectrum = np.fft.rfft(noise)
+    spectrum /= np.sqrt(np.maximum(np.fft.rfftfreq(len(noise), 1 / SAMPLE_RATE), 1.0))
+    return np.fft.irfft(spectrum, len(noise))

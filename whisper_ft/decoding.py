@@ -13,7 +13,7 @@ from whisper.model import Whisper
 from whisper.tokenizer import Tokenizer, get_tokenizer
 from whisper.utils import compression_ratio
 
-from whisper_ft.audio import window_mel
+from whisper_ft.audio import pink, window_mel
 
 # What a katakana transcript may contain besides the katakana block (U+30A0–U+30FF, with ー):
 # the punctuation OpenJTalk's g2p keeps, and the space.
@@ -305,13 +305,11 @@ def speechless_clips(seconds: float = SPEECHLESS_SECONDS) -> dict[str, np.ndarra
     n = int(seconds * SAMPLE_RATE)
     rng = np.random.default_rng(0)
     white = rng.standard_normal(n)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum /= np.sqrt(np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 1.0))  # 1/f power
-    pink = np.fft.irfft(spectrum, n)
+    hum = pink(rng.standard_normal(n))
     return {
         "silence": np.zeros(n, dtype=np.float32),
         "white_noise": (0.01 * white / white.std()).astype(np.float32),
-        "pink_noise": (0.05 * pink / pink.std()).astype(np.float32),
+        "pink_noise": (0.05 * hum / hum.std()).astype(np.float32),
     }
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from whisper.audio import SAMPLE_RATE
 from whisper.tokenizer import Tokenizer
 
+from whisper_ft.audio import pink
 from whisper_ft.data.augment import WaveformAugment
 from whisper_ft.data.dataset import UtteranceDataset, utterance_item
 from whisper_ft.data.inputs import AudioSamples, InputStrategy, Utterances
@@ -42,9 +43,7 @@ def speechless_clip(kind: str, seconds: float, rms: float, seed: int) -> np.ndar
     if kind == "white_noise":
         noise = rng.standard_normal(n)
     elif kind == "pink_noise":
-        spectrum = np.fft.rfft(rng.standard_normal(n))
-        spectrum /= np.sqrt(np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 1.0))  # 1/f power
-        noise = np.fft.irfft(spectrum, n)
+        noise = pink(rng.standard_normal(n))
     else:
         raise ValueError(f"no speechless clip of kind {kind!r}; kinds: {', '.join(KINDS)}")
     return (rms * noise / np.sqrt(np.mean(noise**2))).astype(np.float32)
