@@ -97,3 +97,22 @@ def test_normalize_rejects_an_unknown_long_vowel_mode():
 def test_split_morae(kana, morae):
     assert split_morae(kana) == morae
     assert "".join(morae) == kana.replace(" ", "")
+
+
+def test_to_kana_reads_text_longer_than_openjtalks_buffer_in_pieces():
+    # 9,000 katakana (27 kB) is past what pyopenjtalk.g2p takes in one call ("Input text is
+    # too long after normalization"): a long recording's transcript, or a looping hypothesis.
+    assert to_kana("ア" * 9000) == "ア" * 9000
+    sentences = ["今日は良い天気です。", "明日は雨が降るでしょう！"] * 60  # 1,320 characters
+    assert to_kana("".join(sentences)) == "".join(to_kana(s) for s in sentences)
+
+
+def test_long_text_is_cut_after_sentence_ends_and_rejoins_exactly():
+    from whisper_ft.text import _pieces
+
+    text = "アイウ。" * 10 + "エ" * 25
+    pieces = _pieces(text, 10)
+    assert "".join(pieces) == text
+    assert all(len(p) <= 10 for p in pieces)
+    assert pieces[:2] == ["アイウ。アイウ。", "アイウ。アイウ。"]  # cut after 。, not mid-sentence
+    assert pieces[-3:] == ["エ" * 10, "エ" * 10, "エ" * 5]  # no sentence end: cut at the size

@@ -39,10 +39,31 @@ def to_kana(text: str) -> str:
 
     `pyopenjtalk.g2p(text, kana=True)`: は→ワ, long vowels as ー, Latin letters and numbers
     read out (ABC → エイビーシー), punctuation kept, emoji passed through unchanged.
+    OpenJTalk refuses an input that grows past its buffer once normalised ("Input text is too
+    long after normalization", at about 16 kB: a long recording's transcript, or a looping
+    hypothesis); such text is read in pieces cut after sentence ends (。！？ and newlines),
+    else at `_KANA_PIECE` characters, and the readings joined.
     """
     import pyopenjtalk  # imported here: loading its dictionary costs time and few callers need it
 
-    return pyopenjtalk.g2p(text, kana=True)
+    if len(text) <= _KANA_PIECE:
+        return pyopenjtalk.g2p(text, kana=True)
+    return "".join(pyopenjtalk.g2p(piece, kana=True) for piece in _pieces(text, _KANA_PIECE))
+
+
+_KANA_PIECE = 1000  # characters: 3 kB of kanji, well inside OpenJTalk's buffer after reading out
+_SENTENCE_ENDS = frozenset("。！？!?\n")
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    """`text` cut into pieces of at most `size` characters, after a sentence end where one
+    falls in the piece, else at `size`; joined they are `text`."""
+    pieces = []
+    while len(text) > size:
+        cut = max((i + 1 for i in range(size) if text[i] in _SENTENCE_ENDS), default=size)
+        pieces.append(text[:cut])
+        text = text[cut:]
+    return [*pieces, text] if text else pieces
 
 
 def hiragana_to_katakana(text: str) -> str:
