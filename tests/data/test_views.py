@@ -249,3 +249,30 @@ def test_the_data_module_refuses_views_it_cannot_give(manifest, micro, make_trai
 def test_an_empty_mel_batch_keeps_its_shape():
     empty = view_mel_batch(torch.zeros((0, N_SAMPLES)), torch.zeros(0, dtype=torch.long), MEL, 80)
     assert empty.shape == (0, 80, N_FRAMES)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"speechless_share": 0.5}, {"pack_windows": True}],
+    ids=["speechless", "pack_windows"],
+)
+def test_views_apply_to_speechless_clips_and_packed_windows(
+    options, manifest, make_trainer, tmp_path
+):
+    from whisper_ft.data.datamodule import WhisperDataModule
+    from whisper_ft.training.module import WhisperFineTuner
+
+    torch.manual_seed(0)
+    module = WhisperFineTuner(base_model="random:micro", lr_warmup_steps=0)
+    data = WhisperDataModule(train_manifest=str(manifest), batch_size=2, num_workers=0,
+                             feature_cache=str(tmp_path / "features"),
+                             cache_views=["audio", "mel", "noise:10"], **options)  # fmt: skip
+    make_trainer(max_steps=1, limit_val_batches=0).fit(module, data)
+    train = data.datasets["train"]
+    assert isinstance(train, SampledViews)
+    n = len(train)
+    for view, cache in zip(train.views, (p.inputs.cache for p in train.parts), strict=True):
+        name = "train" if view == AUDIO else f"train-{view.slug}"
+        assert cache.complete and len(cache) == n and cache.path.name.rsplit("-", 1)[0] == name
+    items = [train[(i, 0, epoch)] for i in range(n) for epoch in range(20)]
+    assert {item["view"] for item in items} == {"audio", "mel", "noise:10"}

@@ -290,7 +290,7 @@ class WhisperDataModule(pl.LightningDataModule):
                 f"cache_views [{names}] needs the encoder-feature cache, which is off here: set "
                 "--data.feature_cache auto (or a folder), or --data.cache_views [audio]"
             )
-        ids = [u.id for u in dataset.utterances]
+        ids = [row_id for row_id, _ in dataset.cache_rows()]  # an utterance's, or a window's
         check_speed_fits(self.views, dataset.durations_s, ids, str(dataset.manifest))
         if self.trainer.is_global_zero:
             size = estimate_cache_bytes(len(dataset), self.model_side.model.dims)
