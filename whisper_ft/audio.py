@@ -7,7 +7,7 @@ import soundfile as sf
 import soxr
 import torch
 import whisper
-from whisper.audio import N_SAMPLES, SAMPLE_RATE
+from whisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE
 
 # Audio files looked for in folders (`prepare folder`, `transcribe DIR`): formats libsndfile
 # reads, so `load_audio` can too.
@@ -101,3 +101,19 @@ def pink(noise: np.ndarray) -> np.ndarray:
     spectrum = np.fft.rfft(noise)
     spectrum /= np.sqrt(np.maximum(np.fft.rfftfreq(len(noise), 1 / SAMPLE_RATE), 1.0))
     return np.fft.irfft(spectrum, len(noise))
+
+
+def transcribe_window_mel(audio: torch.Tensor, n_mels: int) -> torch.Tensor:
+    """The log-mel `whisper.transcribe` feeds the encoder for the first window of `audio`
+    (all of a clip shorter than 30 s): the log-mel of `audio` followed by 30 s of zeros, cut
+    to its content frames (len(audio) // HOP_LENGTH), padded with zeros in the normalised
+    log-mel (`pad_or_trim` on the mel). `window_mel` pads the waveform instead, whose silence
+    is the clamped floor of the log-mel, not zeros. Computed on `audio`'s device, in float32.
+
+    audio : torch.Tensor, shape = (n_samples,), float32 at 16 kHz
+    returns : torch.Tensor, shape = (n_mels, N_FRAMES)
+    """
+    with torch.autocast(audio.device.type, enabled=False):
+        mel = whisper.log_mel_spectrogram(audio.float(), n_mels, padding=N_SAMPLES)
+    content_frames = mel.shape[-1] - N_FRAMES
+    return whisper.pad_or_trim(mel[:, : min(N_FRAMES, content_frames)], N_FRAMES)

@@ -33,12 +33,18 @@ from whisper_ft.data.collate import Collator
 from whisper_ft.data.dataset import UtteranceDataset
 from whisper_ft.data.feature_cache import (
     FeatureCache,
+    FeatureCacheError,
+    SampledViews,
     build_feature_cache,
     cached,
+    cached_views,
+    estimate_cache_bytes,
+    human_bytes,
     refuse_with_augmentation,
 )
 from whisper_ft.data.sampler import BucketingBatchSampler
 from whisper_ft.data.speechless import ConcatUtterances, speechless_dataset
+from whisper_ft.data.views import AUDIO, View, check_speed_fits, parse_views
 from whisper_ft.data.windows import WindowDataset, check_probabilities, windows_of
 from whisper_ft.manifest import ManifestError, Target
 
@@ -118,6 +124,18 @@ class WhisperDataModule(pl.LightningDataModule):
             (silence, white and pink noise at seeded levels and lengths; `data/speechless.py`)
             whose target is empty: the model learns to stop at once where nothing is said.
             0: none. Not with pack_windows.
+        cache_views: Views of each training utterance the feature cache holds
+            (`data/views.py`): audio (padded with silence to 30 s, as whisper.decode sees it),
+            mel (padded with zeros in the log-mel, as whisper.transcribe and faster-whisper
+            feed a clip shorter than 30 s), noise:<snr dB> (pink noise at that SNR, fixed per
+            utterance), speed:<factor> (plays factor times faster; its durations, and so
+            decoding budgets, divide by it; a slower view must still fit 30 s). Each view is
+            one (N, n_audio_ctx, n_audio_state) float16 cache folder: K views cost K encoder
+            passes per training utterance to build and K times the disk. Each training item
+            reads one view, drawn uniformly from (seed, epoch, index), so a resumed run reads
+            the same; val and test read audio only. The default, [audio], is the cache as
+            it always was (its folders are reused). Other views need the feature cache (auto
+            then builds it whatever the number of passes); speed views not with pack_windows.
     """
 
     def __init__(
@@ -137,8 +155,15 @@ class WhisperDataModule(pl.LightningDataModule):
         timestamp_prob: float = 0.5,
         prompt_prob: float = 0.0,
         speechless_share: float = 0.0,
+        cache_views: list[str] = ["audio"],  # noqa: B006 (read, never mutated)
     ) -> None:
         super().__init__()
+        self.views: list[View] = parse_views(cache_views)
+        if pack_windows and any(view.kind == "speed" for view in self.views):
+            raise ValueError(
+                "cache_views: speed views would move packed windows' timestamps: use audio, mel "
+                "or noise views with pack_windows, or --data.pack_windows false"
+            )
         check_probabilities(timestamp_prob=timestamp_prob, prompt_prob=prompt_prob)
         if isinstance(augment, dict):  # as stored in a checkpoint's hyperparameters
             augment = WaveformAugment(**augment)
@@ -240,10 +265,43 @@ class WhisperDataModule(pl.LightningDataModule):
                 dataset = ConcatUtterances([dataset, clips])
             if split == "train" and fitting:
                 cache_dir = self._feature_cache_dir(dataset)
+                if self._with_views:
+                    dataset, collator = self._views(dataset, collator, cache_dir)
+                    self.datasets[split], self.collators[split] = dataset, collator
+                    continue
             if cache_dir is not None and split in CACHED_SPLITS:
                 cache = self._feature_cache(dataset, cache_dir)
                 dataset, collator = cached(dataset, collator, cache)
             self.datasets[split], self.collators[split] = dataset, collator
+
+    @property
+    def _with_views(self) -> bool:
+        """Whether training reads views other than the one cached "audio" view."""
+        return self.views != [AUDIO]
+
+    def _views(
+        self, dataset: UtteranceDataset, collator: Collator, cache_dir: Path | None
+    ) -> tuple[SampledViews, Collator]:
+        """The training set reading one of `cache_views` per item, each view's cache built
+        (or reused) in turn."""
+        names = ", ".join(view.name for view in self.views)
+        if cache_dir is None:
+            raise FeatureCacheError(
+                f"cache_views [{names}] needs the encoder-feature cache, which is off here: set "
+                "--data.feature_cache auto (or a folder), or --data.cache_views [audio]"
+            )
+        ids = [row_id for row_id, _ in dataset.cache_rows()]  # an utterance's, or a window's
+        check_speed_fits(self.views, dataset.durations_s, ids, str(dataset.manifest))
+        if self.trainer.is_global_zero:
+            size = estimate_cache_bytes(len(dataset), self.model_side.model.dims)
+            print(
+                f"encoder-feature cache views: {names}: {len(self.views)} encoder passes per "
+                f"training utterance, {human_bytes(len(self.views) * size)} in all; each "
+                "training item reads one, drawn per (seed, epoch, index)",
+                flush=True,
+            )
+        caches = [self._feature_cache(dataset, cache_dir, view) for view in self.views]
+        return cached_views(dataset, collator, caches, self.views)
 
     def _windows(self, result: CheckResult) -> WindowDataset:
         """The training utterances packed into windows, fixed by the seed (the sampler's)."""
@@ -284,6 +342,9 @@ class WhisperDataModule(pl.LightningDataModule):
             if side.model is None:  # connected without a model: nothing to encode with
                 return None
             augmented = self.augment.enabled or side.spec_augment.enabled
+            if self._with_views:  # views exist only in the cache: build it, or say why not
+                refuse_with_augmentation(self.augment, side.spec_augment, freeze_encoder=frozen)
+                return Path(self.trainer.default_root_dir) / "feature_cache"
             # Building costs one encoder pass over the data: it pays from the second pass on.
             if not frozen or augmented:
                 return None
@@ -311,7 +372,9 @@ class WhisperDataModule(pl.LightningDataModule):
             passes = min(passes, trainer.max_steps * per_step / max(1, len(train)))
         return passes
 
-    def _feature_cache(self, dataset: UtteranceDataset, cache_dir: Path) -> FeatureCache:
+    def _feature_cache(
+        self, dataset: UtteranceDataset, cache_dir: Path, view: View = AUDIO
+    ) -> FeatureCache:
         """Every process builds (or resumes, or reuses) the cache on its training device, the
         encoder in the dtype this Trainer's precision computes it in (part of the key): the
         first to take the cache's file lock (`feature_cache.build_lock`) computes it, the others
@@ -327,6 +390,7 @@ class WhisperDataModule(pl.LightningDataModule):
             batch_size=self.hparams.eval_batch_size,
             num_workers=self.hparams.num_workers,
             progress=self.trainer.is_global_zero,
+            view=view,
         )
         strategy.barrier("whisper_ft.feature_cache")  # all hold the cache: no wait left here
         return cache
@@ -367,6 +431,7 @@ class WhisperDataModule(pl.LightningDataModule):
             shuffle=train,
             seed=_seed(),
             num_buckets=self.hparams.num_buckets,
+            tag_items=train and isinstance(dataset, SampledViews),
         )
         if train:
             self._resume_sampler(batches)

@@ -65,10 +65,10 @@ from tqdm import tqdm
 from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, SAMPLE_RATE
 from whisper.model import ModelDimensions, Whisper
 
-from whisper_ft.audio import log_mel_batch
 from whisper_ft.data.augment import SpecAugment, WaveformAugment
 from whisper_ft.data.collate import Collator
 from whisper_ft.data.dataset import UtteranceDataset
+from whisper_ft.data.views import AUDIO, View, view_mel_batch, view_waveform
 from whisper_ft.files import atomic_write
 from whisper_ft.precision import COMPUTE_DTYPES, compute_dtype_name
 
@@ -119,10 +119,19 @@ class FeatureCacheKey:
     compute_dtype: str  # dtype the encoder ran in, a key of COMPUTE_DTYPES (float32: no autocast)
     utterances: tuple[tuple[str, str], ...]  # (id, audio as in the manifest), dataset order
     version: int = CACHE_VERSION  # the layout of this module
+    view: str = AUDIO.name  # the view's name (`data/views.py`); "audio" is left out of the key
+
+    def as_dict(self) -> dict:
+        """The key as meta.json stores it and `digest` hashes it: the "audio" view without a
+        `view` field, so its folders are those made before views existed (and reused)."""
+        fields = asdict(self)
+        if self.view == AUDIO.name:
+            del fields["view"]
+        return fields
 
     def digest(self) -> str:
         """sha256 (hex) of the whole key."""
-        text = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+        text = json.dumps(self.as_dict(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -132,9 +141,11 @@ def feature_cache_key(
     dtype: str = "float16",
     *,
     compute_dtype: str = "float32",
+    view: View = AUDIO,
 ) -> FeatureCacheKey:
-    """The key of `dataset`'s features from `model`'s encoder run in `compute_dtype`
-    (`precision.compute_dtype_name` of the fit's precision), stored as `dtype`."""
+    """The key of `dataset`'s features in `view` from `model`'s encoder run in
+    `compute_dtype` (`precision.compute_dtype_name` of the fit's precision), stored as
+    `dtype`."""
     if dtype not in STORAGE_DTYPES:
         raise FeatureCacheError(
             f"feature cache dtype {dtype!r}: choose one of {', '.join(STORAGE_DTYPES)}."
@@ -155,6 +166,7 @@ def feature_cache_key(
         dtype=dtype,
         compute_dtype=compute_dtype,
         utterances=tuple(dataset.cache_rows()),
+        view=view.name,
     )
 
 
@@ -215,12 +227,14 @@ class FeatureCache:
         dtype: str = "float16",
         compute_dtype: str = "float32",
         name: str | None = None,
+        view: View = AUDIO,
     ) -> FeatureCache | None:
-        """The complete cache of `dataset`'s features from `model`'s encoder run in
+        """The complete cache of `dataset`'s features in `view` from `model`'s encoder run in
         `compute_dtype` under `cache_dir`, or None (never built, another key, or not
         finished)."""
-        key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype)
-        cache = existing_cache(cache_folder(cache_dir, name or dataset.manifest.stem, key), key)
+        key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype, view=view)
+        folder = cache_folder(cache_dir, name or folder_name(dataset, view), key)
+        cache = existing_cache(folder, key)
         return cache if cache is not None and cache.complete else None
 
     def __len__(self) -> int:
@@ -312,6 +326,13 @@ class FeatureCache:
             self._writer = None
 
 
+def folder_name(dataset: UtteranceDataset, view: View = AUDIO) -> str:
+    """The cache folder's name before the digest: the manifest's stem, then the view's slug
+    unless it is "audio" (`train`, `train-mel`, `train-noise10`)."""
+    stem = dataset.manifest.stem
+    return stem if view == AUDIO else f"{stem}-{view.slug}"
+
+
 def cache_folder(cache_dir: str | Path, name: str, key: FeatureCacheKey) -> Path:
     """`<cache_dir>/<name>-<first 16 hex digits of the key's digest>`."""
     return Path(cache_dir) / f"{name}-{key.digest()[:16]}"
@@ -351,7 +372,7 @@ def new_cache(folder: Path, key: FeatureCacheKey, dims: ModelDimensions) -> Feat
         "dtype": key.dtype,
         "compute_dtype": key.compute_dtype,
         "complete": False,
-        "key": asdict(key),
+        "key": key.as_dict(),
     }
     cache = FeatureCache(folder, meta)
     with atomic_write(cache.done_path) as tmp:
@@ -396,28 +417,35 @@ def refuse_with_augmentation(
 
 
 class _Rows(Dataset):
-    """(row, item) for the rows of `dataset` still to compute."""
+    """(row, item) for the rows of `dataset` still to compute, the item's audio in `view`
+    (noise added, speed changed: in the worker, as audio is read)."""
 
-    def __init__(self, dataset: UtteranceDataset, rows: np.ndarray) -> None:
-        self.dataset, self.rows = dataset, rows
+    def __init__(self, dataset: UtteranceDataset, rows: np.ndarray, view: View = AUDIO) -> None:
+        self.dataset, self.rows, self.view = dataset, rows, view
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[int, dict]:
         row = int(self.rows[index])
-        return row, self.dataset[row]
+        item = self.dataset[row]
+        if "error" not in item and self.view != AUDIO:
+            item["audio"] = view_waveform(item["audio"], self.view, item["id"])
+        return row, item
 
 
-def _collate_audio(pairs: list[tuple[int, dict]]) -> tuple[list[int], torch.Tensor, list[str]]:
+def _collate_audio(
+    pairs: list[tuple[int, dict]],
+) -> tuple[list[int], torch.Tensor, torch.Tensor, list[str]]:
     """Rows, their waveforms padded/trimmed to 30 s as `Collator` pads them (B, N_SAMPLES),
-    and the ids of unreadable items."""
+    their real samples (B,) int64, and the ids of unreadable items."""
     readable = [(row, item) for row, item in pairs if "error" not in item]
     audio = np.zeros((len(readable), N_SAMPLES), np.float32)
     for i, (_, item) in enumerate(readable):
         audio[i] = whisper.pad_or_trim(item["audio"], N_SAMPLES)
+    lengths = torch.tensor([min(len(item["audio"]), N_SAMPLES) for _, item in readable])
     unreadable = [item["id"] for _, item in pairs if "error" in item]
-    return [row for row, _ in readable], torch.from_numpy(audio), unreadable
+    return [row for row, _ in readable], torch.from_numpy(audio), lengths, unreadable
 
 
 def build_feature_cache(
@@ -434,9 +462,11 @@ def build_feature_cache(
     progress: bool = True,
     rebuild: bool = False,
     flush_every_s: float = FLUSH_EVERY_S,
+    view: View = AUDIO,
 ) -> FeatureCache:
-    """Store the encoder output of every utterance of `dataset`, or of those not stored yet;
-    returns the cache (complete unless some audio could not be read).
+    """Store the encoder output of every utterance of `dataset` in `view` (`data/views.py`;
+    one folder per view, the "audio" one as before views existed), or of those not stored
+    yet; returns the cache (complete unless some audio could not be read).
 
     Prints the cache's size (estimate_cache_bytes) before computing anything. DataLoader
     workers read audio; the log-mel (log_mel_batch) and the encoder run on `device` (None:
@@ -448,7 +478,8 @@ def build_feature_cache(
 
     Args:
         dtype: storage dtype, float16 (half the disk of float32; see the module's docstring).
-        name: the folder's name before the key digest; None: the manifest's stem.
+        name: the folder's name before the key digest; None: the manifest's stem (and the
+            view's slug, `folder_name`).
         precision: the fit's `trainer.precision` ("32-true", "bf16-mixed", …); None: the
             Trainer's default, `precision.default_precision()`.
     """
@@ -457,11 +488,11 @@ def build_feature_cache(
         raise FeatureCacheError(f"{dataset.manifest}: no utterances to cache.")
     device = torch.device(device) if device is not None else _device_of(model.encoder)
     compute_dtype = compute_dtype_name(precision, device)
-    key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype)
-    folder = cache_folder(cache_dir, name or dataset.manifest.stem, key)
+    key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype, view=view)
+    folder = cache_folder(cache_dir, name or folder_name(dataset, view), key)
     with build_lock(folder, progress):
         return _build(model, dataset, folder, key, dtype, device, batch_size, num_workers,
-                      progress, rebuild, flush_every_s)  # fmt: skip
+                      progress, rebuild, flush_every_s, view)  # fmt: skip
 
 
 @contextmanager
@@ -497,6 +528,7 @@ def _build(
     progress: bool,
     rebuild: bool,
     flush_every_s: float,
+    view: View,
 ) -> FeatureCache:
     """`build_feature_cache`'s work, under `build_lock`."""
     cache = None if rebuild else existing_cache(folder, key)
@@ -510,6 +542,8 @@ def _build(
         return cache
     if progress:
         message = size_message(len(dataset), model.dims, dtype, folder)
+        if view != AUDIO:
+            message += f" (view {view.name}: one more encoder pass per utterance)"
         if len(todo) < len(dataset):
             message += f"; resuming: {len(todo):,} utterances left to compute"
         print(message, flush=True)
@@ -517,7 +551,7 @@ def _build(
     cache = cache or new_cache(folder, key, model.dims)
 
     loader = DataLoader(
-        _Rows(dataset, todo),
+        _Rows(dataset, todo, view),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate_audio,
@@ -527,7 +561,9 @@ def _build(
     bar = tqdm(total=len(todo), desc=f"caching {folder.name}", unit="utt", disable=not progress)
     try:
         compute_dtype = COMPUTE_DTYPES[key.compute_dtype]
-        unreadable = _encode_rows(model, loader, cache, device, compute_dtype, bar, flush_every_s)
+        unreadable = _encode_rows(
+            model, loader, cache, device, compute_dtype, bar, flush_every_s, view
+        )
     finally:
         bar.close()
         cache.close()  # whatever was computed is kept, also on an error or Ctrl-C
@@ -553,10 +589,11 @@ def _encode_rows(
     compute_dtype: torch.dtype,
     bar: tqdm,
     flush_every_s: float,
+    view: View = AUDIO,
 ) -> list[str]:
-    """Encode and write every batch of `loader` (rows, audio, unreadable ids), the encoder
-    under autocast in `compute_dtype` (float32: none); flush every `flush_every_s` seconds.
-    Returns the unreadable ids."""
+    """Encode and write every batch of `loader` (rows, audio, lengths, unreadable ids), the
+    log-mel padded as `view` pads it, the encoder under autocast in `compute_dtype` (float32:
+    none); flush every `flush_every_s` seconds. Returns the unreadable ids."""
     encoder = _encoder_on(model, device)
     was_training = encoder.training
     encoder.eval()
@@ -566,12 +603,13 @@ def _encode_rows(
     last_flush = time.monotonic()
     try:
         with torch.inference_mode():
-            for rows, audio, skipped in loader:
+            for rows, audio, lengths, skipped in loader:
                 unreadable += skipped
                 if rows:
                     # The log-mel in float32, as Whisper computes it; autocast would run its
                     # mel-filter matmul in 16 bits. The encoder runs as mixed precision trains.
-                    mel = log_mel_batch(audio.to(device, non_blocking=True), model.dims.n_mels)
+                    audio = audio.to(device, non_blocking=True)
+                    mel = view_mel_batch(audio, lengths, view, model.dims.n_mels)
                     with autocast:
                         features = encoder(mel)
                     cache.write(rows, features)
@@ -629,18 +667,20 @@ class CachedFeatures:
     | `features`    | (B, n_audio_ctx, n_audio_state) | the cache's dtype (float16)          |
     | `durations_s` | (B,)                            | float32, the items' durations (0: unknown) |
 
-    in place of `audio` and `audio_lengths`. Cast `features` on the device before use:
-    `.float()` for the decoder (autocast then picks the compute dtype) and for decoding on the
-    CPU; decoding with fp16 on CUDA halves it itself.
+    in place of `audio` and `audio_lengths`. A `speed:f` view's durations are the manifest's
+    divided by f (decoding's budget follows the audio the encoder saw). Cast `features` on
+    the device before use: `.float()` for the decoder (autocast then picks the compute dtype)
+    and for decoding on the CPU; decoding with fp16 on CUDA halves it itself.
     """
 
-    def __init__(self, cache: FeatureCache, dataset: UtteranceDataset) -> None:
+    def __init__(self, cache: FeatureCache, dataset: UtteranceDataset, view: View = AUDIO) -> None:
         if dataset.cache_rows() != cache.utterances:
             raise FeatureCacheError(
                 f"{cache.path} was built for other utterances than {dataset.manifest} holds "
                 "now (ids, audio paths or their order differ); build the cache for it again."
             )
         self.cache = cache
+        self.view = view  # the view the cache holds (`data/views.py`)
         self.stored = cache.done()  # (N,) bool, read once
 
     def item(self, dataset: UtteranceDataset, index: int) -> dict:
@@ -651,7 +691,7 @@ class CachedFeatures:
             }
         return {
             "features": self.cache.features(index),
-            "duration": dataset.durations_s[index],
+            "duration": dataset.durations_s[index] / self.view.speed,
         }
 
     def batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
@@ -670,3 +710,70 @@ def cached(
     """`dataset` and `collator` reading `cache` in place of the audio (`CachedFeatures`)."""
     inputs = CachedFeatures(cache, dataset)
     return dataset.with_inputs(inputs), collator.with_inputs(inputs)
+
+
+class SampledViews(Dataset):
+    """A training dataset whose items each read one of K cached views of the utterance
+    (`cache_views`), drawn uniformly from `(seed, epoch, index)`: deterministic, the same in
+    every DataLoader worker, and the same after a resume (the sampler's state holds its seed
+    and epoch).
+
+    Indexed by the `(index, seed, epoch)` triples of a `BucketingBatchSampler(tag_items=True)`;
+    a plain index reads the first view. Items are `dataset`'s with `features` from the drawn
+    view's cache (and `"view"`: its name); `tokens`, `durations_s`, `utterances`, `targets`
+    and `manifest` are `dataset`'s, which the sampler and the collator read.
+    """
+
+    def __init__(
+        self, dataset: UtteranceDataset, caches: list[FeatureCache], views: list[View]
+    ) -> None:
+        if len(caches) != len(views) or not views:
+            raise ValueError(f"{len(views)} views need as many caches, got {len(caches)}")
+        self.views = views
+        self.parts = [
+            dataset.with_inputs(CachedFeatures(cache, dataset, view))
+            for cache, view in zip(caches, views, strict=True)
+        ]
+        self.inputs = self.parts[0].inputs  # stacks every view's items alike
+        self.manifest = dataset.manifest
+        self.utterances, self.targets = dataset.utterances, dataset.targets
+        self.tokens, self.durations_s = dataset.tokens, dataset.durations_s
+        self._cache_rows = dataset.cache_rows()
+
+    def cache_rows(self) -> list[tuple[str, str]]:
+        return self._cache_rows
+
+    @property
+    def augment(self) -> None:
+        """Cached views take no waveform augmentation."""
+        return None
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
+
+    def view_of(self, index: int, seed: int, epoch: int) -> int:
+        """Which view item `index` reads in `epoch` of a run seeded `seed` (an index into
+        `views`)."""
+        if len(self.views) == 1:
+            return 0
+        rng = np.random.default_rng((seed, epoch, index))
+        return int(rng.integers(len(self.views)))
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict:
+        index, view = (key[0], self.view_of(*key)) if isinstance(key, tuple) else (key, 0)
+        item = self.parts[view][index]
+        if "error" not in item:
+            item["view"] = self.views[view].name
+        return item
+
+
+def cached_views(
+    dataset: UtteranceDataset,
+    collator: Collator,
+    caches: list[FeatureCache],
+    views: list[View],
+) -> tuple[SampledViews, Collator]:
+    """`dataset` and `collator` reading one of `caches` (one per view, in order) per item
+    (`SampledViews`); batch it with `BucketingBatchSampler(tag_items=True)`."""
+    sampled = SampledViews(dataset, caches, views)
+    return sampled, collator.with_inputs(sampled.inputs)

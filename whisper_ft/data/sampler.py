@@ -68,6 +68,10 @@ class BucketingBatchSampler(BatchSampler):
             process gets as many; False repeats batches from the epoch's start instead.
         sampler: Set only by Lightning when it re-creates this object under DDP; its
             num_replicas and rank are used, its order is not.
+        tag_items: Yield `(index, seed, epoch)` for each item instead of its index, for a
+            dataset whose items depend on the epoch (`feature_cache.SampledViews`, which
+            draws a cached view from them): a resumed run, whose seed and epoch come from
+            this sampler's state, reads the same items.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class BucketingBatchSampler(BatchSampler):
         rank: int | None = None,
         drop_uneven: bool = True,
         sampler: Sampler | None = None,
+        tag_items: bool = False,
     ) -> None:
         # BatchSampler.__init__ is not called: it wants a sampler and a fixed batch size. The
         # class is a subclass only so that Lightning records these arguments (module docstring).
@@ -115,6 +120,7 @@ class BucketingBatchSampler(BatchSampler):
         self.shuffle = shuffle
         self.seed = seed
         self.drop_uneven = drop_uneven
+        self.tag_items = tag_items
         self.num_replicas, self.rank = _replicas_and_rank(num_replicas, rank, sampler)
         # Quantile buckets: equal counts, so no bucket is too small to shuffle in.
         by_length = np.argsort(self.lengths, kind="stable")
@@ -146,14 +152,14 @@ class BucketingBatchSampler(BatchSampler):
             self.epoch = epoch
             self._resume, self._done = None, 0
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int] | list[tuple[int, int, int]]]:
         # A generator: the epoch is read at the first batch, after Lightning's set_epoch.
         epoch, start = self.epoch, self._resume_start()
         self._resume, self._done = None, start
         for batch in self._rank_batches()[start:]:
             if self.epoch == epoch:  # set_epoch in the middle restarts the count there
                 self._done += 1
-            yield batch
+            yield [(i, self.seed, epoch) for i in batch] if self.tag_items else batch
 
     def __len__(self) -> int:
         """Batches this process gets in one epoch (the same for every epoch)."""
