@@ -19,7 +19,7 @@ MAY_IMPORT = {
     "training": {"data", "models", "evaluation"},
     "inference": {"models", "evaluation"},
     "serving": {"inference"},
-    "recipes": {"corpora", "data", "models", "evaluation", "training"},
+    "recipes": {"corpora", "data", "models", "evaluation", "training", "inference"},
     "cli": set(ROOMS) - {"cli"},
 }
 ENTRY_POINTS = {"whisper_ft.__main__"}  # `python -m whisper_ft` runs the CLI

@@ -219,6 +219,9 @@ def test_demo_options_are_run_demos_parameters(monkeypatch, capsys):
         main(["demo"])  # run_demo's own defaults apply: nothing passed
     assert exit_.value.code == 0 and calls[1] == {}
     with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--long-form-s", "0"])  # no long-form stage
+    assert exit_.value.code == 0 and calls[2] == {"long_form_s": 0.0}
+    with pytest.raises(SystemExit) as exit_:
         main(["demo", "--max-steps", "0"])
     assert exit_.value.code == 2
     assert "--max-steps: expected a whole number of at least 1" in capsys.readouterr().err

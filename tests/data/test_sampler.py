@@ -184,6 +184,26 @@ def test_resume_mid_epoch_yields_exactly_the_remaining_batches():
     assert list(resumed) != full and sorted(_flat(resumed)) == list(range(200))
 
 
+def test_on_epoch_hears_each_epoch_before_its_first_batch_and_after_a_resume():
+    heard: list[tuple[int, int]] = []  # (epoch, batches yielded before it was heard)
+    yielded = []
+
+    def on_epoch(epoch: int) -> None:
+        heard.append((epoch, len(yielded)))
+
+    sampler = BucketingBatchSampler(_lengths(), batch_size=8, seed=7, on_epoch=on_epoch)
+    iterator = iter(sampler)
+    assert heard == []  # a generator: the epoch is read at the first batch
+    yielded += list(itertools.islice(iterator, 3))
+    assert heard == [(0, 0)]
+    sampler.set_epoch(1)
+    yielded += list(sampler)
+    resumed = BucketingBatchSampler(_lengths(), batch_size=8, on_epoch=on_epoch)
+    resumed.load_state_dict(sampler.state_dict() | {"epoch": 4, "batches_done": 2})
+    next(iter(resumed))
+    assert heard == [(0, 0), (1, 3), (4, 3 + 25)]
+
+
 def test_resume_with_fewer_processes_skips_nothing_twice():
     lengths = _lengths()
     ranks = [BucketingBatchSampler(lengths, batch_size=8, num_replicas=2, rank=r) for r in (0, 1)]

@@ -8,16 +8,19 @@ import pytest
 import soundfile as sf
 import torch
 import whisper
+from torch.utils.data import DataLoader
 from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
 
 from whisper_ft.data.augment import WaveformAugment
 from whisper_ft.data.collate import IGNORE_INDEX, Collator
 from whisper_ft.data.datamodule import WhisperDataModule
+from whisper_ft.data.sampler import BucketingBatchSampler
 from whisper_ft.data.windows import (
     TIME_STEP_S,
     WindowAudio,
     WindowDataset,
     pack_windows,
+    window_choices,
     window_token_budget,
     window_tokens,
 )
@@ -138,6 +141,58 @@ def test_timestamp_prob_0_and_1_give_all_plain_or_all_timestamped(tmp_path, ja_t
             assert (tokens[: len(notimestamps)] == list(notimestamps)) == (prob == 0.0)
 
 
+def _targets(dataset: WindowDataset, order) -> dict[int, tuple[list[int], int]]:
+    return {i: (dataset[i]["tokens"], dataset[i]["n_prompt"]) for i in order}
+
+
+def test_a_windows_target_depends_on_seed_epoch_and_index_only(tmp_path, ja_tokenizer):
+    kwargs = {"timestamp_prob": 0.5, "prompt_prob": 0.5, "seed": 7}
+    one = _dataset(tmp_path, ja_tokenizer, **kwargs)
+    other = _dataset(tmp_path, ja_tokenizer, **kwargs)  # built on its own, read backwards
+    assert len(one) >= 3
+    for epoch in (0, 3):
+        one.set_epoch(epoch)
+        other.set_epoch(epoch)
+        forward = _targets(one, range(len(one)))
+        assert forward == _targets(other, reversed(range(len(other))))
+        assert forward == _targets(one, [2, 0, 1, *range(len(one))])  # read again: the same
+        for i, (tokens, n_prompt) in forward.items():
+            choices = window_choices(7, epoch, i, 0.5, 0.5)
+            assert (tokens, n_prompt) == one.target_tokens(i, *choices)
+
+
+def test_epochs_change_some_choices_and_timestamp_prob_is_the_share_drawn():
+    epochs = [[window_choices(0, e, i, 0.3, 0.6) for i in range(4000)] for e in (0, 1)]
+    assert epochs[0] != epochs[1]
+    assert sum(a != b for a, b in zip(*epochs, strict=True)) > 1000
+    assert np.mean([t for t, _ in epochs[0]]) == pytest.approx(0.3, abs=0.03)
+    assert np.mean([p for _, p in epochs[0]]) == pytest.approx(0.6, abs=0.03)
+    assert window_choices(0, 0, 5, 0.3, 0.6) == epochs[0][5]
+    assert epochs[0] != [window_choices(1, 0, i, 0.3, 0.6) for i in range(4000)]  # the seed
+
+
+def test_persistent_workers_take_each_epochs_choices_from_the_sampler(tmp_path, ja_tokenizer):
+    dataset = _dataset(tmp_path, ja_tokenizer, timestamp_prob=0.5, prompt_prob=0.5, seed=3)
+    sampler = BucketingBatchSampler(
+        [len(t) for t in dataset.tokens], batch_size=1, seed=3, on_epoch=dataset.set_epoch
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=2,
+        persistent_workers=True,
+        collate_fn=lambda items: items,
+    )
+    for epoch in (0, 1, 2):
+        sampler.set_epoch(epoch)
+        got = {dataset.ids.index(it["id"]): (it["tokens"], it["n_prompt"]) for [it] in loader}
+        expected = {
+            i: dataset.target_tokens(i, *window_choices(3, epoch, i, 0.5, 0.5))
+            for i in range(len(dataset))
+        }
+        assert got == expected
+
+
 def test_window_audio_lays_each_utterance_at_its_start(tmp_path, ja_tokenizer):
     dataset = _dataset(tmp_path, ja_tokenizer, max_tokens=447)
     window = dataset.windows[0]
@@ -204,6 +259,8 @@ def test_a_fit_with_pack_windows_trains_on_windows_and_validates_on_utterances(
     assert len(train) < n_train  # several utterances per window
     assert sorted(i for w in train.windows for i in w.indices) == list(range(n_train))
     assert max(train.durations_s) <= CHUNK_LENGTH
+    # the training sampler tells the windows each epoch (their targets' choices depend on it)
+    assert trainer.train_dataloader.batch_sampler.on_epoch == train.set_epoch
     out = capsys.readouterr().out
     assert f"{n_train} training utterances in {len(train)} windows" in out
     assert "encoder-feature cache: not built" in out  # 2 steps read the windows once

@@ -76,3 +76,21 @@ def test_missing_inputs_are_one_error_naming_each(tmp_path):
         main(["transcribe", "--model", "random:micro", str(tmp_path / "nope.wav")])
     line = str(exit_.value.code)
     assert line.startswith("error: ") and str(tmp_path / "nope.wav") in line and "\n" not in line
+
+
+def test_a_transcriber_of_a_model_in_memory_decodes_as_one_that_loads_it():
+    import torch
+
+    from whisper_ft.decoding import DecodingSettings
+    from whisper_ft.inference.transcriber import Transcriber
+
+    torch.manual_seed(0)
+    loaded = Transcriber("random:micro", device="cpu")
+    model = loaded.model.train()
+    in_memory = Transcriber.from_model(model)
+    assert in_memory.model is model and not model.training  # not loaded again; eval mode
+    assert in_memory.options == loaded.options and in_memory.load_s == 0.0
+    wave = np.sin(np.linspace(0, 800, 16000)).astype(np.float32)
+    assert in_memory([wave]) == loaded([wave])
+    kana = Transcriber.from_model(model, DecodingSettings(target="kana", kana_decoding=True))
+    assert kana.options.suppress_tokens != loaded.options.suppress_tokens  # the settings apply

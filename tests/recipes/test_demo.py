@@ -1,8 +1,23 @@
+import dataclasses
+
 import pytest
 import torch
 import whisper
 
+from whisper_ft.inference import transcriber as transcriber_module
 from whisper_ft.recipes.demo import run_demo, verdict
+
+
+def fast_long_form(monkeypatch) -> None:
+    """The long-form stage's transcribers decode 8 tokens a window, without fallback (a random
+    model never ends a segment, and the fallback tries it six times)."""
+    options = transcriber_module.decoding_options
+    monkeypatch.setattr(
+        transcriber_module,
+        "decoding_options",
+        lambda *args, **kwargs: dataclasses.replace(options(*args, **kwargs), sample_len=8),
+    )
+    monkeypatch.setattr(transcriber_module.Transcriber, "long_form_temperature", 0.0)
 
 
 @pytest.fixture
@@ -34,6 +49,7 @@ def test_demo_without_pretrained_weights_falls_back_trains_evaluates_and_exports
     assert "beat the pipeline" not in printed  # no verdict about a random model
     cut = f"{result.zero_shot['test_budget_hit_rate']:6.1%} zero-shot"
     assert f"decoding cut at its budget    {cut}" in printed  # the looping share, printed
+    assert result.long_form is None and "long form: skipped (random weights)" in printed
 
 
 def test_demo_fine_tunes_the_downloaded_model_with_a_frozen_encoder(tmp_path, monkeypatch, capsys):
@@ -46,12 +62,33 @@ def test_demo_fine_tunes_the_downloaded_model_with_a_frozen_encoder(tmp_path, mo
         return load_base_model("random:micro")
 
     monkeypatch.setattr(whisper, "load_model", pretend_download)
+    fast_long_form(monkeypatch)
     result = run_demo(tmp_path, max_steps=2, n_sentences=12, n_speakers=3)
     assert loaded == ["base"] and result.base_model == "base" and result.pretrained
+    printed = capsys.readouterr().out
+    # long form: the test sentences (fewer than 40 s here: all of them) in one recording
+    long_form = result.long_form
+    assert long_form["sentences"] >= 1 and long_form["duration_s"] > 0
+    assert len(list((tmp_path / "corpus" / "long").glob("*.wav"))) == 1
+    for side in ("fine_tuned", "pipeline"):
+        figures = long_form[side]
+        assert figures["sentences"] == long_form["sentences"] and figures["recordings"] == 1
+        assert figures["kana_cer"] >= 0 and 0 <= figures["starts_within_0.5s"] <= 1
+        assert isinstance(figures["timed"], bool)
+    assert long_form["seconds"] > 0
+    assert (
+        f"long-form       1 recording, {long_form['duration_s']:.0f} s, "
+        f"{long_form['sentences']} sentences"
+    ) in printed
+    assert (
+        f"kana CER fine-tuned {long_form['fine_tuned']['kana_cer']:.3f} vs pipeline "
+        f"{long_form['pipeline']['kana_cer']:.3f}; sentence starts within 0.5 s: "
+    ) in printed
+
     checkpoint = torch.load(result.checkpoint, weights_only=True)
     assert checkpoint["hyper_parameters"]["freeze_encoder"] is True
     assert checkpoint["global_step"] == 2
-    assert "the pipeline" in capsys.readouterr().out.splitlines()[-1]  # the verdict closes it
+    assert "the pipeline" in printed.splitlines()[-1]  # the verdict closes it
 
 
 def test_verdict_says_plainly_whether_fine_tuning_beat_the_pipeline():

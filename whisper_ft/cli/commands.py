@@ -298,6 +298,8 @@ def add_demo_command(commands: argparse._SubParsersAction) -> None:
             "whole-model steps from random ones)",
             "base_model": "the model to fine-tune: a Whisper name, .pt, CTranslate2 or Hugging "
             "Face folder",
+            "long_form_s": "seconds of the long-form recording made of the test sentences, "
+            "transcribed before and after fine-tuning (0: none)",
         },
         value_types={"max_steps": positive_int},
     )

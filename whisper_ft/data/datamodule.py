@@ -329,6 +329,7 @@ class WhisperDataModule(pl.LightningDataModule):
             n_text_ctx=side.n_text_ctx,
             timestamp_prob=self.hparams.timestamp_prob,
             prompt_prob=prompt_prob,
+            seed=_seed(),
         )
 
     def _feature_cache_dir(self, train: UtteranceDataset | None) -> Path | None:
@@ -432,6 +433,7 @@ class WhisperDataModule(pl.LightningDataModule):
             seed=_seed(),
             num_buckets=self.hparams.num_buckets,
             tag_items=train and isinstance(dataset, SampledViews),
+            on_epoch=getattr(dataset, "set_epoch", None) if train else None,  # packed windows
         )
         if train:
             self._resume_sampler(batches)

@@ -41,7 +41,7 @@ so `sampler` returns this object.
 """
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +72,9 @@ class BucketingBatchSampler(BatchSampler):
             dataset whose items depend on the epoch (`feature_cache.SampledViews`, which
             draws a cached view from them): a resumed run, whose seed and epoch come from
             this sampler's state, reads the same items.
+        on_epoch: Called with the epoch as its first batch is drawn, before any of its indices
+            reach a DataLoader worker: how a dataset whose items depend on the epoch learns it
+            (`WindowDataset.set_epoch`), after a resume too.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class BucketingBatchSampler(BatchSampler):
         drop_uneven: bool = True,
         sampler: Sampler | None = None,
         tag_items: bool = False,
+        on_epoch: Callable[[int], None] | None = None,
     ) -> None:
         # BatchSampler.__init__ is not called: it wants a sampler and a fixed batch size. The
         # class is a subclass only so that Lightning records these arguments (module docstring).
@@ -121,6 +125,7 @@ class BucketingBatchSampler(BatchSampler):
         self.seed = seed
         self.drop_uneven = drop_uneven
         self.tag_items = tag_items
+        self.on_epoch = on_epoch
         self.num_replicas, self.rank = _replicas_and_rank(num_replicas, rank, sampler)
         # Quantile buckets: equal counts, so no bucket is too small to shuffle in.
         by_length = np.argsort(self.lengths, kind="stable")
@@ -156,6 +161,8 @@ class BucketingBatchSampler(BatchSampler):
         # A generator: the epoch is read at the first batch, after Lightning's set_epoch.
         epoch, start = self.epoch, self._resume_start()
         self._resume, self._done = None, start
+        if self.on_epoch is not None:
+            self.on_epoch(epoch)
         for batch in self._rank_batches()[start:]:
             if self.epoch == epoch:  # set_epoch in the middle restarts the count there
                 self._done += 1

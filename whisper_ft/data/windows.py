@@ -15,8 +15,12 @@ timestamp step; the first utterance starts at 0. A window is at most `max_window
 and `max_tokens` decoder tokens (the timestamped form); an utterance beyond either alone gets
 a window of its own, so none is dropped.
 
-Targets (`window_tokens`), chosen per item by a generator seeded like waveform augmentation
-(`augment.WorkerRng`: from `seed_everything`, different every epoch):
+Targets (`window_tokens`), chosen per item by `window_choices`: a pure function of (seed,
+epoch, window index), so a window gets the same target in a resumed run whatever the number of
+DataLoader workers and the order it is read in, and may get another in the next epoch. The
+epoch reaches the dataset from the training sampler (`BucketingBatchSampler(on_epoch=
+dataset.set_epoch)`), which tells it before handing out the epoch's first indices; the dataset
+keeps it in shared memory, so persistent workers read it too:
 - with probability `timestamp_prob`: `<|startoftranscript|><|ja|><|transcribe|>` then
   `<|t_start|> text <|t_end|>` for each utterance (`tokenizer.timestamp_begin + round(t/0.02)`);
 - otherwise: `sot_sequence_including_notimestamps` + all texts joined;
@@ -37,13 +41,15 @@ from torch.utils.data import Dataset
 from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
 from whisper.tokenizer import Tokenizer
 
-from whisper_ft.data.augment import WorkerRng
 from whisper_ft.data.dataset import target_texts
 from whisper_ft.data.inputs import AudioSamples, read_audio
 from whisper_ft.manifest import Target, Utterance
 
 TIME_STEP_S = 0.02  # Whisper's timestamp resolution: <|t|> = timestamp_begin + round(t / 0.02)
 GAP_S = (0.2, 1.0)  # silence between packed utterances, seconds (uniform)
+# The last entry of a target choice's seed, (seed, epoch, index, CHOICE_STREAM): a stream apart
+# from packing's (seed, 2) and the sampler's (seed, epoch, 0 or 1).
+CHOICE_STREAM = 3
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,15 @@ def window_tokens(
     return tokens
 
 
+def window_choices(
+    seed: int, epoch: int, index: int, timestamp_prob: float, prompt_prob: float
+) -> tuple[bool, bool]:
+    """(timestamps, prompt) for window `index` in `epoch`: each True with its probability,
+    drawn from a generator seeded by (seed, epoch, index, CHOICE_STREAM) alone."""
+    rng = np.random.default_rng((seed, epoch, index, CHOICE_STREAM))
+    return bool(rng.random() < timestamp_prob), bool(rng.random() < prompt_prob)
+
+
 def previous_windows(windows: Sequence[Window]) -> list[int | None]:
     """For each window, the index of the previous window of its speaker (None: the first of
     its speaker, or a window that mixes speakers)."""
@@ -213,6 +228,7 @@ class WindowDataset(Dataset):
         n_text_ctx: int = 448,
         timestamp_prob: float = 0.5,
         prompt_prob: float = 0.0,
+        seed: int = 0,
     ) -> None:
         check_probabilities(timestamp_prob=timestamp_prob, prompt_prob=prompt_prob)
         self.manifest = Path(manifest)  # relative audio paths start at its folder
@@ -221,6 +237,9 @@ class WindowDataset(Dataset):
         self.tokenizer = tokenizer
         self.n_text_ctx = n_text_ctx
         self.timestamp_prob, self.prompt_prob = timestamp_prob, prompt_prob
+        self.seed = seed  # with the epoch and index, seeds each item's choices
+        # Shared memory: DataLoader workers (persistent ones too) see `set_epoch` of the parent.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         texts = target_texts(utterances, target, self.manifest)
         self.window_texts = [[texts[i] for i in w.indices] for w in windows]
         self.targets = ["".join(t) for t in self.window_texts]
@@ -240,10 +259,19 @@ class WindowDataset(Dataset):
         self.durations_s = [w.duration_s for w in windows]
         self.ids = ["+".join(utterances[i].id for i in w.indices) for w in windows]
         self.inputs = WindowAudio()
-        self._rng = WorkerRng()
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose choices items get (`set_epoch`; 0 until then)."""
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Items drawn from now on, in this process and its DataLoader workers, take `epoch`'s
+        choices. A copy made by `with_inputs` shares the epoch."""
+        self._epoch.fill_(epoch)
 
     def cache_rows(self) -> list[tuple[str, str]]:
         """(id, audio) of each window for the encoder-feature cache's key: its utterances'
@@ -283,9 +311,9 @@ class WindowDataset(Dataset):
         speech = self.inputs.item(self, index)
         if "error" in speech:
             return {"id": self.ids[index], "error": speech["error"]}
-        rng = self._rng()
-        timestamps = bool(rng.random() < self.timestamp_prob)
-        prompt = bool(rng.random() < self.prompt_prob)
+        timestamps, prompt = window_choices(
+            self.seed, self.epoch, index, self.timestamp_prob, self.prompt_prob
+        )
         tokens, n_prompt = self.target_tokens(index, timestamps, prompt)
         return {
             "id": self.ids[index],

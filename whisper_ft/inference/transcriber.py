@@ -90,7 +90,34 @@ class Transcriber:
         start = time.perf_counter()
         self.model_spec = model
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, stored = load_for_transcription(model, self.device)
+        loaded, stored = load_for_transcription(model, self.device)
+        self._use(loaded, stored, language, task)
+        self.load_s = time.perf_counter() - start  # seconds the model took to load
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Whisper,
+        settings: DecodingSettings | None = None,
+        language: str | None = None,
+        task: str | None = None,
+    ) -> "Transcriber":
+        """A transcriber of a model already in memory, on its own device, not loaded again
+        (e.g. the one a `WhisperFineTuner` trains; it is put in eval mode). settings: how it
+        decodes (`WhisperFineTuner.decoding_settings`; None: `DecodingSettings()`, as for a
+        Whisper name); language and task as for `Transcriber`."""
+        transcriber = cls.__new__(cls)
+        transcriber.model_spec = "(in memory)"
+        transcriber.device = next(model.parameters()).device
+        transcriber._use(model.eval(), settings or DecodingSettings(), language, task)
+        transcriber.load_s = 0.0
+        return transcriber
+
+    def _use(
+        self, model: Whisper, stored: DecodingSettings, language: str | None, task: str | None
+    ) -> None:
+        """Decodes with `model`: the settings stored with it, language and task overridden."""
+        self.model = model
         self.settings = replace(
             stored, language=language or stored.language, task=task or stored.task
         )
@@ -107,7 +134,6 @@ class Transcriber:
             self.device,
             suppress_tokens=self.settings.suppress_tokens(tokenizer),
         )
-        self.load_s = time.perf_counter() - start  # seconds the model took to load
 
     @torch.inference_mode()
     def __call__(self, waveforms: list[np.ndarray]) -> list[str]:

@@ -5,6 +5,13 @@ weights only when neither exists) → test on a held-out voice reading held-out 
 shot → fine-tune the decoder (encoder frozen) → test again → test report → export to a Whisper
 `.pt`. The summary compares the fine-tuned kana CER with the honest baseline: the pretrained
 model's own text read into kana by OpenJTalk (the pipeline a user has without fine-tuning).
+
+Long form: one recording of at least `long_form_s` seconds joined from the held-out test
+sentences (`prepare_long_recordings`), transcribed as `transcribe --timestamps` does
+(`Transcriber.transcribe_long`: 30-s windows, each prompted with the text before it) by the
+pretrained model before fine-tuning (the pipeline: its text read into kana) and by the
+fine-tuned one after, both the model already in memory; scored by `evaluation.longform` (kana
+CER of the whole recording, sentence starts within 0.5 s) as `benchmarks/longform.py` scores.
 """
 
 import contextlib
@@ -14,11 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
-from whisper_ft.corpora.synthetic import prepare_synthetic
+from whisper_ft.audio import load_audio
+from whisper_ft.corpora.synthetic import prepare_long_recordings, prepare_synthetic
 from whisper_ft.data.datamodule import WhisperDataModule
+from whisper_ft.decoding import DecodingSettings
+from whisper_ft.evaluation.longform import LongFormScore, combine, score_recording
+from whisper_ft.inference.transcriber import Transcriber
+from whisper_ft.manifest import Utterance, read_manifest
 from whisper_ft.models.loading import ModelLoadError, export_checkpoint
 from whisper_ft.training.module import WhisperFineTuner
 
@@ -29,6 +42,9 @@ PRETRAINED_STEPS = 150  # decoder-only steps from pretrained weights
 RANDOM_STEPS = 60  # whole-model steps from random weights: enough for the loss to fall clearly
 GRADIENT_CLIP_VAL = 1.0  # as the jvs_base recipe (benchmarks/RESULTS.md, "Looping")
 SPEECHLESS_SHARE = 0.1  # silence/noise clips with empty targets, as jvs_base (RESULTS.md)
+LONG_FORM_S = 40.0  # the long-form recording's least length, seconds (benchmarks/longform.py's)
+LONG_FORM_SENTENCES = 12  # held-out sentences in it, more while it is shorter (the same)
+LONG_FORM_START_S = 0.5  # the summary's start tolerance, seconds (one of longform's)
 
 
 @dataclass
@@ -42,6 +58,10 @@ class DemoResult:
     exported: Path  # Whisper .pt for whisper.load_model
     report: Path  # report.md (and its plots) written by the test after fine-tuning
     seconds: float  # wall time of the whole demo
+    # One long recording (`_long_form`): {"recording", "duration_s", "sentences", "fine_tuned"
+    # and "pipeline" (`LongFormScore.row` and "timed"), "seconds" (the stage's wall time)};
+    # None with long_form_s 0
+    long_form: dict | None = None
 
     @property
     def pretrained(self) -> bool:
@@ -70,6 +90,60 @@ def _base_module(base_model: str, offline_model: str) -> tuple[WhisperFineTuner,
     return module, RANDOM_STEPS
 
 
+def _long_recording(corpus: Path, test_manifest: Path, min_duration_s: float) -> Utterance:
+    """One recording of the held-out test sentences, at least `min_duration_s` long, or all of
+    them when they are shorter (a small corpus)."""
+    sources = read_manifest(test_manifest)
+    manifest = prepare_long_recordings(
+        corpus,
+        test_manifest,
+        n_recordings=1,
+        sentences_per_recording=min(LONG_FORM_SENTENCES, len(sources)),
+        min_duration_s=min(min_duration_s, sum(u.duration or 0.0 for u in sources)),
+    )
+    [recording] = read_manifest(manifest)
+    return recording
+
+
+def _transcribe_long(
+    module: WhisperFineTuner, settings: DecodingSettings, recording: Utterance, corpus: Path
+) -> dict:
+    """The long-form figures of `recording` (a `prepare_long_recordings` line under `corpus`)
+    as `module`'s model, in memory, transcribes it with `settings`: {"score": LongFormScore,
+    "timed": whether the model predicted times}."""
+    audio = load_audio(recording.audio_path(corpus))
+    # The transcriber puts the model in eval mode: each of its modules goes back to its mode
+    # after. Whisper's temperature fallback samples: training's random draws stay as without it.
+    modes = {m: m.training for m in module.model.modules()}
+    transcriber = Transcriber.from_model(module.model, settings)
+    with torch.random.fork_rng():
+        result = transcriber.transcribe_long(audio, timestamps=True)
+    for m, training in modes.items():
+        m.train(training)
+    segments = transcriber.timed_segments(result)
+    timed = segments is not None
+    if not timed:  # the window starts Whisper forces: scored, but its starts mean little
+        segments = [
+            {"start": s["start"], "end": s["end"], "text": s["text"].strip()}
+            for s in result["segments"]
+        ]
+    score = combine([score_recording(recording.extra["segments"], segments)])
+    return {"score": score, "timed": timed}
+
+
+def _long_form(recording: Utterance, pipeline: dict, fine_tuned: dict, seconds: float) -> dict:
+    """DemoResult.long_form from the two `_transcribe_long` results."""
+    score: LongFormScore = pipeline["score"]
+    return {
+        "recording": recording.id,
+        "duration_s": round(recording.duration or 0.0, 1),
+        "sentences": score.sentences,
+        "fine_tuned": {**fine_tuned["score"].row(), "timed": fine_tuned["timed"]},
+        "pipeline": {**score.row(pipeline=True), "timed": pipeline["timed"]},
+        "seconds": round(seconds, 1),
+    }
+
+
 @contextlib.contextmanager
 def _one_worker_unwarned():
     """Within: no Lightning advice to use more DataLoader workers (the demo uses one on
@@ -91,12 +165,15 @@ def run_demo(
     n_speakers: int = DEMO_SPEAKERS,
     base_model: str = "base",
     offline_model: str = "random:tiny",
+    long_form_s: float = LONG_FORM_S,
 ) -> DemoResult:
     """Run the demo under `out`; prints each stage and a summary, returns the figures.
 
     `max_steps` None: PRETRAINED_STEPS decoder-only steps from pretrained weights, or
     RANDOM_STEPS whole-model steps from random weights (`offline_model`, when no pretrained
-    `base_model` can be had).
+    `base_model` can be had). `long_form_s`: the long-form recording's least length in seconds
+    (all the test sentences when they are shorter); 0: no long-form stage (nor with random
+    weights).
     """
     started, out = time.time(), Path(out)
 
@@ -132,6 +209,16 @@ def run_demo(
     evaluator = pl.Trainer(logger=False, default_root_dir=out / "zero_shot", **quiet)
     with _one_worker_unwarned():
         zero_shot = evaluator.test(module, data, verbose=False)[0]
+    recording, long_form_started = None, time.time()
+    if long_form_s > 0 and module.hparams.base_model.startswith("random:"):
+        # A random model's transcript says nothing, and its fallback decoding takes minutes.
+        stage("long form: skipped (random weights)")
+    elif long_form_s > 0:
+        recording = _long_recording(out / "corpus", manifests["test"], long_form_s)
+        stage(f"long form: {recording.duration:.0f} s of the test sentences, zero shot")
+        # the pretrained model as a user has it: Whisper's own decoding, its text read by OpenJTalk
+        pipeline = _transcribe_long(module, DecodingSettings(), recording, out / "corpus")
+    long_form_seconds = time.time() - long_form_started
     stage(f"fine-tuning for {steps} steps of {BATCH_SIZE} utterances")
     with _one_worker_unwarned():
         trainer.fit(module, data)
@@ -140,6 +227,13 @@ def run_demo(
     stage("decoding the held-out test set after fine-tuning")
     with _one_worker_unwarned():
         fine_tuned = trainer.test(module, data, verbose=False)[0]
+    long_form = None
+    if recording is not None:
+        stage("long form: the same recording after fine-tuning")
+        long_form_started = time.time()
+        after = _transcribe_long(module, module.decoding_settings, recording, out / "corpus")
+        long_form_seconds += time.time() - long_form_started
+        long_form = _long_form(recording, pipeline, after, long_form_seconds)
     exported = export_checkpoint(checkpoint, Path(trainer.log_dir) / "demo.pt")
     result = DemoResult(
         base_model=module.hparams.base_model,
@@ -151,6 +245,7 @@ def run_demo(
         exported=exported,
         report=Path(trainer.log_dir) / "report.md",
         seconds=time.time() - started,
+        long_form=long_form,
     )
     print_summary(result)
     return result
@@ -176,6 +271,25 @@ def _share(metrics: dict, key: str) -> str:
     return "   n/a" if value is None else f"{float(value):6.1%}"
 
 
+def _long_form_lines(figures: dict | None) -> str:
+    """The summary's long-form lines (each ending in a newline), or "" without the stage."""
+    if figures is None:
+        return ""
+    within = f"starts_within_{LONG_FORM_START_S}s"
+    after, pipeline = figures["fine_tuned"], figures["pipeline"]
+    untimed = [
+        name for name, f in (("fine-tuned", after), ("pipeline", pipeline)) if not f["timed"]
+    ]
+    note = f"  ({' and '.join(untimed)}: no timestamps predicted, window starts)" if untimed else ""
+    return (
+        f"long-form       1 recording, {figures['duration_s']:.0f} s, {figures['sentences']} "
+        "sentences, as transcribe --timestamps reads it (30-s windows)\n"
+        f"                kana CER fine-tuned {after['kana_cer']:.3f} vs pipeline "
+        f"{pipeline['kana_cer']:.3f}; sentence starts within {LONG_FORM_START_S} s: "
+        f"{after[within]:.0%} vs {pipeline[within]:.0%}{note}\n"
+    )
+
+
 def print_summary(r: DemoResult) -> None:
     before, after = r.zero_shot, r.fine_tuned
     print(
@@ -188,6 +302,7 @@ def print_summary(r: DemoResult) -> None:
         f"decoding cut at its budget    {_share(before, 'test_budget_hit_rate')} zero-shot, "
         f"{_share(after, 'test_budget_hit_rate')} fine-tuned  (hypotheses that never ended: "
         "loops)\n"
+        f"{_long_form_lines(r.long_form)}"
         f"train loss      {r.train_loss_first:7.3f} → {r.train_loss_last:7.3f} "
         "(first step → mean of last 5)\n"
         f"checkpoint      {r.checkpoint}\n"
