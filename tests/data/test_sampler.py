@@ -11,7 +11,7 @@ from pytorch_lightning.trainer.states import RunningStage
 from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from whisper_ft.data.sampler import BucketingBatchSampler
+from whisper_ft.data.sampler import BucketingBatchSampler, untag
 
 
 def _lengths(n: int = 200, seed: int = 0) -> np.ndarray:
@@ -184,24 +184,26 @@ def test_resume_mid_epoch_yields_exactly_the_remaining_batches():
     assert list(resumed) != full and sorted(_flat(resumed)) == list(range(200))
 
 
-def test_on_epoch_hears_each_epoch_before_its_first_batch_and_after_a_resume():
-    heard: list[tuple[int, int]] = []  # (epoch, batches yielded before it was heard)
-    yielded = []
-
-    def on_epoch(epoch: int) -> None:
-        heard.append((epoch, len(yielded)))
-
-    sampler = BucketingBatchSampler(_lengths(), batch_size=8, seed=7, on_epoch=on_epoch)
-    iterator = iter(sampler)
-    assert heard == []  # a generator: the epoch is read at the first batch
-    yielded += list(itertools.islice(iterator, 3))
-    assert heard == [(0, 0)]
-    sampler.set_epoch(1)
-    yielded += list(sampler)
-    resumed = BucketingBatchSampler(_lengths(), batch_size=8, on_epoch=on_epoch)
+def test_tags_carry_each_epoch_and_the_seed_after_a_resume_too():
+    sampler = BucketingBatchSampler(_lengths(), batch_size=8, seed=7, tag_items=True)
+    plain = BucketingBatchSampler(_lengths(), batch_size=8, seed=7)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        tagged = list(sampler)
+        assert [[i for i, _, _ in batch] for batch in tagged] == list(plain)  # the same order
+        assert {(s, e) for batch in tagged for _, s, e in batch} == {(7, epoch)}
+    resumed = BucketingBatchSampler(_lengths(), batch_size=8, seed=0, tag_items=True)
     resumed.load_state_dict(sampler.state_dict() | {"epoch": 4, "batches_done": 2})
-    next(iter(resumed))
-    assert heard == [(0, 0), (1, 3), (4, 3 + 25)]
+    plain.set_epoch(4)
+    rest = list(resumed)
+    assert [[i for i, _, _ in batch] for batch in rest] == list(plain)[2:]
+    assert {(s, e) for batch in rest for _, s, e in batch} == {(7, 4)}  # the state's, not 0
+
+
+def test_untag_reads_a_tag_or_a_plain_index():
+    assert untag((5, 7, 3), seed=0) == (5, 7, 3)
+    assert untag(np.int64(5), seed=2) == (5, 2, 0) and type(untag(np.int64(5), 2)[0]) is int
 
 
 def test_resume_with_fewer_processes_skips_nothing_twice():

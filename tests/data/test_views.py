@@ -27,6 +27,7 @@ from whisper_ft.data.views import (
     view_mel_batch,
     view_waveform,
 )
+from whisper_ft.data.windows import WindowDataset, window_choices
 
 manifest, dataset, model = sine_fixtures()
 MEL = View("mel")
@@ -267,12 +268,28 @@ def test_views_apply_to_speechless_clips_and_packed_windows(
     data = WhisperDataModule(train_manifest=str(manifest), batch_size=2, num_workers=0,
                              feature_cache=str(tmp_path / "features"),
                              cache_views=["audio", "mel", "noise:10"], **options)  # fmt: skip
-    make_trainer(max_steps=1, limit_val_batches=0).fit(module, data)
+    trainer = make_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(module, data)
     train = data.datasets["train"]
-    assert isinstance(train, SampledViews)
+    assert isinstance(train, SampledViews) and trainer.train_dataloader.batch_sampler.tag_items
     n = len(train)
     for view, cache in zip(train.views, (p.inputs.cache for p in train.parts), strict=True):
         name = "train" if view == AUDIO else f"train-{view.slug}"
         assert cache.complete and len(cache) == n and cache.path.name.rsplit("-", 1)[0] == name
     items = [train[(i, 0, epoch)] for i in range(n) for epoch in range(20)]
     assert {item["view"] for item in items} == {"audio", "mel", "noise:10"}
+    assert [item["view"] for item in items] == [
+        train.views[train.view_of(i, 0, epoch)].name for i in range(n) for epoch in range(20)
+    ]
+    windows = train.parts[0]
+    if options.get("pack_windows"):  # the tag reaches the windows: their choices per epoch
+        assert isinstance(windows, WindowDataset)
+        probs = windows.timestamp_prob, windows.prompt_prob
+        expected = [
+            windows.target_tokens(i, *window_choices(0, epoch, i, *probs))
+            for i in range(n)
+            for epoch in range(20)
+        ]
+        assert [(item["tokens"], item["n_prompt"]) for item in items] == expected
+        assert len({tuple(item["tokens"]) for item in items[:20]}) == 2  # epochs differ
+        assert train[0]["tokens"] == windows.target_tokens(0, *window_choices(0, 0, 0, *probs))[0]

@@ -141,8 +141,9 @@ def test_timestamp_prob_0_and_1_give_all_plain_or_all_timestamped(tmp_path, ja_t
             assert (tokens[: len(notimestamps)] == list(notimestamps)) == (prob == 0.0)
 
 
-def _targets(dataset: WindowDataset, order) -> dict[int, tuple[list[int], int]]:
-    return {i: (dataset[i]["tokens"], dataset[i]["n_prompt"]) for i in order}
+def _targets(dataset: WindowDataset, order, seed: int, epoch: int) -> dict:
+    items = {i: dataset[(i, seed, epoch)] for i in order}
+    return {i: (item["tokens"], item["n_prompt"]) for i, item in items.items()}
 
 
 def test_a_windows_target_depends_on_seed_epoch_and_index_only(tmp_path, ja_tokenizer):
@@ -150,15 +151,16 @@ def test_a_windows_target_depends_on_seed_epoch_and_index_only(tmp_path, ja_toke
     one = _dataset(tmp_path, ja_tokenizer, **kwargs)
     other = _dataset(tmp_path, ja_tokenizer, **kwargs)  # built on its own, read backwards
     assert len(one) >= 3
-    for epoch in (0, 3):
-        one.set_epoch(epoch)
-        other.set_epoch(epoch)
-        forward = _targets(one, range(len(one)))
-        assert forward == _targets(other, reversed(range(len(other))))
-        assert forward == _targets(one, [2, 0, 1, *range(len(one))])  # read again: the same
+    for seed, epoch in ((7, 0), (7, 3), (2, 3)):  # the tag's seed, not the dataset's
+        forward = _targets(one, range(len(one)), seed, epoch)
+        assert forward == _targets(other, reversed(range(len(other))), seed, epoch)
+        assert forward == _targets(one, [2, 0, 1, *range(len(one))], seed, epoch)  # again
         for i, (tokens, n_prompt) in forward.items():
-            choices = window_choices(7, epoch, i, 0.5, 0.5)
+            choices = window_choices(seed, epoch, i, 0.5, 0.5)
             assert (tokens, n_prompt) == one.target_tokens(i, *choices)
+    plain = {i: (one[i]["tokens"], one[i]["n_prompt"]) for i in range(len(one))}
+    assert plain == _targets(one, range(len(one)), 7, 0)  # a plain index: its seed, epoch 0
+    assert _targets(one, range(len(one)), 7, 3) != plain  # another epoch: other choices
 
 
 def test_epochs_change_some_choices_and_timestamp_prob_is_the_share_drawn():
@@ -172,9 +174,9 @@ def test_epochs_change_some_choices_and_timestamp_prob_is_the_share_drawn():
 
 
 def test_persistent_workers_take_each_epochs_choices_from_the_sampler(tmp_path, ja_tokenizer):
-    dataset = _dataset(tmp_path, ja_tokenizer, timestamp_prob=0.5, prompt_prob=0.5, seed=3)
+    dataset = _dataset(tmp_path, ja_tokenizer, timestamp_prob=0.5, prompt_prob=0.5, seed=0)
     sampler = BucketingBatchSampler(
-        [len(t) for t in dataset.tokens], batch_size=1, seed=3, on_epoch=dataset.set_epoch
+        [len(t) for t in dataset.tokens], batch_size=1, seed=3, tag_items=True
     )
     loader = DataLoader(
         dataset,
@@ -191,6 +193,23 @@ def test_persistent_workers_take_each_epochs_choices_from_the_sampler(tmp_path, 
             for i in range(len(dataset))
         }
         assert got == expected
+
+
+def test_a_resumed_sampler_gives_the_same_windows_targets(tmp_path, ja_tokenizer):
+    kwargs = {"timestamp_prob": 0.5, "prompt_prob": 0.5}
+    dataset = _dataset(tmp_path, ja_tokenizer, **kwargs)
+    lengths = [len(t) for t in dataset.tokens]
+    sampler = BucketingBatchSampler(lengths, batch_size=1, seed=3, tag_items=True)
+    sampler.set_epoch(2)
+    first = iter(sampler)
+    next(first)
+    state = sampler.state_dict()
+    rest = [dataset[key]["tokens"] for batch in first for key in batch]
+    resumed = BucketingBatchSampler(lengths, batch_size=1, seed=0, tag_items=True)
+    resumed.load_state_dict(state)
+    again = _dataset(tmp_path, ja_tokenizer, **kwargs)  # the resumed process builds its own
+    assert [again[key]["tokens"] for batch in resumed for key in batch] == rest
+    assert len(rest) == len(dataset) - 1
 
 
 def test_window_audio_lays_each_utterance_at_its_start(tmp_path, ja_tokenizer):
@@ -259,8 +278,8 @@ def test_a_fit_with_pack_windows_trains_on_windows_and_validates_on_utterances(
     assert len(train) < n_train  # several utterances per window
     assert sorted(i for w in train.windows for i in w.indices) == list(range(n_train))
     assert max(train.durations_s) <= CHUNK_LENGTH
-    # the training sampler tells the windows each epoch (their targets' choices depend on it)
-    assert trainer.train_dataloader.batch_sampler.on_epoch == train.set_epoch
+    # the training sampler tags each index with its seed and epoch (the choices depend on them)
+    assert train.takes_tagged_items and trainer.train_dataloader.batch_sampler.tag_items
     out = capsys.readouterr().out
     assert f"{n_train} training utterances in {len(train)} windows" in out
     assert "encoder-feature cache: not built" in out  # 2 steps read the windows once

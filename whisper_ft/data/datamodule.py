@@ -432,8 +432,8 @@ class WhisperDataModule(pl.LightningDataModule):
             shuffle=train,
             seed=_seed(),
             num_buckets=self.hparams.num_buckets,
-            tag_items=train and isinstance(dataset, SampledViews),
-            on_epoch=getattr(dataset, "set_epoch", None) if train else None,  # packed windows
+            # packed windows' choices, views' draws: from each item's (index, seed, epoch)
+            tag_items=train and getattr(dataset, "takes_tagged_items", False),
         )
         if train:
             self._resume_sampler(batches)

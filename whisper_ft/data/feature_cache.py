@@ -68,6 +68,7 @@ from whisper.model import ModelDimensions, Whisper
 from whisper_ft.data.augment import SpecAugment, WaveformAugment
 from whisper_ft.data.collate import Collator
 from whisper_ft.data.dataset import UtteranceDataset
+from whisper_ft.data.sampler import ItemKey, untag
 from whisper_ft.data.views import AUDIO, View, view_mel_batch, view_waveform
 from whisper_ft.files import atomic_write
 from whisper_ft.precision import COMPUTE_DTYPES, compute_dtype_name
@@ -720,9 +721,13 @@ class SampledViews(Dataset):
 
     Indexed by the `(index, seed, epoch)` triples of a `BucketingBatchSampler(tag_items=True)`;
     a plain index reads the first view. Items are `dataset`'s with `features` from the drawn
-    view's cache (and `"view"`: its name); `tokens`, `durations_s`, `utterances`, `targets`
-    and `manifest` are `dataset`'s, which the sampler and the collator read.
+    view's cache (and `"view"`: its name); a `dataset` whose items depend on the epoch too
+    (`takes_tagged_items`: packed windows) is handed the same key, so its choices are the ones
+    it makes unwrapped. `tokens`, `durations_s`, `utterances`, `targets` and `manifest` are
+    `dataset`'s, which the sampler and the collator read.
     """
+
+    takes_tagged_items = True  # the view depends on (seed, epoch): train with tag_items=True
 
     def __init__(
         self, dataset: UtteranceDataset, caches: list[FeatureCache], views: list[View]
@@ -739,6 +744,7 @@ class SampledViews(Dataset):
         self.utterances, self.targets = dataset.utterances, dataset.targets
         self.tokens, self.durations_s = dataset.tokens, dataset.durations_s
         self._cache_rows = dataset.cache_rows()
+        self._forward_key = getattr(dataset, "takes_tagged_items", False)
 
     def cache_rows(self) -> list[tuple[str, str]]:
         return self._cache_rows
@@ -759,9 +765,10 @@ class SampledViews(Dataset):
         rng = np.random.default_rng((seed, epoch, index))
         return int(rng.integers(len(self.views)))
 
-    def __getitem__(self, key: int | tuple[int, int, int]) -> dict:
-        index, view = (key[0], self.view_of(*key)) if isinstance(key, tuple) else (key, 0)
-        item = self.parts[view][index]
+    def __getitem__(self, key: ItemKey) -> dict:
+        index, seed, epoch = untag(key, 0)  # a plain index draws nothing: its seed is unused
+        view = self.view_of(index, seed, epoch) if isinstance(key, tuple) else 0
+        item = self.parts[view][key if self._forward_key else index]
         if "error" not in item:
             item["view"] = self.views[view].name
         return item

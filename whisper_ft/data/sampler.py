@@ -41,11 +41,23 @@ so `sampler` returns this object.
 """
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Sampler
+
+# What a dataset is indexed by: a plain index, or a training sampler's `(index, seed, epoch)`.
+ItemKey = int | tuple[int, int, int]
+
+
+def untag(key: ItemKey, seed: int) -> tuple[int, int, int]:
+    """`(index, seed, epoch)` of a dataset key: a tag (`tag_items`) as it is; a plain index
+    (evaluation, tests) with `seed`, the dataset's own, and epoch 0."""
+    if isinstance(key, tuple):
+        index, key_seed, epoch = key
+        return int(index), int(key_seed), int(epoch)
+    return int(key), seed, 0
 
 
 class BucketingBatchSampler(BatchSampler):
@@ -69,12 +81,11 @@ class BucketingBatchSampler(BatchSampler):
         sampler: Set only by Lightning when it re-creates this object under DDP; its
             num_replicas and rank are used, its order is not.
         tag_items: Yield `(index, seed, epoch)` for each item instead of its index, for a
-            dataset whose items depend on the epoch (`feature_cache.SampledViews`, which
-            draws a cached view from them): a resumed run, whose seed and epoch come from
-            this sampler's state, reads the same items.
-        on_epoch: Called with the epoch as its first batch is drawn, before any of its indices
-            reach a DataLoader worker: how a dataset whose items depend on the epoch learns it
-            (`WindowDataset.set_epoch`), after a resume too.
+            dataset whose items depend on the epoch (`takes_tagged_items`: packed windows'
+            target choices, `WindowDataset`; a cached view, `feature_cache.SampledViews`):
+            the tag reaches the item in any DataLoader worker, persistent ones too, without
+            shared state, and a resumed run, whose seed and epoch come from this sampler's
+            state, reads the same items (`untag` reads a tag or a plain index).
     """
 
     def __init__(
@@ -92,7 +103,6 @@ class BucketingBatchSampler(BatchSampler):
         drop_uneven: bool = True,
         sampler: Sampler | None = None,
         tag_items: bool = False,
-        on_epoch: Callable[[int], None] | None = None,
     ) -> None:
         # BatchSampler.__init__ is not called: it wants a sampler and a fixed batch size. The
         # class is a subclass only so that Lightning records these arguments (module docstring).
@@ -125,7 +135,6 @@ class BucketingBatchSampler(BatchSampler):
         self.seed = seed
         self.drop_uneven = drop_uneven
         self.tag_items = tag_items
-        self.on_epoch = on_epoch
         self.num_replicas, self.rank = _replicas_and_rank(num_replicas, rank, sampler)
         # Quantile buckets: equal counts, so no bucket is too small to shuffle in.
         by_length = np.argsort(self.lengths, kind="stable")
@@ -161,8 +170,6 @@ class BucketingBatchSampler(BatchSampler):
         # A generator: the epoch is read at the first batch, after Lightning's set_epoch.
         epoch, start = self.epoch, self._resume_start()
         self._resume, self._done = None, start
-        if self.on_epoch is not None:
-            self.on_epoch(epoch)
         for batch in self._rank_batches()[start:]:
             if self.epoch == epoch:  # set_epoch in the middle restarts the count there
                 self._done += 1

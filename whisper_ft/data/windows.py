@@ -18,9 +18,10 @@ a window of its own, so none is dropped.
 Targets (`window_tokens`), chosen per item by `window_choices`: a pure function of (seed,
 epoch, window index), so a window gets the same target in a resumed run whatever the number of
 DataLoader workers and the order it is read in, and may get another in the next epoch. The
-epoch reaches the dataset from the training sampler (`BucketingBatchSampler(on_epoch=
-dataset.set_epoch)`), which tells it before handing out the epoch's first indices; the dataset
-keeps it in shared memory, so persistent workers read it too:
+seed and epoch come with each index from the training sampler (`BucketingBatchSampler(
+tag_items=True)` yields `(index, seed, epoch)`), so every worker, persistent ones too, reads
+them from its item and no state is shared; a plain index (validation, tests) takes the
+dataset's seed and epoch 0:
 - with probability `timestamp_prob`: `<|startoftranscript|><|ja|><|transcribe|>` then
   `<|t_start|> text <|t_end|>` for each utterance (`tokenizer.timestamp_begin + round(t/0.02)`);
 - otherwise: `sot_sequence_including_notimestamps` + all texts joined;
@@ -43,6 +44,7 @@ from whisper.tokenizer import Tokenizer
 
 from whisper_ft.data.dataset import target_texts
 from whisper_ft.data.inputs import AudioSamples, read_audio
+from whisper_ft.data.sampler import ItemKey, untag
 from whisper_ft.manifest import Target, Utterance
 
 TIME_STEP_S = 0.02  # Whisper's timestamp resolution: <|t|> = timestamp_begin + round(t / 0.02)
@@ -215,7 +217,11 @@ class WindowDataset(Dataset):
     Each item is `{"id": "id1+id2+…", "tokens": list[int], "n_prompt": int (prompt tokens
     before the SOT, 0 without), "text": str (the texts joined), "speaker": str, "audio":
     np.ndarray (n_window_samples,) float32}`, or `{"id", "error"}` when a file cannot be read.
+    Indexed by a sampler's `(index, seed, epoch)` tag (the target's choices come from it) or a
+    plain index (this dataset's seed, epoch 0).
     """
+
+    takes_tagged_items = True  # items depend on (seed, epoch): train with tag_items=True
 
     def __init__(
         self,
@@ -237,9 +243,7 @@ class WindowDataset(Dataset):
         self.tokenizer = tokenizer
         self.n_text_ctx = n_text_ctx
         self.timestamp_prob, self.prompt_prob = timestamp_prob, prompt_prob
-        self.seed = seed  # with the epoch and index, seeds each item's choices
-        # Shared memory: DataLoader workers (persistent ones too) see `set_epoch` of the parent.
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self.seed = seed  # a plain index's choices' seed (a tag brings its own)
         texts = target_texts(utterances, target, self.manifest)
         self.window_texts = [[texts[i] for i in w.indices] for w in windows]
         self.targets = ["".join(t) for t in self.window_texts]
@@ -262,16 +266,6 @@ class WindowDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.windows)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch whose choices items get (`set_epoch`; 0 until then)."""
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Items drawn from now on, in this process and its DataLoader workers, take `epoch`'s
-        choices. A copy made by `with_inputs` shares the epoch."""
-        self._epoch.fill_(epoch)
 
     def cache_rows(self) -> list[tuple[str, str]]:
         """(id, audio) of each window for the encoder-feature cache's key: its utterances'
@@ -307,12 +301,13 @@ class WindowDataset(Dataset):
         text = self.text_tokens[previous][-room:] if room > 0 else []
         return [self.tokenizer.sot_prev, *text, *tokens], 1 + len(text)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: ItemKey) -> dict:
+        index, seed, epoch = untag(key, self.seed)
         speech = self.inputs.item(self, index)
         if "error" in speech:
             return {"id": self.ids[index], "error": speech["error"]}
         timestamps, prompt = window_choices(
-            self.seed, self.epoch, index, self.timestamp_prob, self.prompt_prob
+            seed, epoch, index, self.timestamp_prob, self.prompt_prob
         )
         tokens, n_prompt = self.target_tokens(index, timestamps, prompt)
         return {
