@@ -57,6 +57,21 @@ def test_interpolate_gives_the_base_the_fine_tune_and_the_midpoint():
     assert mixed["step"].tolist() == [7]  # integer tensors are the fine-tune's
 
 
+def test_interpolate_keeps_a_frozen_encoder_bit_identical_so_its_feature_cache_stays_valid():
+    from whisper_ft.data.feature_cache import encoder_fingerprint
+
+    base = micro_model(0)
+    base.encoder.conv1.bias.data[0] = -0.0  # lerp(-0.0, -0.0, a) is +0.0: other bytes
+    tuned = micro_model(1)
+    tuned.encoder.load_state_dict(base.encoder.state_dict())  # the fine-tune froze it
+    merged = micro_model(2)
+    merged.load_state_dict(interpolate(base.state_dict(), tuned.state_dict(), 0.25))
+    assert encoder_fingerprint(merged) == encoder_fingerprint(base)
+    assert torch.signbit(merged.encoder.conv1.bias[0])
+    key = "decoder.blocks.0.mlp.0.weight"  # what trained is still mixed
+    assert not torch.equal(merged.state_dict()[key], tuned.state_dict()[key])
+
+
 def test_interpolate_refuses_a_weight_outside_0_1_and_other_sizes():
     state = {"w": torch.zeros(2)}
     for alpha in (-0.1, 1.5):

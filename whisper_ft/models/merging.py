@@ -54,8 +54,10 @@ def interpolate(
     tuned_name: str = "the fine-tuned model",
 ) -> dict[str, torch.Tensor]:
     """WiSE-FT: each floating tensor (1 − `alpha`)·base + `alpha`·tuned; `alpha` 0 is the
-    base exactly, 1 the fine-tune exactly. Other tensors are the fine-tune's. Both state dicts
-    must have the same keys and shapes (`*_name` name them in the error)."""
+    base exactly, 1 the fine-tune exactly; elements both agree on are the fine-tune's bytes
+    (a frozen encoder stays bit-identical, so its feature caches stay valid). Other tensors are
+    the fine-tune's. Both state dicts must have the same keys and shapes (`*_name` name them
+    in the error)."""
     check_alpha(alpha)
     _check_same_layout(base_state, tuned_state, base_name, tuned_name)
     merged = {}
@@ -68,8 +70,10 @@ def interpolate(
         elif alpha == 1.0:
             merged[key] = tuned.clone()
         else:
-            mixed = torch.lerp(base.float(), tuned.float(), alpha)
-            merged[key] = mixed.to(tuned.dtype)
+            mixed = torch.lerp(base.float(), tuned.float(), alpha).to(tuned.dtype)
+            # Where both agree (a frozen encoder), the fine-tune's bytes: lerp turns -0.0 into
+            # 0.0, which would change `encoder_fingerprint` and rebuild every feature cache.
+            merged[key] = torch.where(base.to(tuned.dtype) == tuned, tuned, mixed)
     return merged
 
 
