@@ -6,19 +6,27 @@ from dataclasses import replace
 
 import pytest
 import torch
+import whisper
 from feature_helpers import (
+    BATCH_ATOL,
+    FP16_RTOL,
     build,
     count_rows,
     sine_fixtures,
 )
 from whisper.model import Whisper
 
+from whisper_ft.audio import log_mel_batch
+from whisper_ft.data.collate import Collator
 from whisper_ft.data.dataset import UtteranceDataset
 from whisper_ft.data.feature_cache import (
+    CachedFeatures,
     FeatureCache,
     FeatureCacheError,
+    FeatureCacheKey,
     cache_folder,
     encoder_fingerprint,
+    encoder_stem,
     estimate_cache_bytes,
     existing_cache,
     feature_cache_key,
@@ -138,3 +146,55 @@ def test_rows_count_as_done_only_once_flushed(model, dataset, tmp_path):
     assert len(pickle.dumps(cache)) < 1500 * 64 * 2
     (folder / "done.u8").write_bytes(b"\x01")  # not one byte per row: not this key's cache
     assert existing_cache(folder, key) is None
+
+
+def test_the_encoder_outputs_key_is_the_one_made_before_trained_encoder_blocks():
+    # Digest of this key computed before `input_of_block` existed: existing caches are reused.
+    key = FeatureCacheKey(
+        encoder_sha256="ab" * 32, n_mels=80, n_samples=480000, sample_rate=16000, n_fft=400,
+        hop_length=160, whisper_version="20240930", dtype="float16", compute_dtype="float32",
+        utterances=(("u0", "wav/u0.wav"), ("u1", "wav/u1.wav")),
+    )  # fmt: skip
+    assert key.digest() == "04afd8c3f32183dd2e0175ceb19e600d64e490c95f89401a9141b710893bab54"
+    assert "input_of_block" not in key.as_dict()
+    assert replace(key, input_of_block=1).digest() != key.digest()
+
+
+def test_a_cache_of_a_blocks_input_has_its_own_key_and_ignores_the_blocks_above(model, dataset):
+    final = feature_cache_key(model, dataset)
+    layer = feature_cache_key(model, dataset, input_of_block=1)
+    assert layer.input_of_block == 1 and layer.digest() != final.digest()
+    assert layer.encoder_sha256 != final.encoder_sha256
+    with torch.no_grad():  # what trains with encoder_top_layers=1: block 1 and ln_post
+        model.encoder.blocks[1].mlp[0].weight[0, 0] += 1e-3
+        model.encoder.ln_post.weight[0] += 1e-3
+    assert feature_cache_key(model, dataset, input_of_block=1) == layer
+    assert feature_cache_key(model, dataset).digest() != final.digest()
+    with torch.no_grad():
+        model.encoder.blocks[0].mlp[0].weight[0, 0] += 1e-3
+    assert feature_cache_key(model, dataset, input_of_block=1) != layer
+    for bad in (0, 2):  # micro's encoder has 2 blocks
+        with pytest.raises(FeatureCacheError, match=r"block 1 to 1 \(the encoder has 2\)"):
+            feature_cache_key(model, dataset, input_of_block=bad)
+
+
+def test_a_blocks_input_is_cached_and_batches_say_which_block(model, dataset, tmp_path):
+    final = build(model, dataset, tmp_path / "cache")
+    layer = build(model, dataset, tmp_path / "cache", input_of_block=1)
+    assert layer.path != final.path and layer.input_of_block == 1
+    assert FeatureCache.open(tmp_path / "cache", model, dataset, input_of_block=1).path == (
+        layer.path
+    )
+    audio = torch.from_numpy(whisper.pad_or_trim(dataset[2]["audio"]))[None]
+    with torch.no_grad():
+        stem = encoder_stem(model.encoder, log_mel_batch(audio, model.dims.n_mels), 1)[0]
+    torch.testing.assert_close(
+        layer.features(2).float(), stem, rtol=FP16_RTOL, atol=BATCH_ATOL * stem.abs().max()
+    )
+    inputs = CachedFeatures(layer, dataset)
+    batch = Collator(eot=50257, inputs=inputs)([dataset.with_inputs(inputs)[i] for i in (0, 1)])
+    assert batch["features_block"] == 1 and batch["features"].shape == (2, 1500, 64)
+    plain = CachedFeatures(final, dataset)
+    assert "features_block" not in Collator(eot=50257, inputs=plain)(
+        [dataset.with_inputs(plain)[0]]
+    )

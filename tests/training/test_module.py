@@ -6,13 +6,18 @@ import warnings
 import jiwer
 import pytest
 import torch
+import whisper
 
+from whisper_ft.audio import log_mel_batch
 from whisper_ft.data.collate import Collator
 from whisper_ft.data.datamodule import WhisperDataModule
 from whisper_ft.data.dataset import UtteranceDataset
+from whisper_ft.data.feature_cache import encoder_stem
 from whisper_ft.decoding import budgets_for
 from whisper_ft.evaluation.metrics import has_loop
+from whisper_ft.models.export import export_model
 from whisper_ft.training.module import (
+    WhisperFineTuner,
     decay_parameter_names,
     token_loss,
     warmup_then_linear_decay,
@@ -353,3 +358,67 @@ def test_kl_weight_refuses_what_it_cannot_use(micro):
     micro._loaded_from = "run/last.ckpt"  # as when cli/entry.py resumes a fit from a checkpoint
     with pytest.raises(ValueError, match="random base .* cannot be made again"):
         micro._base_decoder()
+
+
+@pytest.fixture(scope="module")
+def tiny_top1() -> WhisperFineTuner:
+    """random:tiny (4 encoder blocks) training its top encoder block (read-only: not trained)."""
+    torch.manual_seed(0)
+    return WhisperFineTuner(base_model="random:tiny", encoder_top_layers=1)
+
+
+def test_encoder_top_layers_train_the_top_blocks_ln_post_and_the_decoder_only(tiny_top1):
+    trainable = {n for n, p in tiny_top1.model.named_parameters() if p.requires_grad}
+    encoder = {n for n in trainable if n.startswith("encoder.")}
+    assert encoder == {n for n, _ in tiny_top1.model.named_parameters() if
+                       n.startswith(("encoder.blocks.3.", "encoder.ln_post."))}  # fmt: skip
+    decoder = {n for n, _ in tiny_top1.model.named_parameters() if n.startswith("decoder.")}
+    assert trainable == encoder | decoder and tiny_top1.encoder_first_trained == 3
+    tiny_top1.train()
+    assert tiny_top1.model.encoder.blocks[3].training and tiny_top1.model.encoder.ln_post.training
+    assert not tiny_top1.model.encoder.blocks[2].training
+
+
+def test_cached_block_inputs_through_the_top_blocks_are_the_encoders_output(tiny_top1):
+    torch.manual_seed(1)
+    audio = 0.1 * torch.randn(2, whisper.audio.N_SAMPLES)
+    mel = log_mel_batch(audio, tiny_top1.model.dims.n_mels)
+    with torch.no_grad():
+        expected = tiny_top1.model.encoder(mel)
+        stem = encoder_stem(tiny_top1.model.encoder, mel, 3)
+        got = tiny_top1.features({"features": stem, "features_block": 3})
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(tiny_top1.features({"audio": audio}), expected)
+    with pytest.raises(ValueError, match="caches the input of block 3"):
+        tiny_top1.features({"features": expected})  # encoder output: the top block cannot train
+
+
+@pytest.mark.parametrize("k", [4, -1])
+def test_encoder_top_layers_outside_the_encoder_are_refused_with_the_range(k):
+    with pytest.raises(
+        ValueError, match=rf"encoder_top_layers={k}: use 0 to 3 \(the encoder has 4"
+    ):
+        WhisperFineTuner(base_model="random:tiny", encoder_top_layers=k)
+    with pytest.raises(ValueError, match="freeze_encoder false trains all of it"):
+        WhisperFineTuner(base_model="random:micro", freeze_encoder=False, encoder_top_layers=1)
+
+
+@pytest.mark.parametrize("micro", [{"encoder_top_layers": 1}], indirect=True)
+def test_a_fit_from_the_cache_trains_the_top_encoder_block_and_exports_it(
+    micro, corpus, make_trainer, tmp_path
+):
+    before = {k: v.clone() for k, v in micro.model.state_dict().items()}
+    trainer = make_trainer(max_steps=2, limit_val_batches=0)
+    trainer.fit(micro, data(corpus, feature_cache=str(tmp_path / "features")))
+    [meta] = (tmp_path / "features").glob("train-*/meta.json")
+    assert json.loads(meta.read_text())["key"]["input_of_block"] == 1  # micro: 2 blocks
+    after = micro.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert {"encoder.blocks.1.mlp.0.weight", "encoder.ln_post.weight"} <= changed
+    assert not {k for k in changed if k.startswith(("encoder.blocks.0.", "encoder.conv"))}
+    trainer.save_checkpoint(tmp_path / "top.ckpt")
+    exported = export_model(str(tmp_path / "top.ckpt"), tmp_path / "top.pt")
+    weights = torch.load(exported, weights_only=True)["model_state_dict"]
+    torch.testing.assert_close(
+        weights["encoder.blocks.1.mlp.0.weight"].float(), after["encoder.blocks.1.mlp.0.weight"]
+    )

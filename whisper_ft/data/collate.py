@@ -10,6 +10,8 @@ not past the decoder's `n_text_ctx`:
 |                 |                |         | `audio` (B, n_samples) + `audio_lengths` (B,) for  |
 |                 |                |         | live audio, `features` (B, n_audio_ctx,            |
 |                 |                |         | n_audio_state) for cached encoder output           |
+|                 |                |         | (+ `features_block`, an int, when the cache holds  |
+|                 |                |         | the input of that encoder block)                   |
 | `durations_s`   | (B,)           | float32 | seconds of speech: what decoding's budget uses     |
 | `dec_input_ids` | (B, L)         | int64   | [prompt +] SOT sequence + text tokens, padded with |
 |                 |                |         | `eot`                                              |

@@ -60,17 +60,28 @@ class ModelSide:
     model: Whisper | None = None  # whose encoder output may be cached; None: never cache
     freeze_encoder: bool = False  # only a frozen encoder's output is worth caching
     spec_augment: SpecAugment = SpecAugment()  # masks make each epoch's features differ
+    # The frozen encoder's top blocks that train: the cache then holds the input of the first
+    encoder_top_layers: int = 0
 
     @classmethod
     def of(cls, module: pl.LightningModule) -> "ModelSide":
-        """From a `WhisperFineTuner`: its tokenizer, Whisper model, frozen flag, SpecAugment."""
+        """From a `WhisperFineTuner`: its tokenizer, Whisper model, frozen flag, SpecAugment,
+        the encoder's top blocks that train."""
         return cls(
             tokenizer=module.tokenizer,
             n_text_ctx=module.model.dims.n_text_ctx,
             model=module.model,
             freeze_encoder=module.hparams.freeze_encoder,
             spec_augment=module.spec_augment,
+            encoder_top_layers=module.hparams.get("encoder_top_layers", 0),
         )
+
+    @property
+    def cached_block(self) -> int | None:
+        """The encoder block whose input the feature cache stores; None: the encoder's output."""
+        if not self.encoder_top_layers or self.model is None:
+            return None
+        return self.model.dims.n_audio_layer - self.encoder_top_layers
 
 
 SPLITS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
@@ -105,8 +116,10 @@ class WhisperDataModule(pl.LightningDataModule):
         augment: Waveform augmentation of training audio (speed, volume, noise); off by
             default.
         feature_cache: Encoder-feature cache of the train and val manifests: auto (fit only)
-            stores the frozen encoder's output once, under the Trainer's
-            default_root_dir/feature_cache, then trains decoder-only steps from it, when the
+            stores the frozen encoder's output once (with the model's encoder_top_layers k,
+            the input of its first trained block), under the Trainer's
+            default_root_dir/feature_cache, then trains decoder-only steps (and those k
+            blocks) from it, when the
             encoder is frozen, no augmentation is on and fit reads the data at least twice
             (else the encoder runs every step); off never; a folder path uses or builds the
             cache there, for fit and validate (an error if it cannot apply).
@@ -392,6 +405,7 @@ class WhisperDataModule(pl.LightningDataModule):
             num_workers=self.hparams.num_workers,
             progress=self.trainer.is_global_zero,
             view=view,
+            input_of_block=self.model_side.cached_block,
         )
         strategy.barrier("whisper_ft.feature_cache")  # all hold the cache: no wait left here
         return cache

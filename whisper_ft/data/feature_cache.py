@@ -59,6 +59,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import whisper
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -82,9 +83,12 @@ class FeatureCacheError(ValueError):
     """A feature cache that cannot be built or used; the message says what to do."""
 
 
-def encoder_fingerprint(model: Whisper) -> str:
+def encoder_fingerprint(model: Whisper, input_of_block: int | None = None) -> str:
     """sha256 (hex) of the encoder: its audio dims, then each state-dict tensor's name, shape,
     dtype and bytes. Another weight, buffer, dtype or head count gives another fingerprint.
+    `input_of_block` i: only the part that computes the input of `encoder.blocks[i]` (convs,
+    positional embedding, blocks 0 … i-1), so the fingerprint stays while the blocks above
+    and `ln_post` train; None: the whole encoder.
 
     Costs one pass over the encoder's bytes, ~1.5 GB/s on a CPU with SHA instructions:
     ~20 ms for tiny (33 MB in float32), ~1.7 s for large-v3 (2.5 GB).
@@ -93,10 +97,42 @@ def encoder_fingerprint(model: Whisper) -> str:
     dims = {name: getattr(model.dims, name) for name in _AUDIO_DIMS}
     digest.update(json.dumps(dims, sort_keys=True).encode())
     for name, tensor in model.encoder.state_dict().items():
+        if input_of_block is not None and not _below_block(name, input_of_block):
+            continue
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(flat.view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def _below_block(name: str, block: int) -> bool:
+    """Whether the encoder state-dict entry `name` computes the input of `blocks[block]`."""
+    parts = name.split(".")
+    if parts[0] == "ln_post":
+        return False
+    return parts[0] != "blocks" or int(parts[1]) < block
+
+
+def encoder_stem(encoder: torch.nn.Module, mel: torch.Tensor, n_blocks: int) -> torch.Tensor:
+    """The input of `encoder.blocks[n_blocks]`: Whisper's `AudioEncoder.forward` up to there
+    (convs, positional embedding, the first `n_blocks` blocks), without `ln_post`. With
+    `models.trainable.encoder_top(encoder, x, n_blocks)` after it, the encoder's output.
+
+    mel : torch.Tensor, shape = (batch, n_mels, 2 * n_audio_ctx)
+    returns : torch.Tensor, shape = (batch, n_audio_ctx, n_audio_state)
+    """
+    x = F.gelu(encoder.conv1(mel))
+    x = F.gelu(encoder.conv2(x))
+    x = x.permute(0, 2, 1)
+    if x.shape[1:] != encoder.positional_embedding.shape:
+        raise ValueError(
+            f"mel of {mel.shape[-1]} frames gives {x.shape[1]} positions; the encoder takes "
+            f"{encoder.positional_embedding.shape[0]} (30 s: pad the audio with pad_or_trim)"
+        )
+    x = (x + encoder.positional_embedding).to(x.dtype)
+    for block in encoder.blocks[:n_blocks]:
+        x = block(x)
+    return x
 
 
 @dataclass(frozen=True)
@@ -121,13 +157,19 @@ class FeatureCacheKey:
     utterances: tuple[tuple[str, str], ...]  # (id, audio as in the manifest), dataset order
     version: int = CACHE_VERSION  # the layout of this module
     view: str = AUDIO.name  # the view's name (`data/views.py`); "audio" is left out of the key
+    # Rows are the input of encoder.blocks[i] (encoder_top_layers trains the blocks from i on,
+    # and encoder_sha256 covers only those below); None: the encoder's output, left out of the key
+    input_of_block: int | None = None
 
     def as_dict(self) -> dict:
         """The key as meta.json stores it and `digest` hashes it: the "audio" view without a
-        `view` field, so its folders are those made before views existed (and reused)."""
+        `view` field and the encoder's output without `input_of_block`, so their folders are
+        those made before views and trained encoder blocks existed (and reused)."""
         fields = asdict(self)
         if self.view == AUDIO.name:
             del fields["view"]
+        if self.input_of_block is None:
+            del fields["input_of_block"]
         return fields
 
     def digest(self) -> str:
@@ -143,10 +185,13 @@ def feature_cache_key(
     *,
     compute_dtype: str = "float32",
     view: View = AUDIO,
+    input_of_block: int | None = None,
 ) -> FeatureCacheKey:
     """The key of `dataset`'s features in `view` from `model`'s encoder run in
     `compute_dtype` (`precision.compute_dtype_name` of the fit's precision), stored as
-    `dtype`."""
+    `dtype`; `input_of_block` i: the input of `encoder.blocks[i]` (`encoder_stem`), None:
+    the encoder's output."""
+    check_input_of_block(model, input_of_block)
     if dtype not in STORAGE_DTYPES:
         raise FeatureCacheError(
             f"feature cache dtype {dtype!r}: choose one of {', '.join(STORAGE_DTYPES)}."
@@ -157,7 +202,7 @@ def feature_cache_key(
             f"{', '.join(COMPUTE_DTYPES)}."
         )
     return FeatureCacheKey(
-        encoder_sha256=encoder_fingerprint(model),
+        encoder_sha256=encoder_fingerprint(model, input_of_block),
         n_mels=model.dims.n_mels,
         n_samples=N_SAMPLES,
         sample_rate=SAMPLE_RATE,
@@ -168,7 +213,19 @@ def feature_cache_key(
         compute_dtype=compute_dtype,
         utterances=tuple(dataset.cache_rows()),
         view=view.name,
+        input_of_block=input_of_block,
     )
+
+
+def check_input_of_block(model: Whisper, input_of_block: int | None) -> None:
+    """Raises `FeatureCacheError` unless `input_of_block` is None or a block index >= 1 of
+    `model`'s encoder (block 0's input is the convs' output: nothing frozen worth caching)."""
+    n_layers = model.dims.n_audio_layer
+    if input_of_block is not None and not 1 <= input_of_block < n_layers:
+        raise FeatureCacheError(
+            f"input_of_block={input_of_block}: the cache stores the input of an encoder block "
+            f"1 to {n_layers - 1} (the encoder has {n_layers}), or None for its output."
+        )
 
 
 def estimate_cache_bytes(n_utterances: int, dims: ModelDimensions, dtype: str = "float16") -> int:
@@ -212,6 +269,8 @@ class FeatureCache:
         self.ids = [utterance_id for utterance_id, _ in self.utterances]
         self.shape: tuple[int, int, int] = tuple(meta["shape"])  # (N, n_audio_ctx, n_audio_state)
         self.dtype = np.dtype(meta["dtype"])
+        # Rows are the input of encoder.blocks[i]; None: the encoder's output.
+        self.input_of_block: int | None = meta["key"].get("input_of_block")
         self.features_path = path / f"features.{STORAGE_DTYPES[meta['dtype']]}"
         self.done_path = path / "done.u8"
         self._map: np.memmap | None = None
@@ -229,11 +288,15 @@ class FeatureCache:
         compute_dtype: str = "float32",
         name: str | None = None,
         view: View = AUDIO,
+        input_of_block: int | None = None,
     ) -> FeatureCache | None:
         """The complete cache of `dataset`'s features in `view` from `model`'s encoder run in
-        `compute_dtype` under `cache_dir`, or None (never built, another key, or not
-        finished)."""
-        key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype, view=view)
+        `compute_dtype` (the input of `encoder.blocks[input_of_block]`; None: its output)
+        under `cache_dir`, or None (never built, another key, or not finished)."""
+        key = feature_cache_key(
+            model, dataset, dtype, compute_dtype=compute_dtype, view=view,
+            input_of_block=input_of_block,
+        )  # fmt: skip
         folder = cache_folder(cache_dir, name or folder_name(dataset, view), key)
         cache = existing_cache(folder, key)
         return cache if cache is not None and cache.complete else None
@@ -464,6 +527,7 @@ def build_feature_cache(
     rebuild: bool = False,
     flush_every_s: float = FLUSH_EVERY_S,
     view: View = AUDIO,
+    input_of_block: int | None = None,
 ) -> FeatureCache:
     """Store the encoder output of every utterance of `dataset` in `view` (`data/views.py`;
     one folder per view, the "audio" one as before views existed), or of those not stored
@@ -483,13 +547,19 @@ def build_feature_cache(
             view's slug, `folder_name`).
         precision: the fit's `trainer.precision` ("32-true", "bf16-mixed", …); None: the
             Trainer's default, `precision.default_precision()`.
+        input_of_block: store the input of `encoder.blocks[i]` (`encoder_stem`), for a fit
+            whose encoder trains the blocks from i on (`encoder_top_layers`); None: the
+            encoder's output.
     """
     refuse_with_augmentation(dataset.augment)
     if not len(dataset):
         raise FeatureCacheError(f"{dataset.manifest}: no utterances to cache.")
     device = torch.device(device) if device is not None else _device_of(model.encoder)
     compute_dtype = compute_dtype_name(precision, device)
-    key = feature_cache_key(model, dataset, dtype, compute_dtype=compute_dtype, view=view)
+    key = feature_cache_key(
+        model, dataset, dtype, compute_dtype=compute_dtype, view=view,
+        input_of_block=input_of_block,
+    )  # fmt: skip
     folder = cache_folder(cache_dir, name or folder_name(dataset, view), key)
     with build_lock(folder, progress):
         return _build(model, dataset, folder, key, dtype, device, batch_size, num_workers,
@@ -545,6 +615,8 @@ def _build(
         message = size_message(len(dataset), model.dims, dtype, folder)
         if view != AUDIO:
             message += f" (view {view.name}: one more encoder pass per utterance)"
+        if key.input_of_block is not None:
+            message += f" (the input of encoder block {key.input_of_block}: the blocks above train)"
         if len(todo) < len(dataset):
             message += f"; resuming: {len(todo):,} utterances left to compute"
         print(message, flush=True)
@@ -563,8 +635,9 @@ def _build(
     try:
         compute_dtype = COMPUTE_DTYPES[key.compute_dtype]
         unreadable = _encode_rows(
-            model, loader, cache, device, compute_dtype, bar, flush_every_s, view
-        )
+            model, loader, cache, device, compute_dtype, bar, flush_every_s, view,
+            key.input_of_block,
+        )  # fmt: skip
     finally:
         bar.close()
         cache.close()  # whatever was computed is kept, also on an error or Ctrl-C
@@ -591,10 +664,12 @@ def _encode_rows(
     bar: tqdm,
     flush_every_s: float,
     view: View = AUDIO,
+    input_of_block: int | None = None,
 ) -> list[str]:
     """Encode and write every batch of `loader` (rows, audio, lengths, unreadable ids), the
-    log-mel padded as `view` pads it, the encoder under autocast in `compute_dtype` (float32:
-    none); flush every `flush_every_s` seconds. Returns the unreadable ids."""
+    log-mel padded as `view` pads it, the encoder (up to the input of `blocks[input_of_block]`;
+    None: all of it) under autocast in `compute_dtype` (float32: none); flush every
+    `flush_every_s` seconds. Returns the unreadable ids."""
     encoder = _encoder_on(model, device)
     was_training = encoder.training
     encoder.eval()
@@ -612,7 +687,10 @@ def _encode_rows(
                     audio = audio.to(device, non_blocking=True)
                     mel = view_mel_batch(audio, lengths, view, model.dims.n_mels)
                     with autocast:
-                        features = encoder(mel)
+                        if input_of_block is None:
+                            features = encoder(mel)
+                        else:
+                            features = encoder_stem(encoder, mel, input_of_block)
                     cache.write(rows, features)
                 if time.monotonic() - last_flush > flush_every_s:
                     cache.flush()
@@ -667,8 +745,11 @@ class CachedFeatures:
 
     | `features`    | (B, n_audio_ctx, n_audio_state) | the cache's dtype (float16)          |
     | `durations_s` | (B,)                            | float32, the items' durations (0: unknown) |
+    | `features_block` | int                          | only for a cache of the input of      |
+    |               |                                 | `encoder.blocks[i]` (`input_of_block`): i |
 
-    in place of `audio` and `audio_lengths`. A `speed:f` view's durations are the manifest's
+    in place of `audio` and `audio_lengths`; without `features_block`, `features` are the
+    encoder's output. A `speed:f` view's durations are the manifest's
     divided by f (decoding's budget follows the audio the encoder saw). Cast `features` on
     the device before use: `.float()` for the decoder (autocast then picks the compute dtype)
     and for decoding on the CPU; decoding with fp16 on CUDA halves it itself.
@@ -702,7 +783,10 @@ class CachedFeatures:
             else torch.zeros((0, *self.cache.feature_shape), dtype=self.cache.torch_dtype)
         )
         durations = [item.get("duration") or 0.0 for item in items]
-        return {"features": features, "durations_s": torch.tensor(durations, dtype=torch.float32)}
+        batch = {"features": features, "durations_s": torch.tensor(durations, dtype=torch.float32)}
+        if self.cache.input_of_block is not None:
+            batch["features_block"] = self.cache.input_of_block
+        return batch
 
 
 def cached(

@@ -1,8 +1,10 @@
-"""What fine-tuning trains of a Whisper model: a frozen encoder, the decoder parts that learn
-(all of it, its cross-attention, or its last layers), LoRA adapters and their merge back into
-plain weights, and gradient checkpointing.
+"""What fine-tuning trains of a Whisper model: a frozen encoder (or its top blocks training),
+the decoder parts that learn (all of it, its cross-attention, or its last layers), LoRA
+adapters and their merge back into plain weights, and gradient checkpointing.
 
     freeze(model.encoder)
+    first = train_encoder_top(model.encoder, 2)            # blocks[first:] and ln_post train
+    audio_features = encoder_top(model.encoder, x, first)  # x: the input of blocks[first]
     select_trainable(model.decoder, "cross_attention")     # → parameters that train
     add_lora(model.decoder, rank=8, alpha=16.0)            # peft, imported only here
     plain = merge_lora_state(state_dict, scaling=16.0 / 8)  # what every checkpoint read does
@@ -19,6 +21,41 @@ def freeze(module: torch.nn.Module) -> None:
     """No gradients and eval mode for `module` (the encoder, when only the decoder trains)."""
     module.requires_grad_(False)
     module.eval()
+
+
+def train_encoder_top(encoder: torch.nn.Module, top_layers: int) -> int:
+    """Gradients on (and train mode) for the last `top_layers` blocks of a Whisper
+    `AudioEncoder` and its `ln_post`, the rest left as it is (frozen by `freeze`); returns the
+    index of the first block that trains (n_audio_layer when `top_layers` is 0: none).
+
+    At most n_audio_layer - 1 blocks: the first block's input is the convs' output, and a
+    feature cache of it would save nothing (train the whole encoder with freeze_encoder
+    false instead).
+    """
+    n_layers = len(encoder.blocks)
+    if not 0 <= top_layers < n_layers:
+        raise ValueError(
+            f"encoder_top_layers={top_layers}: use 0 to {n_layers - 1} (the encoder has "
+            f"{n_layers} blocks; 0 trains none; to train all of it, set freeze_encoder false)."
+        )
+    if top_layers:
+        for module in (*encoder.blocks[-top_layers:], encoder.ln_post):
+            module.requires_grad_(True)
+            module.train()
+    return n_layers - top_layers
+
+
+def encoder_top(encoder: torch.nn.Module, x: torch.Tensor, first_block: int) -> torch.Tensor:
+    """The rest of Whisper's `AudioEncoder.forward` from the input of `blocks[first_block]`:
+    those blocks, then `ln_post`. `x` from `data.feature_cache.encoder_stem(encoder, mel,
+    first_block)` gives `encoder(mel)`.
+
+    x : torch.Tensor, shape = (batch, n_audio_ctx, n_audio_state)
+    returns : torch.Tensor, shape = (batch, n_audio_ctx, n_audio_state)
+    """
+    for block in encoder.blocks[first_block:]:
+        x = block(x)
+    return encoder.ln_post(x)
 
 
 # Which decoder weights fine-tuning updates: all of them, the cross-attention (the part that

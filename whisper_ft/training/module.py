@@ -31,8 +31,10 @@ from whisper_ft.models.trainable import (
     TrainParts,
     add_lora,
     checkpoint_blocks,
+    encoder_top,
     freeze,
     select_trainable,
+    train_encoder_top,
 )
 from whisper_ft.text import LongVowel
 from whisper_ft.training.failures import InFlight, NonFiniteLossGuard, add_note, is_out_of_memory
@@ -146,6 +148,13 @@ class WhisperFineTuner(pl.LightningModule):
             batch to the loss (logged as train_kl): a guard against forgetting what the base
             model knew. The base decoder is the one fit starts from (a resumed fit rebuilds it
             from `base_model`); it runs without gradients on the same encoder output. 0: off.
+        encoder_top_layers: With freeze_encoder, the last k blocks of the encoder and its
+            `ln_post` train too (acoustic adaptation to new voices), 0 to n_audio_layer - 1;
+            0: none (the encoder frozen as a whole). The encoder-feature cache then stores the
+            input of the first trained block instead of the encoder's output, and every step
+            runs those k blocks over it: their forward and backward over 1500 frames per
+            utterance on top of the decoder's step (for tiny, k=1 is about a quarter of its
+            encoder). Live audio runs the whole encoder, gradients from those blocks up.
     """
 
     def __init__(
@@ -170,10 +179,16 @@ class WhisperFineTuner(pl.LightningModule):
         lora_alpha: float = 32.0,
         kana_decoding: bool = False,
         kl_weight: float = 0.0,
+        encoder_top_layers: int = 0,
     ) -> None:
         super().__init__()
         if not (math.isfinite(kl_weight) and kl_weight >= 0):
             raise ValueError(f"`kl_weight` must be a finite number >= 0, got {kl_weight}")
+        if encoder_top_layers and not freeze_encoder:
+            raise ValueError(
+                f"encoder_top_layers={encoder_top_layers} trains the encoder's top blocks of a "
+                "frozen encoder, but freeze_encoder false trains all of it: set one of them."
+            )
         self.nonfinite = NonFiniteLossGuard(max_nonfinite_steps)  # checks the value first
         self.trained_target: str | None = None  # the batches' target (kana, text), once seen
         if isinstance(spec_augment, dict):  # as stored in a checkpoint's hyperparameters
@@ -190,8 +205,12 @@ class WhisperFineTuner(pl.LightningModule):
             language=language,
             task=task,
         )
+        # The first encoder block that trains (n_audio_layer: none, or all with freeze_encoder
+        # false): cached features from below it run through the blocks from it on.
+        self.encoder_first_trained = self.model.dims.n_audio_layer
         if freeze_encoder:
             freeze(self.model.encoder)
+            self.encoder_first_trained = train_encoder_top(self.model.encoder, encoder_top_layers)
         select_trainable(self.model.decoder, train_parts, last_layers)
         if lora_rank:
             add_lora(self.model.decoder, lora_rank, lora_alpha)
@@ -220,6 +239,10 @@ class WhisperFineTuner(pl.LightningModule):
         super().train(mode)
         if self.hparams.freeze_encoder:
             self.model.encoder.eval()
+            for block in self.model.encoder.blocks[self.encoder_first_trained :]:
+                block.train(mode)
+            if self.hparams.encoder_top_layers:
+                self.model.encoder.ln_post.train(mode)
         return self
 
     def on_fit_start(self) -> None:
@@ -275,7 +298,9 @@ class WhisperFineTuner(pl.LightningModule):
         if augment and self.spec_augment.enabled:
             valid = None if audio_lengths is None else valid_frame_counts(audio_lengths)
             mel = spec_augment(mel, self.spec_augment, valid)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
+        # Gradients flow from the first block that trains up (autograd keeps nothing below it).
+        trains = not self.hparams.freeze_encoder or self.hparams.encoder_top_layers > 0
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trains):
             return self.model.encoder(mel)
 
     def forward(self, audio: torch.Tensor, dec_input_ids: torch.Tensor) -> torch.Tensor:
@@ -346,13 +371,26 @@ class WhisperFineTuner(pl.LightningModule):
 
     def features(self, batch: dict, augment: bool = False) -> torch.Tensor:
         """The batch's encoder output: read from the encoder-feature cache when the batch
-        carries `features` (stored float16), else encoded from its `audio`.
+        carries `features` (stored float16; with `features_block` i, the input of encoder
+        block i, run through the blocks from i on and `ln_post`: `encoder_top_layers`), else
+        encoded from its `audio`.
 
         returns : torch.Tensor, shape = (batch, n_audio_ctx, n_audio_state), float32
         """
-        if "features" in batch:
-            return batch["features"].float()  # autocast picks the decoder's compute dtype
-        return self.encode(batch["audio"], batch.get("audio_lengths"), augment=augment)
+        if "features" not in batch:
+            return self.encode(batch["audio"], batch.get("audio_lengths"), augment=augment)
+        features = batch["features"].float()  # autocast picks the blocks' compute dtype
+        block = batch.get("features_block")  # None: the encoder's output
+        if block is None and self.hparams.encoder_top_layers:
+            raise ValueError(
+                f"encoder_top_layers={self.hparams.encoder_top_layers} trains the encoder's top "
+                "blocks, but the batch holds cached encoder output, which they cannot change: "
+                "give the data module this module's ModelSide (connect, or the Trainer's), so "
+                f"that it caches the input of block {self.encoder_first_trained}."
+            )
+        if block is None:
+            return features
+        return encoder_top(self.model.encoder, features, block)
 
     def _count_skipped(self, batch: dict, stage: str) -> int:
         """Counts the batch's unreadable items (the dataset warned with their files); returns
