@@ -76,6 +76,8 @@ from whisper_ft.decoding import (
 )
 from whisper_ft.evaluation.metrics import CorpusErrorRates, rates_for_json
 from whisper_ft.evaluation.retention import retention_scores
+from whisper_ft.models.loading import save_whisper_checkpoint
+from whisper_ft.models.merging import interpolate
 
 # OpenJTalk voices (speed, half-tone) outside prepare's SYNTHETIC_VOICES: test only.
 EXTRA_TEST_VOICES = ((0.92, 7.0), (1.12, -10.0))
@@ -100,6 +102,8 @@ class Recipe:
     timestamp_prob: float = 0.5  # with pack_windows: windows with timestamp tokens
     prompt_prob: float = 0.0  # with pack_windows: windows after a previous-text prompt
     speechless_share: float = 0.0  # WhisperDataModule.speechless_share: silence/noise clips
+    cache_views: str = "audio"  # WhisperDataModule.cache_views, comma-separated (audio,mel,…)
+    encoder_top_layers: int = 0  # WhisperFineTuner.encoder_top_layers: top encoder blocks train
     seed: int = 0
 
 
@@ -204,29 +208,37 @@ def speechless_said(model) -> dict[str, str]:
 
 
 class BestWeights(pl.Callback):
-    """Keeps a copy of the trainable weights at the lowest val_cer seen, and the val history."""
+    """Keeps a copy of the trainable weights at the lowest val_cer seen, and the val history;
+    with `keep_last` > 0 also the trainable weights at each of the last `keep_last`
+    validations (`snapshots`, oldest first), for checkpoint averaging."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_last: int = 0) -> None:
         self.best_cer = float("inf")
         self.best_step = -1
         self.state: dict | None = None
         self.history: list[tuple[int, float]] = []
+        self.keep_last = keep_last
+        self.snapshots: list[tuple[int, dict]] = []
 
     def on_validation_end(self, trainer, pl_module) -> None:
         cer = trainer.callback_metrics.get("val_cer")
         if cer is None or trainer.sanity_checking:
             return
         self.history.append((trainer.global_step, round(float(cer), 4)))
+        trainable = {n for n, p in pl_module.named_parameters() if p.requires_grad}
+        state = {n: t.detach().clone() for n, t in pl_module.state_dict().items() if n in trainable}
         if float(cer) < self.best_cer:
             self.best_cer, self.best_step = float(cer), trainer.global_step
-            trainable = {n for n, p in pl_module.named_parameters() if p.requires_grad}
-            self.state = {
-                n: t.detach().clone() for n, t in pl_module.state_dict().items() if n in trainable
-            }
+            self.state = state
+        if self.keep_last:
+            self.snapshots = [*self.snapshots, (trainer.global_step, state)][-self.keep_last :]
 
 
-def fine_tune(recipe: Recipe, base_model: str, manifests: dict, cache_dir: Path) -> tuple:
-    """Train `recipe`; returns the module with its best-val weights and the BestWeights log."""
+def fine_tune(
+    recipe: Recipe, base_model: str, manifests: dict, cache_dir: Path, keep_last: int = 0
+) -> tuple:
+    """Train `recipe`; returns the module with its best-val weights and the BestWeights log
+    (with the last `keep_last` validations' weights)."""
     pl.seed_everything(recipe.seed, verbose=False)
     module = WhisperFineTuner(
         base_model=base_model,
@@ -236,6 +248,7 @@ def fine_tune(recipe: Recipe, base_model: str, manifests: dict, cache_dir: Path)
         train_parts=recipe.train_parts,
         lora_rank=recipe.lora_rank,
         kl_weight=recipe.kl_weight,
+        encoder_top_layers=recipe.encoder_top_layers,
     )
     data = WhisperDataModule(
         train_manifest=str(manifests["train"]),
@@ -248,8 +261,9 @@ def fine_tune(recipe: Recipe, base_model: str, manifests: dict, cache_dir: Path)
         timestamp_prob=recipe.timestamp_prob,
         prompt_prob=recipe.prompt_prob,
         speechless_share=recipe.speechless_share,
+        cache_views=recipe.cache_views.split(","),
     )
-    best = BestWeights()
+    best = BestWeights(keep_last)
     trainer = pl.Trainer(
         max_steps=recipe.steps,
         val_check_interval=recipe.val_every,
@@ -284,6 +298,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results", type=Path, help="append a row here (RESULTS.md)")
     parser.add_argument(
         "--skip-guarded", action="store_true", help="no second decoding with the loop guard"
+    )
+    parser.add_argument("--save", type=Path, help="write the chosen weights here (Whisper .pt)")
+    parser.add_argument(
+        "--wise-alphas",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also score WiSE-FT (1-a)*base + a*fine-tuned for each a (val, test, retention)",
+    )
+    parser.add_argument(
+        "--average-last",
+        type=int,
+        default=0,
+        help="also score the average of the last N validations' weights (0: off)",
     )
     for field_name, value in asdict(defaults).items():
         kind = (
@@ -334,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["speechless_zero_shot"] = speechless_said(base)
         del base
     train_started = time.time()
-    module, best = fine_tune(recipe, args.base_model, manifests, cache_dir)
+    module, best = fine_tune(recipe, args.base_model, manifests, cache_dir, args.average_last)
     result["train_s"] = round(time.time() - train_started, 1)
     result["val_cer"] = best.history
     result["best_step"] = best.best_step
@@ -349,6 +377,15 @@ def main(argv: list[str] | None = None) -> dict:
         result["retention_fine_tuned"] = retention_summary(
             retention_scores(module.model.eval(), retention_set, "en")
         )
+    if args.save:
+        save_whisper_checkpoint(
+            module.model.dims, module.model.state_dict(), args.save, module.decoding_settings
+        )
+        result["saved"] = str(args.save)
+    if args.wise_alphas or args.average_last:
+        result["variants"] = score_variants(
+            module, best, args, manifests, test_sets, cache_dir, retention_set
+        )
     result["wall_s"] = round(time.time() - started, 1)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("examples")}, indent=1))
     if args.json:
@@ -357,6 +394,47 @@ def main(argv: list[str] | None = None) -> dict:
     if args.results:
         append_row(args.results, result)
     return result
+
+
+def variant_scores(
+    model, manifests: dict, test_sets: dict, cache_dir: Path, retention_set: Path | None
+) -> dict:
+    """One merged model's val CER (what may choose it), held-out kana CER, English retention
+    and what it says on the speechless clips."""
+    scores = {"val": kana_cer(decode_set(model, manifests["val"], cache_dir))}
+    for name, path in test_sets.items():
+        scores[name] = kana_cer(decode_set(model, path, cache_dir))
+    if retention_set is not None:
+        scores["retention"] = retention_summary(retention_scores(model, retention_set, "en"))
+    scores["speechless"] = speechless_said(model)
+    return scores
+
+
+def score_variants(module, best, args, manifests, test_sets, cache_dir, retention_set) -> dict:
+    """The chosen weights merged with the pretrained ones (WiSE-FT, `--wise-alphas`) and the
+    average of the last validations' weights (`--average-last`), each scored by
+    `variant_scores`; keyed "wise_<alpha>" and "average_last_<n>"."""
+    variants = {}
+    tuned = {k: v.clone() for k, v in module.model.state_dict().items()}
+    base_state = load_base_model(args.base_model).state_dict()
+    model = module.model
+    for alpha in args.wise_alphas:
+        model.load_state_dict(interpolate(base_state, tuned, alpha))
+        variants[f"wise_{alpha:g}"] = variant_scores(
+            model.eval(), manifests, test_sets, cache_dir, retention_set
+        )
+    if args.average_last and best.snapshots:
+        steps = [step for step, _ in best.snapshots]
+        average = {
+            name: torch.stack([state[name].float() for _, state in best.snapshots]).mean(0)
+            for name in best.snapshots[0][1]
+        }
+        module.load_state_dict(average, strict=False)
+        variants[f"average_last_{len(steps)}"] = variant_scores(
+            module.model.eval(), manifests, test_sets, cache_dir, retention_set
+        ) | {"steps": steps}
+    model.load_state_dict(tuned)
+    return variants
 
 
 def retention_summary(scores) -> dict:
@@ -390,6 +468,10 @@ def append_row(path: Path, r: dict) -> None:
     parts = recipe["train_parts"] + (
         f" + LoRA r{recipe['lora_rank']}" if recipe["lora_rank"] else ""
     )
+    if recipe.get("encoder_top_layers"):
+        parts += f" + top {recipe['encoder_top_layers']} encoder blocks"
+    if recipe.get("cache_views", "audio") != "audio":
+        parts += f", views {recipe['cache_views']}"
     row = (
         f"| {r['date']} | {r['name']} | {r['base_model']} | {r['train_utterances']} | {parts} | "
         f"{recipe['lr']:g} | {recipe['steps']} ({r['best_step']}) | "
@@ -398,6 +480,8 @@ def append_row(path: Path, r: dict) -> None:
         f"{cer('pipeline', 'espeak')} | **{cer('fine_tuned', 'espeak')}** | {r['wall_s']:.0f} |\n"
     )
     insert_rows(path, "# Adaptation:", ADAPTATION_HEADER, [row])
+    if r.get("variants"):
+        insert_rows(path, "# Merging:", MERGING_HEADER, variant_rows(r))
     said = r.get("speechless_fine_tuned", {})
     if "retention_fine_tuned" in r:
         before, after = r["retention_base"], r["retention_fine_tuned"]
@@ -429,6 +513,42 @@ def append_row(path: Path, r: dict) -> None:
     )
     insert_rows(path, "# Looping:", LOOPING_HEADER, [looping_row])
 
+
+def variant_rows(r: dict) -> list[str]:
+    """MERGING_HEADER's rows: one per `score_variants` entry of result `r`."""
+    base_wer = r.get("retention_base", {}).get("wer")
+    rows = []
+    for name, v in r["variants"].items():
+
+        def cer(key: str, v=v) -> str:
+            return f"{v[key]['kana_cer']:.3f}" if key in v else "–"
+
+        if "retention" in v and base_wer:
+            wer = f"{v['retention']['wer']:.3f} ({v['retention']['wer'] / base_wer:.2f}×)"
+        else:
+            wer = "–"
+        said = v["speechless"]
+        rows.append(
+            f"| {r['date']} | {r['name']} | {name.replace('_', ' ')} | {cer('val')} | "
+            f"{cer('openjtalk')} | {cer('espeak')} | {wer} | "
+            f"{sum(bool(t.strip()) for t in said.values())}/{len(said)} |\n"
+        )
+    return rows
+
+
+MERGING_HEADER = """# Merging: WiSE-FT and checkpoint averaging
+
+Rows added by `benchmarks/adaptation.py --wise-alphas … --average-last N`: the recipe's chosen
+weights merged with the pretrained ones, θ = (1−α)·θ_base + α·θ_ft (`models.merging.interpolate`,
+what `export --interpolate α` writes; α 1 is the fine-tune), and the average of the trainable
+weights at the last N validations (`export --average` of the last N checkpoints); val CER (the
+only figure a choice may use), held-out kana CER, English WER (× the base's) and how many of the
+three speechless clips it said something on (a lone 。 counts; the texts are in the JSON).
+
+| date | recipe | weights | val CER | OpenJTalk | espeak-ng | English WER (× base) \
+| said on speechless |
+| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |
+"""
 
 ADAPTATION_HEADER = """# Adaptation: does kana fine-tuning beat not adapting?
 
