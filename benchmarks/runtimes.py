@@ -12,6 +12,11 @@ suppression lists; see tests/models/test_export.py for why these options make th
     transformers     `WhisperForConditionalGeneration(<export --format hf>).generate` on
                      `WhisperProcessor` features, batches of --batch-size, float32
 
+and each runtime's default call, only the language given (what users run first; its window,
+timestamps, beam and fallback are the runtime's own): `whisper.transcribe`, faster-whisper's
+`transcribe` (beam 5), transformers' `pipeline("automatic-speech-recognition")`. *same*: texts
+equal to this project's own decoding (the openai-whisper row, what `test` scores).
+
 Audio: the test split (then val, if short) of `prepare_synthetic` (OpenJTalk voices and
 sentences never trained on by a model fine-tuned on its train split), the first --utterances.
 RTF = decoding wall time (features included, model load and export excluded) / audio seconds.
@@ -109,6 +114,54 @@ def run_faster_whisper(folder: Path, compute_type: str, waves, threads: int, pad
     return texts, load_s
 
 
+def run_whisper_transcribe(spec: str, waves) -> tuple[list[str], float]:
+    """openai-whisper's default call, `whisper.transcribe(model, audio, language=…)`: its own
+    window (the log-mel of the speech padded with zeros), temperature fallback, timestamps."""
+    import whisper
+
+    start = time.perf_counter()
+    model = Transcriber(spec, language=PROMPT_LANGUAGE, device="cpu").model
+    load_s = time.perf_counter() - start
+    texts = [
+        whisper.transcribe(model, wave, language=PROMPT_LANGUAGE, fp16=False)["text"].strip()
+        for wave in waves
+    ]
+    return texts, load_s
+
+
+def run_faster_whisper_default(folder: Path, waves, threads: int) -> tuple[list[str], float]:
+    """faster-whisper's default call, `WhisperModel(folder).transcribe(audio, language=…)`:
+    beam 5, timestamps, temperature fallback, its own zero-padded log-mel."""
+    from faster_whisper import WhisperModel
+
+    start = time.perf_counter()
+    model = WhisperModel(str(folder), device="cpu", compute_type="default", cpu_threads=threads)
+    load_s = time.perf_counter() - start
+    texts = []
+    for wave in waves:
+        segments, _ = model.transcribe(wave, language=PROMPT_LANGUAGE)
+        texts.append("".join(s.text for s in segments).strip())
+    return texts, load_s
+
+
+def run_transformers_pipeline(folder: Path, waves) -> tuple[list[str], float]:
+    """transformers' default call, `pipeline("automatic-speech-recognition", model=folder)`
+    with the language given: WhisperFeatureExtractor pads the audio to 30 s."""
+    from transformers import pipeline
+
+    start = time.perf_counter()
+    asr = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
+    load_s = time.perf_counter() - start
+    texts = [
+        asr(
+            {"raw": wave.copy(), "sampling_rate": SAMPLE_RATE},
+            generate_kwargs={"language": PROMPT_LANGUAGE, "task": "transcribe"},
+        )["text"].strip()
+        for wave in waves
+    ]
+    return texts, load_s
+
+
 def run_transformers(folder: Path, waves, batch_size: int):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -187,6 +240,15 @@ def main() -> None:
                 work / "ct2_int8", "int8", waves, args.threads, pad=True
             ),
             "transformers": lambda: run_transformers(work / "hf", waves, args.batch_size),
+            "openai-whisper transcribe (default call)": lambda: run_whisper_transcribe(
+                args.model, waves
+            ),
+            "faster-whisper transcribe (default call)": lambda: run_faster_whisper_default(
+                work / "ct2_float32", waves, args.threads
+            ),
+            "transformers pipeline (default call)": lambda: run_transformers_pipeline(
+                work / "hf", waves
+            ),
         }
         results = {}
         for name, run in runs.items():
@@ -232,16 +294,21 @@ Rows added by `benchmarks/runtimes.py` (one per runtime and run), e.g.
 
     python benchmarks/runtimes.py --model run.ckpt --manifest corpus/test.jsonl --threads 2
 
-CPU only, greedy decoding without timestamps in every runtime (faster-whisper with beam_size=1,
-temperature 0.0 without fallback), one run, runtimes one after another. RTF = decoding seconds
-/ audio seconds (model load and export excluded); *× openai*: openai-whisper's RTF over the
-row's (above 1: faster). Kana CER: hypotheses read into katakana by OpenJTalk, against the
-reference kana, on test utterances never trained on; *same*: utterances whose text equals
-openai-whisper's; *(n loops)* after a kana CER: hypotheses repeating a unit 4 times or more
-(`metrics.has_loop`, the looping sign `test` reports; rows before 2026-12-03 lack it).
-*audio padded to 30 s*: the waveform padded with silence before faster-whisper
-sees it, so that its log-mel is that of the window `whisper.decode` and training see (its own
-`transcribe` pads the log-mel of the speech with zeros instead).
+CPU only, one run, runtimes one after another. Greedy decoding without timestamps in every
+runtime (faster-whisper with beam_size=1, temperature 0.0 without fallback) but the *default
+call* rows: the runtime as a user calls it first, only the language given:
+`whisper.transcribe(model, audio, language="ja")`, faster-whisper's `transcribe(audio,
+language="ja")` (beam 5, timestamps, fallback), transformers'
+`pipeline("automatic-speech-recognition")` (rows from 2026-12-04 on). RTF = decoding seconds /
+audio seconds (model load and export excluded); *× openai*: openai-whisper's RTF over the row's
+(above 1: faster). Kana CER: hypotheses read into katakana by OpenJTalk, against the reference
+kana, on test utterances never trained on; *same*: utterances whose text equals
+openai-whisper's (this project's own decoding, what `test` scores); *(n loops)* after a kana
+CER: hypotheses repeating a unit 4 times or more (`metrics.has_loop`, the looping sign `test`
+reports; rows before 2026-12-03 lack it). *audio padded to 30 s*: the waveform padded with
+silence before faster-whisper sees it, so that its log-mel is that of the window
+`whisper.decode` and training see (its own `transcribe` pads the log-mel of the speech with
+zeros instead).
 
 | date | model | utts (audio s) | threads | runtime | RTF | × openai | load s | kana CER | same |
 | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |
