@@ -50,3 +50,14 @@ def test_prepare_espeak_says_what_to_install_without_espeak(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="espeak-ng is not on PATH; install espeak-ng"):
         prepare_espeak(tmp_path, ["Hello there."])
     assert not any(tmp_path.iterdir())
+
+
+def test_retention_set_without_espeak_is_none_and_says_how_to_install(tmp_path, monkeypatch):
+    from whisper_ft.corpora import espeak
+
+    monkeypatch.setattr(espeak.shutil, "which", lambda name: None)
+    with pytest.warns(UserWarning, match="retention not measured: espeak-ng is not installed"):
+        assert espeak.retention_set(tmp_path) is None
+    assert not (tmp_path / "retention").exists()
+    with pytest.raises(ValueError, match="no retention sentences for language 'fr'"):
+        espeak.retention_set(tmp_path, "fr")

@@ -422,3 +422,62 @@ def test_a_fit_from_the_cache_trains_the_top_encoder_block_and_exports_it(
     torch.testing.assert_close(
         weights["encoder.blocks.1.mlp.0.weight"].float(), after["encoder.blocks.1.mlp.0.weight"]
     )
+
+
+def english_set(corpus, path):
+    """Two of the corpus's clips as a plain-text retention manifest (no espeak-ng needed)."""
+    from dataclasses import replace
+
+    from whisper_ft.manifest import read_manifest, write_manifest
+
+    clips = read_manifest(corpus["test"])[:2]
+    root = corpus["test"].parent
+    english = [
+        replace(u, audio=str(u.audio_path(root)), text=text, target="text", kana=None)
+        for u, text in zip(clips, ["The bus was late.", "Close the window."], strict=True)
+    ]
+    return write_manifest(path / "retention_en.jsonl", english)
+
+
+def test_test_scores_retention_of_the_model_and_its_base_once(
+    micro, corpus, tmp_path, make_trainer, monkeypatch
+):
+    import whisper_ft.training.module as module
+
+    micro.retention_set = english_set(corpus, tmp_path / "retention")
+    loads = []
+    real_load = module.load_base_model
+    monkeypatch.setattr(
+        module, "load_base_model", lambda name: loads.append(name) or real_load(name)
+    )
+    [logged] = make_trainer(limit_test_batches=1).test(micro, data(corpus), verbose=False)
+    assert loads == ["random:micro"]  # the base, rebuilt by name, decoded the set
+    for name in ("test_retention_wer", "test_retention_base_wer", "test_retention_ratio"):
+        assert math.isfinite(logged[name]) or name == "test_retention_ratio"
+    assert logged["test_retention_ratio"] == pytest.approx(
+        logged["test_retention_wer"] / logged["test_retention_base_wer"]
+    )
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    kept = json.loads((log_dir / "metrics.json").read_text())["retention"]
+    assert kept["utterances"] == 2 and kept["wer_after"] == pytest.approx(
+        logged["test_retention_wer"]
+    )
+    report = (log_dir / "report.md").read_text(encoding="utf-8")
+    assert "| language | utterances | WER before | WER after |" in report
+    assert f"| en | 2 | {kept['wer_before']:.3f} | {kept['wer_after']:.3f} |" in report
+    assert (tmp_path / "retention" / "base_random_micro.json").is_file()
+
+    [again] = make_trainer(limit_test_batches=1).test(micro, data(corpus), verbose=False)
+    assert loads == ["random:micro"]  # the base's figure read from its JSON
+    assert again["test_retention_base_wer"] == logged["test_retention_base_wer"]
+
+
+@pytest.mark.parametrize("micro", [{"retention_language": None}], indirect=True)
+def test_test_without_retention_language_or_set_logs_no_retention(
+    micro, corpus, tmp_path, make_trainer
+):
+    micro.retention_set = english_set(corpus, tmp_path / "retention")
+    [logged] = make_trainer(limit_test_batches=1).test(micro, data(corpus), verbose=False)
+    assert not any(name.startswith("test_retention") for name in logged)
+    metrics = tmp_path / "lightning_logs" / "version_0" / "metrics.json"
+    assert json.loads(metrics.read_text())["retention"] is None

@@ -69,6 +69,7 @@ def run_lightning(args: list[str] | None) -> None:
 
     args = with_recipes(sys.argv[1:] if args is None else args)
 
+    from whisper_ft.corpora.espeak import retention_set
     from whisper_ft.data.datamodule import WhisperDataModule
     from whisper_ft.precision import default_precision
     from whisper_ft.training.checkpointing import (
@@ -131,6 +132,12 @@ def run_lightning(args: list[str] | None) -> None:
         def before_fit(self) -> None:
             if self.config[self.subcommand].get("tune_batch_size"):
                 tune_batch_size(self.trainer, self.model, self.datamodule)
+
+        def before_test(self) -> None:
+            # The retention set (English spoken by espeak-ng), made once under the root folder.
+            language = self.model.hparams.get("retention_language")
+            if language:
+                self.model.retention_set = retention_set(self.trainer.default_root_dir, language)
 
     WhisperFTCLI(
         WhisperFineTuner,

@@ -5,6 +5,8 @@ fine-tune forgot (`evaluation.retention`).
     prepare_espeak(out, sentences, voice)   sentences → <out>/wav/*.wav (16 kHz) and
                                             <out>/<name>.jsonl, target "text"
     speak(text, path, voice)                one sentence → a 16-kHz wav
+    retention_set(root, language)           the retention set under <root>/retention, built
+                                            once; None (and why, warned) without espeak-ng
 """
 
 import hashlib
@@ -12,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,12 @@ ESPEAK = "espeak-ng"
 INSTALL_ESPEAK = (
     "install espeak-ng (Debian/Ubuntu: apt-get install espeak-ng; macOS: brew install espeak-ng)"
 )
+
+
+RETENTION_NOT_MEASURED = (
+    f"retention not measured: {ESPEAK} is not installed (Debian: apt-get install espeak-ng)"
+)
+RETENTION_SETS = {"en": RETENTION_SENTENCES}  # language → its sentences (espeak-ng's voice)
 
 
 def espeak_path() -> str:
@@ -102,3 +111,21 @@ def prepare_espeak(
             )
         )
     return write_manifest(out / f"{name}.jsonl", utterances)
+
+
+def retention_set(root: str | Path, language: str = "en") -> Path | None:
+    """The retention set of `language` (`RETENTION_SETS`) spoken by espeak-ng under
+    `<root>/retention/` (`prepare_espeak`: made on the first call, its audio reused after), for
+    `evaluation.retention`; `test` and the demo score it. None when espeak-ng is not installed,
+    with a warning saying so (`RETENTION_NOT_MEASURED`): the caller goes on without it."""
+    if language not in RETENTION_SETS:
+        raise ValueError(
+            f"no retention sentences for language {language!r} (there are for "
+            f"{', '.join(RETENTION_SETS)}): set retention_language to one of them, or empty."
+        )
+    if shutil.which(ESPEAK) is None:
+        warnings.warn(RETENTION_NOT_MEASURED, stacklevel=2)
+        return None
+    return prepare_espeak(
+        Path(root) / "retention", RETENTION_SETS[language], language, f"retention_{language}"
+    )

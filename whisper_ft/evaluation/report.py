@@ -23,6 +23,7 @@ from whisper_ft.evaluation.predictions import (
     read_predictions,
     worst_utterances,
 )
+from whisper_ft.evaluation.retention import RETENTION_HEADER, retention_row
 from whisper_ft.files import atomic_write
 
 REPORT = "report.md"
@@ -163,6 +164,9 @@ def _metrics_lines(metrics: dict) -> list[str]:
         for clip, text in metrics["speechless"].items():
             said = text if len(text) <= SAID_WIDTH else text[: SAID_WIDTH - 1] + "…"
             lines.append(f"| {clip.replace('_', ' ')} | {_cell(said) if said else '(nothing)'} |")
+    if metrics.get("retention"):  # what the fine-tune kept: another language, before and after
+        lines += ["", "Retention: plain-text WER of the base model (before) and this one (after)."]
+        lines += ["", *RETENTION_HEADER.splitlines(), retention_row(metrics["retention"]).rstrip()]
     return lines
 
 

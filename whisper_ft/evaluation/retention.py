@@ -3,7 +3,9 @@ English after a Japanese kana fine-tune (catastrophic forgetting, measured).
 
     retention_scores(model, manifest, language)   WER and looping signs of one model
     retention(before, after, manifest, language)  both, and after / before
-    retention_row(before, after)                  "| before | after | ratio |" for a table
+    retention_row(result)                         "| before | after | ratio |" for a table
+    cached_scores(stored, model, manifest, …)     a model's scores kept in a JSON (the base's:
+                                                  computed once, the model loaded only then)
 
 Every clip is decoded as plain text in `language` (`decoding_options`: greedy, without
 timestamps, no katakana constraint, whatever the model was fine-tuned to write), cut at its
@@ -13,6 +15,8 @@ manifest's `text` is the reference (`corpora.espeak.prepare_espeak` writes the E
 No Lightning; imports only the core and `evaluation.metrics`.
 """
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +124,31 @@ class Retention:
         return self.after.wer / self.before.wer
 
 
+def cached_scores(
+    stored: str | Path,
+    load_model: Callable[[], Whisper],
+    manifest: str | Path,
+    language: str = "en",
+    batch_size: int = 8,
+) -> RetentionScores:
+    """`retention_scores` of the model `load_model()` returns, kept in the JSON `stored` (its
+    hypotheses and budget hits, re-scored on reading): a later call on the same manifest
+    reads them and never calls `load_model`. The file is rewritten when the manifest's
+    references or `language` changed."""
+    stored, manifest = Path(stored), Path(manifest)
+    references = [u.text for u in read_manifest(manifest)]
+    if stored.is_file():
+        kept = json.loads(stored.read_text(encoding="utf-8"))
+        if kept.get("references") == references and kept.get("language") == language:
+            return scores_of(references, kept["hypotheses"], language, kept["budget_hits"])
+    scores = retention_scores(load_model(), manifest, language, batch_size)
+    hits = [u.hit_budget for u in scores.utterances]
+    kept = {"language": language, "references": references, "hypotheses": scores.hypotheses}
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_text(json.dumps({**kept, "budget_hits": hits}, ensure_ascii=False) + "\n")
+    return scores
+
+
 def retention(
     model_before: Whisper,
     model_after: Whisper,
@@ -140,10 +169,28 @@ RETENTION_HEADER = (
 )
 
 
-def retention_row(result: Retention) -> str:
-    """One Markdown table row under `RETENTION_HEADER`: WER before, after, and their ratio."""
+def retention_json(result: Retention) -> dict:
+    """The figures of `retention_row`, for metrics.json (`retention_row` reads them back)."""
     b, a = result.before, result.after
+    return {
+        "language": b.language,
+        "utterances": b.n_utterances,
+        "wer_before": b.wer,
+        "wer_after": a.wer,
+        "ratio": result.ratio,
+        "budget_hits_before": b.budget_hits,
+        "budget_hits_after": a.budget_hits,
+        "loops_before": b.repeating,
+        "loops_after": a.repeating,
+    }
+
+
+def retention_row(result: Retention | dict) -> str:
+    """One Markdown table row under `RETENTION_HEADER`: WER before, after, and their ratio;
+    `result` a `Retention` or its `retention_json`."""
+    r = retention_json(result) if isinstance(result, Retention) else result
     return (
-        f"| {b.language} | {b.n_utterances} | {b.wer:.3f} | {a.wer:.3f} | {result.ratio:.2f} "
-        f"| {b.budget_hits} / {a.budget_hits} | {b.repeating} / {a.repeating} |\n"
+        f"| {r['language']} | {r['utterances']} | {r['wer_before']:.3f} | {r['wer_after']:.3f} "
+        f"| {r['ratio']:.2f} | {r['budget_hits_before']} / {r['budget_hits_after']} "
+        f"| {r['loops_before']} / {r['loops_after']} |\n"
     )

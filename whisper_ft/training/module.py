@@ -4,6 +4,7 @@ import copy
 import math
 import warnings
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -26,7 +27,8 @@ from whisper_ft.decoding import (
     speechless_said_rate,
 )
 from whisper_ft.evaluation.metrics import CorpusErrorRates, UtteranceScore, score
-from whisper_ft.models.loading import load_base_model
+from whisper_ft.evaluation.retention import Retention, cached_scores, retention_scores
+from whisper_ft.models.loading import ModelLoadError, load_base_model
 from whisper_ft.models.trainable import (
     TrainParts,
     add_lora,
@@ -155,6 +157,12 @@ class WhisperFineTuner(pl.LightningModule):
             runs those k blocks over it: their forward and backward over 1500 frames per
             utterance on top of the decoder's step (for tiny, k=1 is about a quarter of its
             encoder). Live audio runs the whole encoder, gradients from those blocks up.
+        retention_language: At test end, also decode the retention set (`retention_set`:
+            sentences in this language, spoken by espeak-ng; `python -m whisper_ft test` and
+            the demo make it) as plain text with this model and with `base_model`, and log
+            their WER (test_retention_wer, test_retention_base_wer, test_retention_ratio):
+            what the fine-tune kept of what the base model could do. The base's figure is kept
+            beside the set (`base_retention_file`), so it is decoded once. None or "": off.
     """
 
     def __init__(
@@ -180,6 +188,7 @@ class WhisperFineTuner(pl.LightningModule):
         kana_decoding: bool = False,
         kl_weight: float = 0.0,
         encoder_top_layers: int = 0,
+        retention_language: str | None = "en",
     ) -> None:
         super().__init__()
         if not (math.isfinite(kl_weight) and kl_weight >= 0):
@@ -227,6 +236,9 @@ class WhisperFineTuner(pl.LightningModule):
         self.test_rates = CorpusErrorRates()
         self.test_records: list[tuple[str, str, UtteranceScore]] = []  # (id, speaker, score)
         self.test_scores: TestScores | None = None  # the last test's, for TestResults
+        # The manifest `retention_language` scores at test end (corpora.espeak.retention_set,
+        # which `test` and the demo call: this room does not build corpora); None: not measured.
+        self.retention_set: Path | None = None
         self._val_runs = 0
         self.val_decoded = False  # whether the last validation decoded (BestCheckpoint reads it)
         self.skipped: dict[str, int] = {"train": 0, "val": 0, "test": 0}  # unreadable audio
@@ -472,9 +484,37 @@ class WhisperFineTuner(pl.LightningModule):
         target = self.test_records[0][2].target if self.test_records else "kana"
         said = speechless_outputs(self.model, self._decoding_options(target, self.device))
         self.log("test_speechless_said_rate", speechless_said_rate(said))
-        self.test_scores = TestScores(self._gather(self.test_records), rates, skipped, said)
+        retention = self._retention()
+        if retention is not None:
+            self.log("test_retention_wer", retention.after.wer)
+            self.log("test_retention_base_wer", retention.before.wer)
+            self.log("test_retention_ratio", retention.ratio)
+        records = self._gather(self.test_records)
+        self.test_scores = TestScores(records, rates, skipped, said, retention)
         self.test_rates.reset()
         self.test_records = []
+
+    def _retention(self) -> Retention | None:
+        """This model's and `base_model`'s scores on `retention_set` (see `retention_language`),
+        decoded on the first process and sent to the others; None when either is unset."""
+        language, manifest = self.hparams.get("retention_language"), self.retention_set
+        if not language or manifest is None:
+            return None
+        result = None
+        if self.trainer.is_global_zero:
+            base = self.hparams.base_model
+            try:
+                before = cached_scores(
+                    base_retention_file(manifest, base),
+                    lambda: load_base_model(base).to(self.device),
+                    manifest,
+                    language,
+                )
+            except ModelLoadError as e:  # offline, say: the test's own figures still count
+                warnings.warn(f"retention not measured: {e}", stacklevel=1)
+            else:
+                result = Retention(before, retention_scores(self.model, manifest, language))
+        return self.trainer.strategy.broadcast(result, src=0)
 
     def _gather(self, records: list) -> list:
         if self.trainer.world_size == 1:
@@ -533,6 +573,12 @@ class WhisperFineTuner(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._val_runs = checkpoint.get("whisper_ft_val_runs", 0)
         self.trained_target = checkpoint.get("whisper_ft_decoding", {}).get("target")
+
+
+def base_retention_file(manifest: str | Path, base_model: str) -> Path:
+    """Where `base_model`'s retention scores on `manifest` are kept: beside it, by name."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(base_model))
+    return Path(manifest).parent / f"base_{name}.json"
 
 
 class OutOfMemoryNote(pl.Callback):

@@ -18,6 +18,7 @@ from whisper_ft.decoding import speechless_said_rate
 from whisper_ft.evaluation.metrics import UtteranceScore, rates_for_json
 from whisper_ft.evaluation.predictions import LOOPING_COLUMNS, PREDICTIONS_HEADER
 from whisper_ft.evaluation.report import write_report
+from whisper_ft.evaluation.retention import Retention, retention_json
 
 WER_MEANING = (
     "word error rate: word edits over reference words. Japanese text targets: both sides "
@@ -39,6 +40,9 @@ class TestScores:
     skipped_unreadable_audio: int
     # What the model said on each `decoding.speechless_clips` clip ("" is right).
     speechless: dict[str, str] = field(default_factory=dict)
+    # The retention set's scores before (the base model) and after fine-tuning; None: not
+    # measured (`WhisperFineTuner.retention_language`, `retention_set`).
+    retention: Retention | None = None
 
 
 class TestResults(pl.Callback):
@@ -63,6 +67,8 @@ class TestResults(pl.Callback):
                 speechless_said_rate(scores.speechless) if scores.speechless else None
             ),
             "speechless": scores.speechless,
+            # WER on another language's plain text, base model → this one (report.md's table)
+            "retention": retention_json(scores.retention) if scores.retention else None,
             **getattr(trainer.datamodule, "exclusions", {}).get("test", {}),
             "base_model": hparams.base_model,
             "language": hparams.language,
