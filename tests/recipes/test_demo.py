@@ -5,6 +5,7 @@ import torch
 import whisper
 
 from whisper_ft.inference import transcriber as transcriber_module
+from whisper_ft.manifest import read_manifest, write_manifest
 from whisper_ft.recipes.demo import run_demo, verdict
 
 
@@ -50,22 +51,47 @@ def test_demo_without_pretrained_weights_falls_back_trains_evaluates_and_exports
     cut = f"{result.zero_shot['test_budget_hit_rate']:6.1%} zero-shot"
     assert f"decoding cut at its budget    {cut}" in printed  # the looping share, printed
     assert result.long_form is None and "long form: skipped (random weights)" in printed
+    assert result.wise_alpha is None and "WiSE-FT" not in printed  # no merge toward random
+    assert "retention" not in printed
 
 
 def test_demo_fine_tunes_the_downloaded_model_with_a_frozen_encoder(tmp_path, monkeypatch, capsys):
     from whisper_ft.models.loading import load_base_model
 
-    loaded = []
+    loaded, pretrained_states = [], []
 
     def pretend_download(name, *args, **kwargs):  # no network in tests: a small stand-in
         loaded.append(name)
-        return load_base_model("random:micro")
+        model = load_base_model("random:micro")
+        pretrained_states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    def two_clip_retention_set(root):  # espeak-ng's 24 clips cost a random model minutes
+        test = read_manifest(tmp_path / "corpus" / "test.jsonl")[:2]
+        return write_manifest(tmp_path / "corpus" / "retention_two.jsonl", test)  # audio beside
 
     monkeypatch.setattr(whisper, "load_model", pretend_download)
+    monkeypatch.setattr("whisper_ft.recipes.demo.retention_set", two_clip_retention_set)
     fast_long_form(monkeypatch)
     result = run_demo(tmp_path, max_steps=2, n_sentences=12, n_speakers=3)
-    assert loaded == ["base"] and result.base_model == "base" and result.pretrained
+    # the module's base, then the base the retention test scores
+    assert loaded[0] == "base" and set(loaded) == {"base"}
+    assert result.base_model == "base" and result.pretrained
     printed = capsys.readouterr().out
+    # WiSE-FT: demo.pt is 0.25 x the pretrained weights + 0.75 x the trained ones (the .ckpt)
+    assert result.wise_alpha == 0.75
+    trained = torch.load(result.checkpoint, weights_only=True)["state_dict"]
+    exported = torch.load(result.exported, weights_only=True)["model_state_dict"]
+    key = "decoder.blocks.0.mlp.0.weight"
+    assert not torch.equal(trained[f"model.{key}"], pretrained_states[0][key])  # it trained
+    expected = 0.25 * pretrained_states[0][key] + 0.75 * trained[f"model.{key}"]
+    torch.testing.assert_close(exported[key], expected, rtol=0, atol=1e-6)
+    assert "fine-tuned (WiSE-FT α 0.75)" in printed
+    assert "export --interpolate 0.75" in printed
+    retention_wer = result.fine_tuned["test_retention_wer"]
+    base_wer = result.fine_tuned["test_retention_base_wer"]
+    assert f"retention       English WER {base_wer:.3f} base → {retention_wer:.3f}" in printed
+    assert "test_retention_wer" not in result.zero_shot  # the base is not scored twice
     # long form: the test sentences (fewer than 40 s here: all of them) in one recording
     long_form = result.long_form
     assert long_form["sentences"] >= 1 and long_form["duration_s"] > 0
@@ -101,7 +127,8 @@ def test_verdict_says_plainly_whether_fine_tuning_beat_the_pipeline():
 @pytest.mark.slow
 @pytest.mark.usefixtures("offline", "pretrained_base_dir")
 def test_demo_uses_the_packaged_pretrained_base_offline(tmp_path, capsys):
-    result = run_demo(tmp_path, max_steps=2, n_sentences=12, n_speakers=3)
+    # long_form_s 0: base's long-form pass costs ~100 s here; the stage is tested above
+    result = run_demo(tmp_path, max_steps=2, n_sentences=12, n_speakers=3, long_form_s=0)
     captured = capsys.readouterr()
     assert result.base_model == "base" and result.pretrained
     assert "using the packaged base weights" in captured.err

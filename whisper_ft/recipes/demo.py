@@ -3,8 +3,12 @@
 Synthetic corpus → pretrained Whisper base (downloaded, else the packaged weights; random
 weights only when neither exists) → test on a held-out voice reading held-out sentences, zero
 shot → fine-tune the decoder (encoder frozen) → test again → test report → export to a Whisper
-`.pt`. The summary compares the fine-tuned kana CER with the honest baseline: the pretrained
-model's own text read into kana by OpenJTalk (the pipeline a user has without fine-tuning).
+`.pt`. With pretrained weights the model tested and exported after fine-tuning is WiSE-FT's
+merge toward them, 0.25·θ_base + 0.75·θ_trained (`WISE_ALPHA`; the `.ckpt` keeps the trained
+weights, and `export --interpolate 0.75` of it writes the same `.pt`), and the test also scores
+English retention (24 espeak-ng sentences, when espeak-ng is installed). The summary compares
+the fine-tuned kana CER with the honest baseline: the pretrained model's own text read into
+kana by OpenJTalk (the pipeline a user has without fine-tuning).
 
 Long form: one recording of at least `long_form_s` seconds joined from the held-out test
 sentences (`prepare_long_recordings`), transcribed as `transcribe --timestamps` does
@@ -26,13 +30,15 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from whisper_ft.audio import load_audio
+from whisper_ft.corpora.espeak import retention_set
 from whisper_ft.corpora.synthetic import prepare_long_recordings, prepare_synthetic
 from whisper_ft.data.datamodule import WhisperDataModule
 from whisper_ft.decoding import DecodingSettings
 from whisper_ft.evaluation.longform import LongFormScore, combine, score_recording
 from whisper_ft.inference.transcriber import Transcriber
 from whisper_ft.manifest import Utterance, read_manifest
-from whisper_ft.models.loading import ModelLoadError, export_checkpoint
+from whisper_ft.models.loading import ModelLoadError, export_checkpoint, save_whisper_checkpoint
+from whisper_ft.models.merging import interpolate
 from whisper_ft.training.module import WhisperFineTuner
 
 DEMO_SENTENCES = None  # all 210 sentences (text variety is what generalises; ~10% held out)
@@ -45,6 +51,10 @@ SPEECHLESS_SHARE = 0.1  # silence/noise clips with empty targets, as jvs_base (R
 LONG_FORM_S = 40.0  # the long-form recording's least length, seconds (benchmarks/longform.py's)
 LONG_FORM_SENTENCES = 12  # held-out sentences in it, more while it is shorter (the same)
 LONG_FORM_START_S = 0.5  # the summary's start tolerance, seconds (one of longform's)
+# WiSE-FT's weight on the trained weights (the rest on the pretrained ones): held-out OpenJTalk
+# kana CER 0.059 vs 0.067, espeak-ng 0.394 vs 0.408, English WER 1.23x the base's vs 1.52x, at
+# val CER 0.041 vs 0.036 (benchmarks/RESULTS.md, "Merging")
+WISE_ALPHA = 0.75
 
 
 @dataclass
@@ -62,6 +72,7 @@ class DemoResult:
     # and "pipeline" (`LongFormScore.row` and "timed"), "seconds" (the stage's wall time)};
     # None with long_form_s 0
     long_form: dict | None = None
+    wise_alpha: float | None = None  # the merge tested and exported; None: the trained weights
 
     @property
     def pretrained(self) -> bool:
@@ -194,6 +205,12 @@ def run_demo(
         speechless_share=SPEECHLESS_SHARE,
     )
     history = _LossHistory()
+    pretrained = not module.hparams.base_model.startswith("random:")
+    base_state = (
+        {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+        if pretrained
+        else None
+    )
     quiet = {"enable_model_summary": False, "enable_progress_bar": False, "devices": 1}
     trainer = pl.Trainer(
         max_steps=steps,
@@ -224,6 +241,13 @@ def run_demo(
         trainer.fit(module, data)
     checkpoint = Path(trainer.log_dir) / "demo.ckpt"
     trainer.save_checkpoint(checkpoint, weights_only=False)  # resumable: optimizer state too
+    wise_alpha = None
+    if base_state is not None:
+        wise_alpha = WISE_ALPHA
+        stage(f"WiSE-FT: {1 - wise_alpha:g} x pretrained + {wise_alpha:g} x trained weights")
+        module.model.load_state_dict(interpolate(base_state, module.model.state_dict(), wise_alpha))
+        del base_state
+        module.retention_set = retention_set(out)  # None, with a warning, without espeak-ng
     stage("decoding the held-out test set after fine-tuning")
     with _one_worker_unwarned():
         fine_tuned = trainer.test(module, data, verbose=False)[0]
@@ -234,7 +258,12 @@ def run_demo(
         after = _transcribe_long(module, module.decoding_settings, recording, out / "corpus")
         long_form_seconds += time.time() - long_form_started
         long_form = _long_form(recording, pipeline, after, long_form_seconds)
-    exported = export_checkpoint(checkpoint, Path(trainer.log_dir) / "demo.pt")
+    exported = Path(trainer.log_dir) / "demo.pt"
+    if wise_alpha is None:
+        export_checkpoint(checkpoint, exported)
+    else:  # the merged weights in memory: what was tested
+        state = module.model.state_dict()
+        save_whisper_checkpoint(module.model.dims, state, exported, module.decoding_settings)
     result = DemoResult(
         base_model=module.hparams.base_model,
         train_loss_first=history.losses[0],
@@ -246,6 +275,7 @@ def run_demo(
         report=Path(trainer.log_dir) / "report.md",
         seconds=time.time() - started,
         long_form=long_form,
+        wise_alpha=wise_alpha,
     )
     print_summary(result)
     return result
@@ -290,6 +320,31 @@ def _long_form_lines(figures: dict | None) -> str:
     )
 
 
+def _wise(alpha: float | None) -> str:
+    return f" (WiSE-FT α {alpha:g})" if alpha is not None else ""
+
+
+def _wise_export(alpha: float | None) -> str:
+    if alpha is None:
+        return ""
+    return f"; the WiSE-FT merge, as `export --interpolate {alpha:g}` of the checkpoint writes"
+
+
+def _retention_line(metrics: dict) -> str:
+    """The summary's retention line (ending in a newline): English WER before and after."""
+    after, before = metrics.get("test_retention_wer"), metrics.get("test_retention_base_wer")
+    if after is None or before is None:
+        return (
+            "retention       not measured: espeak-ng is not installed (Debian: apt-get install "
+            "espeak-ng)\n"
+        )
+    ratio = f"{float(after) / float(before):.2f}×" if float(before) else "n/a"
+    return (
+        f"retention       English WER {float(before):.3f} base → {float(after):.3f} fine-tuned "
+        f"({ratio}; 24 espeak-ng sentences: what the kana fine-tune kept)\n"
+    )
+
+
 def print_summary(r: DemoResult) -> None:
     before, after = r.zero_shot, r.fine_tuned
     print(
@@ -298,15 +353,17 @@ def print_summary(r: DemoResult) -> None:
         f"zero-shot, scored as kana     {before['test_kana_cer']:6.3f}  (its kanji are errors)\n"
         f"zero-shot pipeline            {before['test_pipeline_kana_cer']:6.3f}  (its text read "
         "into kana by OpenJTalk: the baseline)\n"
-        f"fine-tuned                    {after['test_kana_cer']:6.3f}\n"
+        f"fine-tuned{_wise(r.wise_alpha):20s}{after['test_kana_cer']:6.3f}\n"
         f"decoding cut at its budget    {_share(before, 'test_budget_hit_rate')} zero-shot, "
         f"{_share(after, 'test_budget_hit_rate')} fine-tuned  (hypotheses that never ended: "
         "loops)\n"
         f"{_long_form_lines(r.long_form)}"
+        f"{_retention_line(after) if r.pretrained else ''}"
         f"train loss      {r.train_loss_first:7.3f} → {r.train_loss_last:7.3f} "
         "(first step → mean of last 5)\n"
-        f"checkpoint      {r.checkpoint}\n"
-        f"exported .pt    {r.exported}  (whisper.load_model works on it)\n"
+        f"checkpoint      {r.checkpoint}  (the trained weights, resumable)\n"
+        f"exported .pt    {r.exported}  (whisper.load_model works on it"
+        f"{_wise_export(r.wise_alpha)})\n"
         f"report          {r.report}  (plots beside it)"
     )
     if r.pretrained:
