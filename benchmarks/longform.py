@@ -6,13 +6,14 @@
 
 Recordings (`prepare_long_recordings`, `--recordings` of them): the synthetic corpus's test
 split (`prepare_synthetic` in `--corpus`, default `<out>/corpus`: the held-out voice and
-sentences) joined into recordings of 40 s and more, 12 sentences each (more while shorter)
-with pauses of 0.3-1.2 s, every sentence's start and end known. Each model in `--models` (a
-Whisper name, a .pt or a .ckpt) transcribes each recording once, as `transcribe --timestamps` does
-(`Transcriber.transcribe_long`: whisper.transcribe, 30-s windows, each prompted with the text
-before it, temperature fallback), and is scored by `evaluation.longform`: the whole
-recording's kana CER, the share of sentence starts a segment start falls within 0.3 s and
-0.5 s of, the median and 90th-percentile start error, dropped sentences, looping and
+sentences), or `--manifest`'s utterances (e.g. the adaptation benchmark's test_openjtalk.jsonl,
+three held-out voices), joined into recordings of 40 s and more, 12 sentences each (more while
+shorter) with pauses of 0.3-1.2 s, every sentence's start and end known. Each model in
+`--models` (a Whisper name, a .pt or a .ckpt) transcribes each recording once, as `transcribe
+--timestamps` does (`Transcriber.transcribe_long`: whisper.transcribe, 30-s windows, each
+prompted with the text before it, temperature fallback), and is scored by `evaluation.longform`:
+the whole recording's kana CER, the share of sentence starts a segment start falls within 0.3 s
+and 0.5 s of, the median and 90th-percentile start error, dropped sentences, looping and
 repeated segments. Beside them the zero-shot pipeline: `--pipeline-model` (default `base`,
 pretrained) transcribing the same recordings, its Japanese text read into kana by OpenJTalk
 (`UtteranceScore.pipeline_errors`), what a user gets without fine-tuning.
@@ -30,6 +31,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone, not installed
+
 from results_table import insert_rows  # benchmarks/, the script's own folder
 
 from whisper_ft import (
@@ -92,6 +96,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="utterance order and pauses")
     parser.add_argument("--out", type=Path, default=Path("checkpoints/longform"))
     parser.add_argument("--corpus", type=Path, help="a prepare_synthetic folder (default: made)")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        help="held-out utterances to join, audio relative to --corpus (default: its test.jsonl)",
+    )
     parser.add_argument("--pipeline-model", default="base", help="'' for no pipeline row")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path)
@@ -104,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         prepare_synthetic(corpus)
     manifest = prepare_long_recordings(
         corpus,
+        args.manifest,
         n_recordings=args.recordings,
         sentences_per_recording=args.sentences_per_recording,
         seed=args.seed,
