@@ -75,9 +75,10 @@ from whisper_ft.decoding import (
     speechless_outputs,
 )
 from whisper_ft.evaluation.metrics import CorpusErrorRates, rates_for_json
-from whisper_ft.evaluation.retention import retention_scores
+from whisper_ft.evaluation.retention import cached_scores, retention_scores
 from whisper_ft.models.loading import save_whisper_checkpoint
 from whisper_ft.models.merging import interpolate
+from whisper_ft.training.module import base_retention_file
 
 # OpenJTalk voices (speed, half-tone) outside prepare's SYNTHETIC_VOICES: test only.
 EXTRA_TEST_VOICES = ((0.92, 7.0), (1.12, -10.0))
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
     guard = LoopGuard()
     retention_set = prepare_espeak(args.out / "retention") if espeak_available() else None
     if retention_set is not None:
-        result["retention_base"] = base_retention(args.base_model, retention_set, args.out)
+        result["retention_base"] = base_retention(args.base_model, retention_set)
     guards = (("", None),) if args.skip_guarded else (("", None), ("_guarded", guard))
     if not args.skip_baselines:
         base = load_base_model(args.base_model).eval()
@@ -448,16 +449,16 @@ def retention_summary(scores) -> dict:
     }
 
 
-def base_retention(base_model: str, manifest: Path, out: Path) -> dict:
-    """The pretrained model's English retention scores, computed once per `out`."""
-    stored = out / "retention" / f"base_{base_model.replace('/', '_')}.json"
-    if stored.is_file():
-        return json.loads(stored.read_text())
-    summary = retention_summary(
-        retention_scores(load_base_model(base_model).eval(), manifest, "en")
+def base_retention(base_model: str, manifest: Path) -> dict:
+    """The pretrained model's English retention scores, kept beside the set as `test` keeps
+    them (`evaluation.retention.cached_scores`): decoded once, read back after."""
+    scores = cached_scores(
+        base_retention_file(manifest, base_model),
+        lambda: load_base_model(base_model).eval(),
+        manifest,
+        "en",
     )
-    stored.write_text(json.dumps(summary) + "\n")
-    return summary
+    return retention_summary(scores)
 
 
 def append_row(path: Path, r: dict) -> None:
