@@ -43,7 +43,12 @@ from whisper_ft import (
     prepare_synthetic,
     read_manifest,
 )
-from whisper_ft.evaluation.longform import LongFormScore, combine, score_recording
+from whisper_ft.evaluation.longform import (
+    LongFormScore,
+    combine,
+    hypothesis_segments,
+    score_recording,
+)
 
 
 def transcribe_recordings(model: str, recordings: list, corpus: Path, device: str) -> dict:
@@ -57,13 +62,7 @@ def transcribe_recordings(model: str, recordings: list, corpus: Path, device: st
         start = time.perf_counter()
         result = transcriber.transcribe_long(audio, timestamps=True)
         decode_s += time.perf_counter() - start
-        segments = transcriber.timed_segments(result)
-        timed = segments is not None
-        if not timed:  # the window's forced times only: scored, but its starts mean little
-            segments = [
-                {"start": s["start"], "end": s["end"], "text": s["text"].strip()}
-                for s in result["segments"]
-            ]
+        segments, timed = hypothesis_segments(result, transcriber.timed_segments(result))
         timed_all &= timed
         s = score_recording(r.extra["segments"], segments)
         scores.append(s)

@@ -83,3 +83,23 @@ def test_combine_sums_edits_and_pools_starts():
     assert total.start_errors_s == (0.0, 3.5, 7.0, 10.5, 0.1)
     with pytest.raises(ValueError, match="score at least one recording"):
         combine([])
+
+
+def test_hypothesis_segments_are_the_timed_ones_else_every_window_at_its_forced_times():
+    from whisper_ft.evaluation.longform import hypothesis_segments
+
+    result = {
+        "segments": [
+            {"start": 0.0, "end": 30.0, "text": " アイ "},
+            {"start": 30.0, "end": 41.0, "text": ""},
+        ]
+    }
+    timed = [{"start": 0.5, "end": 1.2, "text": "アイ"}]
+    assert hypothesis_segments(result, timed) == (timed, True)
+    assert hypothesis_segments(result, None) == (
+        [
+            {"start": 0.0, "end": 30.0, "text": "アイ"},
+            {"start": 30.0, "end": 41.0, "text": ""},
+        ],
+        False,
+    )

@@ -96,6 +96,23 @@ class LongFormScore:
         }
 
 
+def hypothesis_segments(result: dict, timed: list[dict] | None) -> tuple[list[dict], bool]:
+    """The segments of a `whisper.transcribe` `result` to score, and whether they are timed:
+    `timed` (`Transcriber.timed_segments`: the segments with text, None when the model
+    predicted no time) as they are, else every segment of `result` at the times Whisper forces
+    at each window's start, scored but with starts that mean little.
+
+    returns : ([{"start", "end", "text"}], timed)
+    """
+    if timed is not None:
+        return timed, True
+    untimed = [
+        {"start": s["start"], "end": s["end"], "text": s["text"].strip()}
+        for s in result["segments"]
+    ]
+    return untimed, False
+
+
 def score_recording(
     reference: Sequence[dict], hypothesis: Sequence[dict], target: Target = "kana"
 ) -> LongFormScore:

@@ -34,7 +34,12 @@ from whisper_ft.corpora.espeak import retention_set
 from whisper_ft.corpora.synthetic import prepare_long_recordings, prepare_synthetic
 from whisper_ft.data.datamodule import WhisperDataModule
 from whisper_ft.decoding import DecodingSettings
-from whisper_ft.evaluation.longform import LongFormScore, combine, score_recording
+from whisper_ft.evaluation.longform import (
+    LongFormScore,
+    combine,
+    hypothesis_segments,
+    score_recording,
+)
 from whisper_ft.inference.transcriber import Transcriber
 from whisper_ft.manifest import Utterance, read_manifest
 from whisper_ft.models.loading import ModelLoadError, export_checkpoint, save_whisper_checkpoint
@@ -131,13 +136,7 @@ def _transcribe_long(
         result = transcriber.transcribe_long(audio, timestamps=True)
     for m, training in modes.items():
         m.train(training)
-    segments = transcriber.timed_segments(result)
-    timed = segments is not None
-    if not timed:  # the window starts Whisper forces: scored, but its starts mean little
-        segments = [
-            {"start": s["start"], "end": s["end"], "text": s["text"].strip()}
-            for s in result["segments"]
-        ]
+    segments, timed = hypothesis_segments(result, transcriber.timed_segments(result))
     score = combine([score_recording(recording.extra["segments"], segments)])
     return {"score": score, "timed": timed}
 
