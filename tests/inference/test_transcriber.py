@@ -94,3 +94,51 @@ def test_a_transcriber_of_a_model_in_memory_decodes_as_one_that_loads_it():
     assert in_memory([wave]) == loaded([wave])
     kana = Transcriber.from_model(model, DecodingSettings(target="kana", kana_decoding=True))
     assert kana.options.suppress_tokens != loaded.options.suppress_tokens  # the settings apply
+
+
+def _split_inside_a_character(tokenizer, text: str) -> tuple[list[int], list[int]]:
+    """`text`'s tokens cut where the first part ends inside a character's bytes."""
+    tokens = tokenizer.encode(text)
+    for k in range(1, len(tokens)):
+        try:
+            tokenizer.encoding.decode_bytes(tokens[:k]).decode("utf-8")
+        except UnicodeDecodeError:
+            return tokens[:k], tokens[k:]
+    raise AssertionError(f"no token of {text!r} ends inside a character")
+
+
+def test_a_timestamp_inside_a_character_cuts_no_character_in_two():
+    from whisper.tokenizer import get_tokenizer
+
+    from whisper_ft.inference.transcriber import segment_texts
+
+    tokenizer = get_tokenizer(True, language="ja", task="transcribe")
+    first, second = _split_inside_a_character(tokenizer, "鬱蒼とした森")
+    t0, t1, t2 = (tokenizer.timestamp_begin + i for i in (0, 50, 100))
+    segments = [
+        {"seek": 0, "tokens": [t0, *first, t1]},
+        {"seek": 0, "tokens": [t1, *second, t2]},
+    ]
+    # Whisper's own decoding of each segment replaces the cut character on both sides.
+    assert "\ufffd" in tokenizer.decode(first) + tokenizer.decode(second)
+    texts = segment_texts(segments, tokenizer)
+    assert "".join(texts) == "鬱蒼とした森" and "\ufffd" not in "".join(texts)
+    assert texts[0] == tokenizer.encoding.decode_bytes(first).decode("utf-8", "ignore")
+
+
+def test_an_unfinished_character_at_a_window_end_is_dropped_not_carried():
+    from whisper.tokenizer import get_tokenizer
+
+    from whisper_ft.inference.transcriber import segment_texts
+
+    tokenizer = get_tokenizer(True, language="ja", task="transcribe")
+    first, second = _split_inside_a_character(tokenizer, "鬱蒼とした森")
+    t0, t1 = tokenizer.timestamp_begin, tokenizer.timestamp_begin + 50
+    texts = segment_texts(
+        [{"seek": 0, "tokens": [t0, *first, t1]}, {"seek": 3000, "tokens": [t0, *first, *second]}],
+        tokenizer,
+    )
+    assert texts == [
+        tokenizer.encoding.decode_bytes(first).decode("utf-8", "ignore"),
+        "鬱蒼とした森",
+    ]

@@ -176,7 +176,7 @@ class Transcriber:
         "language"}.
         """
         temperature, suppress = self.long_form_temperature, self.options.suppress_tokens
-        return whisper.transcribe(
+        result = whisper.transcribe(
             self.model,
             waveform,
             verbose=None,
@@ -189,18 +189,28 @@ class Transcriber:
             without_timestamps=not timestamps,
             **({} if temperature is None else {"temperature": temperature}),
         )
+        # Whisper decodes each segment's tokens on their own: a timestamp that falls inside a
+        # kana's or kanji's bytes gives U+FFFD on both sides of it.
+        texts = segment_texts(result["segments"], self.tokenizer())
+        for segment, text in zip(result["segments"], texts, strict=True):
+            segment["text"] = text
+        return result
+
+    def tokenizer(self) -> whisper.tokenizer.Tokenizer:
+        """Whisper's tokenizer for this model, language and task."""
+        return get_tokenizer(
+            self.model.is_multilingual,
+            num_languages=self.model.num_languages,
+            language=self.language,
+            task=self.options.task,
+        )
 
     def timed_segments(self, result: dict) -> list[dict] | None:
         """The segments of a `transcribe_long(…, timestamps=True)` result that have text, as
         {"start", "end", "text"}, or None when the model predicted no time: a model
         fine-tuned on `<|notimestamps|>` targets only gives the timestamp Whisper forces at
         the start of each window, and its segments then span whole 30-s windows."""
-        timestamp_begin = get_tokenizer(
-            self.model.is_multilingual,
-            num_languages=self.model.num_languages,
-            language=self.language,
-            task=self.options.task,
-        ).timestamp_begin
+        timestamp_begin = self.tokenizer().timestamp_begin
         segments = [
             {"start": s["start"], "end": s["end"], "text": s["text"].strip()}
             for s in result["segments"]
@@ -211,6 +221,48 @@ class Transcriber:
             sum(token >= timestamp_begin for token in s["tokens"]) >= 2 for s in result["segments"]
         )
         return segments if timed or not segments else None
+
+
+def segment_texts(segments: list[dict], tokenizer: whisper.tokenizer.Tokenizer) -> list[str]:
+    """Each segment's text from its tokens, with no character cut by a timestamp: the bytes
+    of a character a segment leaves unfinished open the next segment of the same window
+    (same "seek"), and are dropped at a window's end, where Whisper starts the next window
+    from that timestamp (so the next window reads the character again).
+
+    segments: whisper.transcribe's, each with "seek" and "tokens" (text and timestamp ids).
+    """
+    texts, carry, seek = [], b"", None
+    for segment in segments:
+        if segment["seek"] != seek:
+            carry, seek = b"", segment["seek"]
+        data = carry + tokenizer.encoding.decode_bytes(
+            [token for token in segment["tokens"] if token < tokenizer.eot]
+        )
+        cut = len(data) - _unfinished_tail(data)
+        texts.append(data[:cut].decode("utf-8", errors="replace"))
+        carry = data[cut:]
+    return texts
+
+
+_CONTINUATION = 0b1000_0000  # UTF-8 bytes 10xxxxxx continue a character
+
+
+def _unfinished_tail(data: bytes) -> int:
+    """How many bytes at the end of `data` begin a UTF-8 character they do not finish (0–3)."""
+    for n in range(1, min(4, len(data)) + 1):
+        byte = data[-n]
+        if byte & 0b1100_0000 != _CONTINUATION:  # the character's first byte
+            length = (
+                1
+                if byte < 0b1100_0000
+                else 2
+                if byte < 0b1110_0000
+                else 3
+                if byte < 0b1111_0000
+                else 4
+            )
+            return n if n < length else 0
+    return 0
 
 
 @dataclass(frozen=True)
