@@ -797,11 +797,16 @@ def cached(
     return dataset.with_inputs(inputs), collator.with_inputs(inputs)
 
 
+# The last entry of a view draw's seed, (seed, epoch, index, VIEW_STREAM): without it, items 0
+# and 1 drew from the sampler's own (seed, epoch, 0 or 1) streams (`data.windows.CHOICE_STREAM`).
+VIEW_STREAM = 4
+
+
 class SampledViews(Dataset):
     """A training dataset whose items each read one of K cached views of the utterance
-    (`cache_views`), drawn uniformly from `(seed, epoch, index)`: deterministic, the same in
-    every DataLoader worker, and the same after a resume (the sampler's state holds its seed
-    and epoch).
+    (`cache_views`), drawn uniformly from `(seed, epoch, index, VIEW_STREAM)`: deterministic,
+    the same in every DataLoader worker, and the same after a resume (the sampler's state holds
+    its seed and epoch).
 
     Indexed by the `(index, seed, epoch)` triples of a `BucketingBatchSampler(tag_items=True)`;
     a plain index reads the first view. Items are `dataset`'s with `features` from the drawn
@@ -846,7 +851,7 @@ class SampledViews(Dataset):
         `views`)."""
         if len(self.views) == 1:
             return 0
-        rng = np.random.default_rng((seed, epoch, index))
+        rng = np.random.default_rng((seed, epoch, index, VIEW_STREAM))
         return int(rng.integers(len(self.views)))
 
     def __getitem__(self, key: ItemKey) -> dict:

@@ -50,7 +50,8 @@ from whisper_ft.manifest import Target, Utterance
 TIME_STEP_S = 0.02  # Whisper's timestamp resolution: <|t|> = timestamp_begin + round(t / 0.02)
 GAP_S = (0.2, 1.0)  # silence between packed utterances, seconds (uniform)
 # The last entry of a target choice's seed, (seed, epoch, index, CHOICE_STREAM): a stream apart
-# from packing's (seed, 2) and the sampler's (seed, epoch, 0 or 1).
+# from packing's (seed, 2), the sampler's (seed, epoch, 0 or 1) and the cache views'
+# (seed, epoch, index, 4: `feature_cache.VIEW_STREAM`).
 CHOICE_STREAM = 3
 
 
