@@ -38,7 +38,6 @@ import argparse
 import datetime
 import json
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -62,7 +61,7 @@ from whisper_ft import (
     score,
     write_manifest,
 )
-from whisper_ft.corpora.espeak import prepare_espeak
+from whisper_ft.corpora.espeak import prepare_espeak, speak
 from whisper_ft.corpora.synthetic import synthesize
 from whisper_ft.data.dataset import UtteranceDataset
 from whisper_ft.data.feature_cache import build_feature_cache
@@ -82,7 +81,6 @@ from whisper_ft.training.module import base_retention_file
 
 # OpenJTalk voices (speed, half-tone) outside prepare's SYNTHETIC_VOICES: test only.
 EXTRA_TEST_VOICES = ((0.92, 7.0), (1.12, -10.0))
-ESPEAK_RATE = 22050  # espeak-ng's output rate; load_audio resamples to 16 kHz
 
 
 @dataclass
@@ -110,11 +108,6 @@ class Recipe:
 
 def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
-
-
-def speak_espeak(kana: str, path: Path) -> None:
-    """espeak-ng's Japanese voice reading `kana` (it reads katakana, not kanji) into a wav."""
-    subprocess.run(["espeak-ng", "-v", "ja", "-w", str(path), kana], check=True)
 
 
 def respoken(corpus: Path, test: list[Utterance], speaker: str, speak) -> list[Utterance]:
@@ -154,7 +147,7 @@ def make_test_sets(corpus: Path, manifests: dict[str, Path]) -> dict[str, Path]:
         openjtalk += respoken(corpus, test, f"extra{k}", openjtalk_voice)
     sets = {"openjtalk": write_manifest(corpus / "test_openjtalk.jsonl", openjtalk)}
     if espeak_available():
-        espeak = respoken(corpus, test, "espeak", lambda u, path: speak_espeak(u.kana, path))
+        espeak = respoken(corpus, test, "espeak", lambda u, path: speak(u.kana, path, voice="ja"))
         sets["espeak"] = write_manifest(corpus / "test_espeak.jsonl", espeak)
     return sets
 
