@@ -226,15 +226,16 @@ def test_a_model_without_timestamps_is_warned_about_and_keeps_its_text(
 ):
     timed = write_wav(tmp_path / "timed.wav", 1.0)
     untimed = write_wav(tmp_path / "untimed.wav", 0.5)
-    begin = whisper.tokenizer.get_tokenizer(True).timestamp_begin  # <|0.00|>
+    tokenizer = whisper.tokenizer.get_tokenizer(True)
+    begin, text = tokenizer.timestamp_begin, tokenizer.encode(" アイ")  # <|0.00|>, " アイ"
 
     def fake_transcribe(model, audio, **options):
         assert options["without_timestamps"] is False and options["language"] == "ja"
         if len(audio) == 16000:  # <|0.00|> アイ <|0.50|>: a segment the model timed
-            tokens, end = [begin, 100, begin + 25], 0.5
+            tokens, end = [begin, *text, begin + 25], 0.5
         else:  # only the timestamp Whisper forces first, then text to the window's end
-            tokens, end = [begin, 100, 200], 30.0
-        segment = {"start": 0.0, "end": end, "text": " アイ", "tokens": tokens}
+            tokens, end = [begin, *text], 30.0
+        segment = {"seek": 0, "start": 0.0, "end": end, "text": " アイ", "tokens": tokens}
         return {"text": " アイ", "segments": [segment], "language": "ja"}
 
     monkeypatch.setattr(whisper, "transcribe", fake_transcribe)
