@@ -66,6 +66,7 @@ from whisper_ft.corpora.synthetic import synthesize
 from whisper_ft.data.dataset import UtteranceDataset
 from whisper_ft.data.feature_cache import build_feature_cache
 from whisper_ft.decoding import (
+    NO_SPEECH_RULE,
     LoopGuard,
     budgets_for,
     decode_guarded,
@@ -101,6 +102,7 @@ class Recipe:
     timestamp_prob: float = 0.5  # with pack_windows: windows with timestamp tokens
     prompt_prob: float = 0.0  # with pack_windows: windows after a previous-text prompt
     speechless_share: float = 0.0  # WhisperDataModule.speechless_share: silence/noise clips
+    no_speech_label: bool = True  # WhisperDataModule.no_speech_label: <|nospeech|> on them
     cache_views: str = "audio"  # WhisperDataModule.cache_views, comma-separated (audio,mel,…)
     encoder_top_layers: int = 0  # WhisperFineTuner.encoder_top_layers: top encoder blocks train
     seed: int = 0
@@ -153,11 +155,15 @@ def make_test_sets(corpus: Path, manifests: dict[str, Path]) -> dict[str, Path]:
 
 
 def decode_set(
-    model, manifest: Path, cache_dir: Path, guard: LoopGuard | None = None, batch_size: int = 32
+    model,
+    manifest: Path,
+    cache_dir: Path,
+    guard: LoopGuard | None = NO_SPEECH_RULE,
+    batch_size: int = 32,
 ) -> list[tuple[str, str, bool]]:
     """(kana reference, raw hypothesis, hit its budget) per utterance of `manifest`, decoded
-    greedily from cached encoder features (built on first use), with `guard`'s fallback when
-    given (as `Transcriber.loop_guard`)."""
+    greedily from cached encoder features (built on first use), with `guard`'s checks
+    (`Transcriber.loop_guard`'s default, Whisper's no-speech rule, as test decodes)."""
     tokenizer = get_tokenizer(True, language="ja", task="transcribe")
     dataset = UtteranceDataset.from_manifest(manifest, tokenizer)
     cache = build_feature_cache(model, dataset, cache_dir, num_workers=0)
@@ -196,9 +202,12 @@ def kana_cer(triples: list[tuple[str, str, bool]], pipeline: bool = False) -> di
     }
 
 
-def speechless_said(model) -> dict[str, str]:
-    """What `model` says on `decoding.speechless_clips` (silence, white and pink noise)."""
-    return speechless_outputs(model, decoding_options("ja", "transcribe", torch.device("cpu")))
+def speechless_said(model, guard: LoopGuard | None = NO_SPEECH_RULE) -> dict[str, str]:
+    """What `model` says on `decoding.speechless_clips` (silence, white and pink noise), as
+    `transcribe` decodes them (Whisper's no-speech rule; None: plain greedy, which always
+    says at least one token)."""
+    options = decoding_options("ja", "transcribe", torch.device("cpu"))
+    return speechless_outputs(model, options, guard)
 
 
 class BestWeights(pl.Callback):
@@ -255,6 +264,7 @@ def fine_tune(
         timestamp_prob=recipe.timestamp_prob,
         prompt_prob=recipe.prompt_prob,
         speechless_share=recipe.speechless_share,
+        no_speech_label=recipe.no_speech_label,
         cache_views=recipe.cache_views.split(","),
     )
     best = BestWeights(keep_last)
@@ -341,7 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
     retention_set = prepare_espeak(args.out / "retention") if espeak_available() else None
     if retention_set is not None:
         result["retention_base"] = base_retention(args.base_model, retention_set)
-    guards = (("", None),) if args.skip_guarded else (("", None), ("_guarded", guard))
+    plain = ("", NO_SPEECH_RULE)  # as test and transcribe decode
+    guards = (plain,) if args.skip_guarded else (plain, ("_guarded", guard))
     if not args.skip_baselines:
         base = load_base_model(args.base_model).eval()
         for suffix, g in guards:
@@ -354,6 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
             }
             result[f"examples_zero_shot{suffix}"] = {name: t[:3] for name, t in triples.items()}
         result["speechless_zero_shot"] = speechless_said(base)
+        result["speechless_zero_shot_greedy"] = speechless_said(base, None)
         del base
     train_started = time.time()
     module, best = fine_tune(recipe, args.base_model, manifests, cache_dir, args.average_last)
@@ -367,6 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
         result[f"fine_tuned{suffix}"] = {name: kana_cer(t) for name, t in triples.items()}
         result[f"examples_fine_tuned{suffix}"] = {name: t[:3] for name, t in triples.items()}
     result["speechless_fine_tuned"] = speechless_said(module.model)
+    result["speechless_fine_tuned_greedy"] = speechless_said(module.model, None)
     if retention_set is not None:
         result["retention_fine_tuned"] = retention_summary(
             retention_scores(module.model.eval(), retention_set, "en")
@@ -401,6 +414,7 @@ def variant_scores(
     if retention_set is not None:
         scores["retention"] = retention_summary(retention_scores(model, retention_set, "en"))
     scores["speechless"] = speechless_said(model)
+    scores["speechless_greedy"] = speechless_said(model, None)
     return scores
 
 

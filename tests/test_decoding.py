@@ -144,6 +144,23 @@ def test_the_loop_guard_decodes_failed_rows_again_and_empties_silence():
     assert model.calls == [(0.0, 3)]
 
 
+def test_the_no_speech_rule_empties_silence_and_decodes_nothing_again():
+    from whisper_ft.decoding import NO_SPEECH_RULE
+    from whisper_ft.inference.transcriber import Transcriber
+
+    sure_silence, unsure_speech, sure_speech = (
+        _result("ア", -2.0, 1, 0.9),  # whisper.transcribe skips this window
+        _result("ア", -2.0, 1, 0.1),
+        _result("アイ", -0.2, 1, 0.9),  # likely text: kept, as Whisper keeps it
+    )
+    model = _Scripted({0.0: [sure_silence, unsure_speech, sure_speech]})
+    features = torch.arange(3.0).reshape(3, 1, 1).expand(3, 2, 2)
+    options = decoding_options("ja", "transcribe", torch.device("cpu"))
+    results = decode_guarded(model, features, options, [10] * 3, NO_SPEECH_RULE)
+    assert [r.text for r in results] == ["", "ア", "アイ"] and model.calls == [(0.0, 3)]
+    assert Transcriber.loop_guard is NO_SPEECH_RULE  # what transcribe and serve decode with
+
+
 def test_a_row_cut_at_its_budget_is_tried_again():
     guard = LoopGuard()
     assert guard.failed(_result("アイウ", n=3), 3) and not guard.failed(_result("アイ", n=2), 3)

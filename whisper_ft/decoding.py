@@ -243,6 +243,14 @@ class LoopGuard:
         )
 
 
+# whisper.transcribe's no-speech rule without its temperature fallback (whose samples made
+# uncertain espeak-ng rows worse here: benchmarks/RESULTS.md): a row the model calls no speech,
+# with unlikely text, becomes "". Whisper's decoding never ends at the first token (its
+# SuppressBlank filter bans <|endoftext|> there), so without this rule silence always gets
+# at least one token, whatever the model learnt.
+NO_SPEECH_RULE = LoopGuard(temperatures=())
+
+
 def decode_guarded(
     model: Whisper,
     features: torch.Tensor,
@@ -314,14 +322,18 @@ def speechless_clips(seconds: float = SPEECHLESS_SECONDS) -> dict[str, np.ndarra
 
 
 @torch.inference_mode()
-def speechless_outputs(model: Whisper, options: whisper.DecodingOptions) -> dict[str, str]:
-    """What `model` says on each of `speechless_clips`, decoded with `options` (as evaluation
-    decodes: greedy, the audio's own budget); "" for each is what a good model gives."""
+def speechless_outputs(
+    model: Whisper, options: whisper.DecodingOptions, guard: LoopGuard | None = NO_SPEECH_RULE
+) -> dict[str, str]:
+    """What `model` says on each of `speechless_clips`, decoded with `options` (greedy, the
+    audio's own budget) and `guard` (`NO_SPEECH_RULE`: as `transcribe` decodes them; None:
+    plain greedy, which always says at least one token); "" for each is what a good model
+    gives."""
     clips = speechless_clips()
     device = next(model.parameters()).device
     mel = window_mel(list(clips.values()), model.dims.n_mels, device)
     budgets = budgets_for([SPEECHLESS_SECONDS] * len(clips), model.dims.n_text_ctx)
-    results = decode_results(model, mel, options, budgets)
+    results = decode_guarded(model, mel, options, budgets, guard)
     return {name: result.text for name, result in zip(clips, results, strict=True)}
 
 

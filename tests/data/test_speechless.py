@@ -62,6 +62,26 @@ def test_a_speechless_item_is_trained_to_end_right_after_the_sot_sequence(ja_tok
     assert IGNORE_INDEX not in labels  # nothing padded: every clip has the same 4 tokens
 
 
+def test_with_no_speech_a_speechless_item_teaches_nospeech_after_sot_and_speech_its_language(
+    tmp_path, ja_tokenizer
+):
+    t = np.arange(8000) / SAMPLE_RATE
+    sf.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SAMPLE_RATE)
+    speech = UtteranceDataset(
+        [Utterance("a", "a.wav", "はい", kana="ハイ", duration=0.5, speaker="s1", line=1)],
+        tmp_path / "m.jsonl",
+        ja_tokenizer,
+    )
+    mixed = ConcatUtterances([speech, speechless_dataset(1, ja_tokenizer)])
+    collate = Collator(eot=ja_tokenizer.eot, pad_to_multiple_of=1, no_speech=ja_tokenizer.no_speech)
+    labels = collate([mixed[0], mixed[1]])["labels"].tolist()
+    sot_sequence = list(ja_tokenizer.sot_sequence_including_notimestamps)
+    # Whisper's no-speech probability is <|nospeech|>'s after SOT: taught on the clip only.
+    assert labels[1][:4] == [ja_tokenizer.no_speech, *sot_sequence[2:], ja_tokenizer.eot]
+    assert labels[0][:3] == [ja_tokenizer.language_token, *sot_sequence[2:]]
+    assert ja_tokenizer.decode_with_timestamps([ja_tokenizer.no_speech]) == "<|nospeech|>"
+
+
 def test_speech_and_speechless_clips_read_as_one_dataset(tmp_path, ja_tokenizer):
     t = np.arange(8000) / SAMPLE_RATE
     sf.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SAMPLE_RATE)
@@ -98,5 +118,8 @@ def test_a_fit_with_speechless_share_trains_on_the_clips_from_the_feature_cache(
     assert len(clips) == round(0.25 * len(speech)) > 0
     item = train[len(speech)]  # the first clip, read from the cache
     assert item["text"] == "" and item["features"].shape == (1500, 64)
+    no_speech = micro.tokenizer.no_speech
+    assert datamodule.collators["train"]([item])["labels"][0, 0] == no_speech  # on by default
+    assert WhisperDataModule(no_speech_label=False).hparams.no_speech_label is False
     with pytest.raises(ValueError, match=r"`speechless_share` must be in \[0, 1\]"):
         WhisperDataModule(train_manifest="t.jsonl", speechless_share=1.5)

@@ -29,6 +29,14 @@ to predict: their labels, and the label of the last prompt position (which would
 SOT token), are -100, as in Whisper's training. The first labelled position is the SOT
 token's, predicting the language token. Without it (every single-utterance item) n_prompt = 0.
 
+An item whose target is empty (a clip with no speech, `data/speechless.py`) is labelled
+`<|nospeech|>` at the SOT position when the collator has `no_speech` (as Whisper was trained),
+instead of the language token every speech item teaches there: Whisper's no-speech
+probability is the probability of that token after SOT, and `whisper.transcribe` and
+faster-whisper skip a window by it (`decoding.LoopGuard.silent`). Taught `<|ja|>` after SOT on
+every item, a fine-tune unlearns it. Its later labels (`<|transcribe|>`, `<|notimestamps|>`,
+`<|endoftext|>`) stay, so decoding with the SOT sequence forced still ends at once.
+
 An item `{"id", "error": reason}` (audio that became unreadable during a run) is left out of the
 tensors and its id listed in `skipped` (usually empty). If every item was skipped, B = 0 and
 L = 0: the inputs have 0 rows (`audio` (0, n_samples), `features` (0, n_audio_ctx,
@@ -63,6 +71,9 @@ class Collator:
     n_text_ctx: int | None = None  # the decoder's context: rounding never pads past it
     target: str = "kana"  # what the token sequences spell (kana or text); scoring depends on it
     inputs: InputStrategy = field(default_factory=AudioSamples)  # the dataset's, for its tensors
+    no_speech: int | None = (
+        None  # the tokenizer's <|nospeech|>: empty targets' SOT label (None: off)
+    )
 
     def __post_init__(self) -> None:
         if self.pad_to_multiple_of < 1:
@@ -83,6 +94,8 @@ class Collator:
             labels[row, : len(tokens) - 1] = tokens[1:]
             labels[row, len(tokens) - 1] = self.eot
             labels[row, : item.get("n_prompt", 0)] = IGNORE_INDEX
+            if self.no_speech is not None and not item["text"]:
+                labels[row, item.get("n_prompt", 0)] = self.no_speech
         return {
             **self.inputs.batch(items),
             "dec_input_ids": dec_input_ids,

@@ -137,6 +137,11 @@ class WhisperDataModule(pl.LightningDataModule):
             (silence, white and pink noise at seeded levels and lengths; `data/speechless.py`)
             whose target is empty: the model learns to stop at once where nothing is said.
             0: none. Not with pack_windows.
+        no_speech_label: Teach items whose target is empty (the speechless clips, or empty
+            lines of a corpus) Whisper's `<|nospeech|>` after SOT, as Whisper was trained,
+            instead of the language token (`data/collate.py`): the no-speech probability by
+            which whisper.transcribe, faster-whisper and `transcribe` say nothing on silence
+            then stays meaningful after fine-tuning. False: the language token, as speech.
         cache_views: Views of each training utterance the feature cache holds
             (`data/views.py`): audio (padded with silence to 30 s, as whisper.decode sees it),
             mel (padded with zeros in the log-mel, as whisper.transcribe and faster-whisper
@@ -169,6 +174,7 @@ class WhisperDataModule(pl.LightningDataModule):
         prompt_prob: float = 0.0,
         speechless_share: float = 0.0,
         cache_views: list[str] = ["audio"],  # noqa: B006 (read, never mutated)
+        no_speech_label: bool = True,
     ) -> None:
         super().__init__()
         self.views: list[View] = parse_views(cache_views)
@@ -268,6 +274,7 @@ class WhisperDataModule(pl.LightningDataModule):
                 eot=side.tokenizer.eot,
                 n_text_ctx=side.n_text_ctx,
                 target=result.target,
+                no_speech=side.tokenizer.no_speech if self.hparams.no_speech_label else None,
             )
             if split == "train" and self.hparams.pack_windows:
                 dataset = self._windows(result)

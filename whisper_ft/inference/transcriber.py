@@ -33,6 +33,7 @@ from whisper.tokenizer import get_tokenizer
 
 from whisper_ft.audio import AUDIO_SUFFIXES, AudioError, load_audio, window_mel
 from whisper_ft.decoding import (
+    NO_SPEECH_RULE,
     DecodingSettings,
     LoopGuard,
     budgets_for,
@@ -72,9 +73,10 @@ class Transcriber:
 
     # Temperatures of `transcribe_long`; None: whisper.transcribe's own fallback schedule.
     long_form_temperature: float | tuple[float, ...] | None = None
-    # Files of up to 30 s: whisper.transcribe's fallback on loops and no-speech (None: greedy
-    # only). `options.sample_len` caps every file's budget (`decoding.decoding_budget`).
-    loop_guard: LoopGuard | None = None
+    # Files of up to 30 s: whisper.transcribe's checks (`LoopGuard`; None: greedy only). By
+    # default its no-speech rule alone: "" where the model calls the audio no speech with
+    # unlikely text, as whisper.transcribe says. `options.sample_len` caps every file's budget.
+    loop_guard: LoopGuard | None = NO_SPEECH_RULE
 
     def __init__(
         self,

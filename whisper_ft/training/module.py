@@ -18,9 +18,10 @@ from whisper_ft.audio import log_mel_batch
 from whisper_ft.data.augment import SpecAugment, spec_augment, valid_frame_counts
 from whisper_ft.data.collate import IGNORE_INDEX
 from whisper_ft.decoding import (
+    NO_SPEECH_RULE,
     DecodingSettings,
     budgets_for,
-    decode_results,
+    decode_guarded,
     decoding_options,
     hit_budget,
     speechless_outputs,
@@ -425,7 +426,8 @@ class WhisperFineTuner(pl.LightningModule):
         budgets = budgets_for(batch["durations_s"], self.model.dims.n_text_ctx)
         target, long_vowel = batch.get("target", "kana"), self.hparams.long_vowel
         options = self._decoding_options(target, features.device)
-        results = decode_results(self.model, features, options, budgets)
+        # Whisper's no-speech rule, as transcribe applies it: "" where the model hears none.
+        results = decode_guarded(self.model, features, options, budgets, NO_SPEECH_RULE)
         language = self.hparams.language
         return [
             score(
