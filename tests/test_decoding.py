@@ -148,16 +148,19 @@ def test_the_no_speech_rule_empties_silence_and_decodes_nothing_again():
     from whisper_ft.decoding import NO_SPEECH_RULE
     from whisper_ft.inference.transcriber import Transcriber
 
-    sure_silence, unsure_speech, sure_speech = (
+    rows = (
         _result("ア", -2.0, 1, 0.9),  # whisper.transcribe skips this window
-        _result("ア", -2.0, 1, 0.1),
+        _result("ア", -2.0, 1, 0.1),  # speech, unsure
         _result("アイ", -0.2, 1, 0.9),  # likely text: kept, as Whisper keeps it
+        _result("。", -0.05, 1, 0.99),  # no word: what a model that would end at once says
+        _result("。", -0.05, 1, 0.1),
     )
-    model = _Scripted({0.0: [sure_silence, unsure_speech, sure_speech]})
-    features = torch.arange(3.0).reshape(3, 1, 1).expand(3, 2, 2)
+    model = _Scripted({0.0: list(rows)})
+    features = torch.arange(5.0).reshape(5, 1, 1).expand(5, 2, 2)
     options = decoding_options("ja", "transcribe", torch.device("cpu"))
-    results = decode_guarded(model, features, options, [10] * 3, NO_SPEECH_RULE)
-    assert [r.text for r in results] == ["", "ア", "アイ"] and model.calls == [(0.0, 3)]
+    results = decode_guarded(model, features, options, [10] * 5, NO_SPEECH_RULE)
+    assert [r.text for r in results] == ["", "ア", "アイ", "", "。"]
+    assert model.calls == [(0.0, 5)]  # no temperature fallback
     assert Transcriber.loop_guard is NO_SPEECH_RULE  # what transcribe and serve decode with
 
 

@@ -221,13 +221,17 @@ class LoopGuard:
     seed: int = 0  # sampling is seeded: the same audio gives the same text every time
 
     def silent(self, result: whisper.DecodingResult) -> bool:
-        """No speech: Whisper's no-speech probability above the threshold and unlikely text."""
-        return (
-            self.no_speech_threshold is not None
-            and self.logprob_threshold is not None
-            and result.no_speech_prob > self.no_speech_threshold
-            and result.avg_logprob < self.logprob_threshold
+        """No speech: Whisper's no-speech probability above the threshold, and text that is
+        unlikely (Whisper's rule) or holds no letter or digit. The second case is this
+        project's: Whisper's decoding bans <|endoftext|> as the first token, so a model that
+        would end at once says its likeliest other token, often a confident 。; Whisper's
+        log-prob condition protects confident speech, and a text without a word has none."""
+        if self.no_speech_threshold is None or result.no_speech_prob <= self.no_speech_threshold:
+            return False
+        unlikely = (
+            self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold
         )
+        return unlikely or not any(character.isalnum() for character in result.text)
 
     def failed(self, result: whisper.DecodingResult, budget: int | None) -> bool:
         """Whether the row needs another try: cut at its budget, a loop, or unlikely."""
@@ -245,9 +249,9 @@ class LoopGuard:
 
 # whisper.transcribe's no-speech rule without its temperature fallback (whose samples made
 # uncertain espeak-ng rows worse here: benchmarks/RESULTS.md): a row the model calls no speech,
-# with unlikely text, becomes "". Whisper's decoding never ends at the first token (its
-# SuppressBlank filter bans <|endoftext|> there), so without this rule silence always gets
-# at least one token, whatever the model learnt.
+# with unlikely text or no word in it, becomes "" (`LoopGuard.silent`). Whisper's decoding never
+# ends at the first token (its SuppressBlank filter bans <|endoftext|> there; without it, its
+# ranker divides by the empty length), so without this rule silence always gets a token.
 NO_SPEECH_RULE = LoopGuard(temperatures=())
 
 
