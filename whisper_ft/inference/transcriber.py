@@ -16,6 +16,7 @@ predicts timestamp tokens. Writing the outputs and the run are `inference/transc
 command is `cli/transcription.py`'s.
 """
 
+import codecs
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -74,8 +75,9 @@ class Transcriber:
     # Temperatures of `transcribe_long`; None: whisper.transcribe's own fallback schedule.
     long_form_temperature: float | tuple[float, ...] | None = None
     # Files of up to 30 s: whisper.transcribe's checks (`LoopGuard`; None: greedy only). By
-    # default its no-speech rule alone: "" where the model calls the audio no speech with
-    # unlikely text, as whisper.transcribe says. `options.sample_len` caps every file's budget.
+    # default its no-speech rule alone (`decoding.NO_SPEECH_RULE`): "" where the model calls the
+    # audio no speech and its text is unlikely or holds no word. `options.sample_len` caps
+    # every file's budget.
     loop_guard: LoopGuard | None = NO_SPEECH_RULE
 
     def __init__(
@@ -233,38 +235,17 @@ def segment_texts(segments: list[dict], tokenizer: whisper.tokenizer.Tokenizer) 
 
     segments: whisper.transcribe's, each with "seek" and "tokens" (text and timestamp ids).
     """
-    texts, carry, seek = [], b"", None
+    # An incremental decoder keeps a character's unfinished bytes until the next call.
+    decoder, texts, seek = codecs.getincrementaldecoder("utf-8")(errors="replace"), [], None
     for segment in segments:
         if segment["seek"] != seek:
-            carry, seek = b"", segment["seek"]
-        data = carry + tokenizer.encoding.decode_bytes(
+            decoder.reset()
+            seek = segment["seek"]
+        data = tokenizer.encoding.decode_bytes(
             [token for token in segment["tokens"] if token < tokenizer.eot]
         )
-        cut = len(data) - _unfinished_tail(data)
-        texts.append(data[:cut].decode("utf-8", errors="replace"))
-        carry = data[cut:]
+        texts.append(decoder.decode(data))
     return texts
-
-
-_CONTINUATION = 0b1000_0000  # UTF-8 bytes 10xxxxxx continue a character
-
-
-def _unfinished_tail(data: bytes) -> int:
-    """How many bytes at the end of `data` begin a UTF-8 character they do not finish (0–3)."""
-    for n in range(1, min(4, len(data)) + 1):
-        byte = data[-n]
-        if byte & 0b1100_0000 != _CONTINUATION:  # the character's first byte
-            length = (
-                1
-                if byte < 0b1100_0000
-                else 2
-                if byte < 0b1110_0000
-                else 3
-                if byte < 0b1111_0000
-                else 4
-            )
-            return n if n < length else 0
-    return 0
 
 
 @dataclass(frozen=True)
