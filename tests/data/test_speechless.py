@@ -62,16 +62,21 @@ def test_a_speechless_item_is_trained_to_end_right_after_the_sot_sequence(ja_tok
     assert IGNORE_INDEX not in labels  # nothing padded: every clip has the same 4 tokens
 
 
+def _one_utterance(folder, tokenizer) -> UtteranceDataset:
+    """A dataset of one 0.5-s tone read as はい (kana ハイ), its wav written under `folder`."""
+    t = np.arange(8000) / SAMPLE_RATE
+    sf.write(folder / "a.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SAMPLE_RATE)
+    return UtteranceDataset(
+        [Utterance("a", "a.wav", "はい", kana="ハイ", duration=0.5, speaker="s1", line=1)],
+        folder / "m.jsonl",
+        tokenizer,
+    )
+
+
 def test_with_no_speech_a_speechless_item_teaches_nospeech_after_sot_and_speech_its_language(
     tmp_path, ja_tokenizer
 ):
-    t = np.arange(8000) / SAMPLE_RATE
-    sf.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SAMPLE_RATE)
-    speech = UtteranceDataset(
-        [Utterance("a", "a.wav", "はい", kana="ハイ", duration=0.5, speaker="s1", line=1)],
-        tmp_path / "m.jsonl",
-        ja_tokenizer,
-    )
+    speech = _one_utterance(tmp_path, ja_tokenizer)
     mixed = ConcatUtterances([speech, speechless_dataset(1, ja_tokenizer)])
     collate = Collator(eot=ja_tokenizer.eot, pad_to_multiple_of=1, no_speech=ja_tokenizer.no_speech)
     labels = collate([mixed[0], mixed[1]])["labels"].tolist()
@@ -83,13 +88,7 @@ def test_with_no_speech_a_speechless_item_teaches_nospeech_after_sot_and_speech_
 
 
 def test_speech_and_speechless_clips_read_as_one_dataset(tmp_path, ja_tokenizer):
-    t = np.arange(8000) / SAMPLE_RATE
-    sf.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SAMPLE_RATE)
-    speech = UtteranceDataset(
-        [Utterance("a", "a.wav", "はい", kana="ハイ", duration=0.5, speaker="s1", line=1)],
-        tmp_path / "m.jsonl",
-        ja_tokenizer,
-    )
+    speech = _one_utterance(tmp_path, ja_tokenizer)
     clips = speechless_dataset(2, ja_tokenizer)
     mixed = ConcatUtterances([speech, clips])
     assert len(mixed) == 3 and [u.id for u in mixed.utterances][0] == "a"
