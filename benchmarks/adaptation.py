@@ -99,6 +99,7 @@ class Recipe:
     gradient_clip_val: float = 1.0  # Trainer.gradient_clip_val (norm), as jvs_base; 0: none
     kl_weight: float = 0.0  # WhisperFineTuner.kl_weight: KL to the base decoder (0: off)
     pack_windows: bool = False  # WhisperDataModule.pack_windows: packed 30-s windows
+    pack_shortest_s: float = 30.0  # with pack_windows: windows closed at [this, 30] s (30: full)
     timestamp_prob: float = 0.5  # with pack_windows: windows with timestamp tokens
     prompt_prob: float = 0.0  # with pack_windows: windows after a previous-text prompt
     speechless_share: float = 0.0  # WhisperDataModule.speechless_share: silence/noise clips
@@ -261,6 +262,7 @@ def fine_tune(
         num_workers=0,
         feature_cache=str(cache_dir),
         pack_windows=recipe.pack_windows,
+        pack_shortest_s=recipe.pack_shortest_s if recipe.pack_shortest_s < 30 else None,
         timestamp_prob=recipe.timestamp_prob,
         prompt_prob=recipe.prompt_prob,
         speechless_share=recipe.speechless_share,

@@ -292,13 +292,61 @@ def test_a_fit_with_pack_windows_trains_on_windows_and_validates_on_utterances(
     [
         ({"timestamp_prob": -0.1}, "timestamp_prob"),
         ({"prompt_prob": 2.0}, "prompt_prob"),
-        ({"speechless_share": 0.1}, "turn one off"),
+        ({"pack_shortest_s": 31.0}, "pack_shortest_s"),
         ({"augment": WaveformAugment(volume_prob=1.0)}, "turn one off"),
     ],
 )
 def test_the_data_module_refuses_what_packed_windows_cannot_take(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WhisperDataModule(train_manifest="t.jsonl", pack_windows=True, **kwargs)
+
+
+def test_windows_closed_at_a_drawn_length_hold_one_utterance_to_a_full_window():
+    durations, speakers = [3.0] * 60, ["a"] * 60
+
+    def pack(**kwargs):
+        return pack_windows(durations, speakers, [10] * 60, seed=0, max_tokens=447, **kwargs)
+
+    full = pack()
+    assert pack(shortest_s=CHUNK_LENGTH) == full  # the longest as the shortest: today's packing
+    drawn, again = pack(shortest_s=0), pack(shortest_s=0)
+    assert drawn == again  # fixed by the seed
+    sizes = [len(w.indices) for w in drawn]
+    assert min(sizes) == 1 and max(sizes) >= 6  # from one utterance to nearly a full window
+    assert max(len(w.indices) for w in full) >= 7 and len(drawn) > len(full)
+    assert sorted(i for w in drawn for i in w.indices) == list(range(60))
+    assert all(w.duration_s <= CHUNK_LENGTH for w in drawn)
+    with pytest.raises(ValueError, match=r"shortest_s must be in \[0, 30"):
+        pack(shortest_s=-1)
+
+
+def test_speechless_clips_follow_the_windows_a_window_each_taught_nospeech(
+    micro, corpus, make_trainer, tmp_path, capsys
+):
+    paths = {f"{split}_manifest": str(path) for split, path in corpus.items()}
+    datamodule = WhisperDataModule(
+        **paths, batch_size=2, num_workers=0, pack_windows=True, pack_shortest_s=0.0,
+        speechless_share=0.5, timestamp_prob=1.0, feature_cache=str(tmp_path),
+    )  # fmt: skip
+    make_trainer(max_steps=2, limit_val_batches=1).fit(micro, datamodule)
+    train = datamodule.datasets["train"]
+    assert isinstance(train, WindowDataset)
+    n_packed = sum(1 for u in train.utterances if u.speaker != "speechless")
+    clips = [w for w in train.windows if train.utterances[w.indices[0]].speaker == "speechless"]
+    n_windows = len(train.windows) - len(clips)
+    assert len(clips) == round(0.5 * n_windows) > 0
+    assert train.windows[n_windows:] == clips  # after every packed window
+    assert all(len(w.indices) == 1 and w.indices[0] >= n_packed for w in clips)
+    item = train[n_windows]  # the first clip, read from the feature cache
+    tokenizer = micro.tokenizer
+    assert item["text"] == "" and "features" in item
+    assert item["tokens"] == list(tokenizer.sot_sequence_including_notimestamps)  # no times
+    labels = datamodule.collators["train"]([item])["labels"][0]
+    assert labels[0] == tokenizer.no_speech
+    live = train.with_inputs(WindowAudio())
+    clip = live[n_windows]["audio"]  # made from its line, as the cache was
+    assert len(clip) == round(clips[0].duration_s * SAMPLE_RATE) and np.all(np.isfinite(clip))
+    assert f"and {len(clips)} speechless clips" in capsys.readouterr().out
 
 
 def test_the_feature_cache_holds_each_packed_window_once(micro, corpus, make_trainer, tmp_path):

@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader
+from whisper.audio import CHUNK_LENGTH
 from whisper.model import Whisper
 from whisper.tokenizer import Tokenizer
 
@@ -128,6 +129,10 @@ class WhisperDataModule(pl.LightningDataModule):
             previous-text prompts; val and test keep single utterances. The packing is fixed
             by the seed (`--seed_everything`), and so the feature cache holds each window's
             encoder output once (keyed by the packing). Not with waveform augmentation.
+        pack_shortest_s: Packed windows: close each window at a length drawn uniformly from
+            [this, 30] s, so training also sees one or two utterances followed by silence (as
+            a single clip and a recording's last window are), at a cost per utterance between
+            a single utterance's and a full window's; None: every window filled to 30 s.
         timestamp_prob: Packed windows: the chance that a window's target has timestamp
             tokens (else `<|notimestamps|>` and the texts joined), drawn per window and epoch.
         prompt_prob: Packed windows: the chance that the previous window of the same speaker
@@ -136,7 +141,7 @@ class WhisperDataModule(pl.LightningDataModule):
         speechless_share: Adds this share of the training set again as clips without speech
             (silence, white and pink noise at seeded levels and lengths; `data/speechless.py`)
             whose target is empty: the model learns to stop at once where nothing is said.
-            0: none. Not with pack_windows.
+            With pack_windows: this share of the windows, a clip each. 0: none.
         no_speech_label: Teach items whose target is empty (the speechless clips, or empty
             lines of a corpus) Whisper's `<|nospeech|>` after SOT, as Whisper was trained,
             instead of the language token (`data/collate.py`): the no-speech probability by
@@ -170,6 +175,7 @@ class WhisperDataModule(pl.LightningDataModule):
         augment: WaveformAugment = WaveformAugment(),  # noqa: B008 (frozen: one shared default is safe)
         feature_cache: str | None = "auto",
         pack_windows: bool = False,
+        pack_shortest_s: float | None = None,
         timestamp_prob: float = 0.5,
         prompt_prob: float = 0.0,
         speechless_share: float = 0.0,
@@ -194,10 +200,9 @@ class WhisperDataModule(pl.LightningDataModule):
             )
         if not (math.isfinite(speechless_share) and 0 <= speechless_share <= 1):
             raise ValueError(f"`speechless_share` must be in [0, 1], got {speechless_share}")
-        if pack_windows and speechless_share:
+        if pack_shortest_s is not None and not 0 <= pack_shortest_s <= CHUNK_LENGTH:
             raise ValueError(
-                "speechless clips are single utterances and pack_windows trains on windows: "
-                "turn one off (--data.speechless_share 0 or --data.pack_windows false)"
+                f"`pack_shortest_s` must be in [0, {CHUNK_LENGTH}] s, got {pack_shortest_s}"
             )
         self.save_hyperparameters(ignore=["augment"])
         # A plain dict: checkpoints stay loadable with torch.load(weights_only=True).
@@ -277,7 +282,7 @@ class WhisperDataModule(pl.LightningDataModule):
                 no_speech=side.tokenizer.no_speech if self.hparams.no_speech_label else None,
             )
             if split == "train" and self.hparams.pack_windows:
-                dataset = self._windows(result)
+                dataset = self._windows(result, self.hparams.speechless_share)
                 collator = collator.with_inputs(dataset.inputs)
             elif split == "train" and self.hparams.speechless_share:
                 n = round(self.hparams.speechless_share * len(dataset))
@@ -323,9 +328,11 @@ class WhisperDataModule(pl.LightningDataModule):
         caches = [self._feature_cache(dataset, cache_dir, view) for view in self.views]
         return cached_views(dataset, collator, caches, self.views)
 
-    def _windows(self, result: CheckResult) -> WindowDataset:
-        """The training utterances packed into windows, fixed by the seed (the sampler's)."""
+    def _windows(self, result: CheckResult, speechless_share: float) -> WindowDataset:
+        """The training utterances packed into windows, fixed by the seed (the sampler's),
+        and `speechless_share` times as many speechless clips, a window each."""
         side, prompt_prob = self.model_side, self.hparams.prompt_prob
+        shortest = self.hparams.pack_shortest_s
         windows = windows_of(
             result.utterances,
             side.tokenizer,
@@ -333,11 +340,16 @@ class WhisperDataModule(pl.LightningDataModule):
             n_text_ctx=side.n_text_ctx,
             target=result.target,
             prompt=prompt_prob > 0,
+            shortest_s=shortest,
         )
+        n_clips = round(speechless_share * len(windows))
+        clips = speechless_dataset(n_clips, side.tokenizer, result.target, seed=_seed() + 1)
         if self.trainer is None or self.trainer.is_global_zero:
             print(
                 f"packed windows: {len(result.utterances)} training utterances in "
-                f"{len(windows)} windows of at most 30 s",
+                f"{len(windows)} windows of at most 30 s"
+                + (f" (each closed at {shortest:g} to 30 s)" if shortest is not None else "")
+                + (f", and {n_clips} speechless clips" if n_clips else ""),
                 flush=True,
             )
         return WindowDataset(
@@ -350,6 +362,7 @@ class WhisperDataModule(pl.LightningDataModule):
             timestamp_prob=self.hparams.timestamp_prob,
             prompt_prob=prompt_prob,
             seed=_seed(),
+            clips=clips if n_clips else None,
         )
 
     def _feature_cache_dir(self, train: UtteranceDataset | None) -> Path | None:

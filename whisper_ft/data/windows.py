@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
 from whisper.tokenizer import Tokenizer
 
-from whisper_ft.data.dataset import target_texts
+from whisper_ft.data.dataset import UtteranceDataset, target_texts
 from whisper_ft.data.inputs import AudioSamples, read_audio
 from whisper_ft.data.sampler import ItemKey, untag
 from whisper_ft.manifest import Target, Utterance
@@ -93,14 +93,31 @@ def pack_windows(
     max_tokens: int,
     n_sot_tokens: int = 3,
     max_window_s: float = CHUNK_LENGTH,
+    shortest_s: float | None = None,
     gap_s: tuple[float, float] = GAP_S,
 ) -> list[Window]:
     """Packs utterances (durations, speakers, text token counts, in manifest order) into
     windows of at most `max_window_s` seconds and `max_tokens` tokens (`n_sot_tokens` + each
-    utterance's text + 2 timestamps). Deterministic for a seed (see the module's docstring)."""
+    utterance's text + 2 timestamps). Deterministic for a seed (see the module's docstring).
+
+    `shortest_s` (< `max_window_s`): each window is closed at a length drawn uniformly from
+    [shortest_s, max_window_s] instead, so windows hold anything from one utterance followed
+    by silence (what a single clip and a recording's last window look like) to a full 30 s.
+    None: every window is filled to `max_window_s`."""
     if not len(durations_s) == len(speakers) == len(n_text_tokens):
         raise ValueError("durations_s, speakers and n_text_tokens need one entry per utterance")
+    if shortest_s is not None and not 0 <= shortest_s <= max_window_s:
+        raise ValueError(
+            f"shortest_s must be in [0, {max_window_s}] s (the longest window), got {shortest_s}"
+        )
     rng = np.random.default_rng((seed, 2))
+
+    def window_length() -> float:
+        """The length at which the next window is closed."""
+        if shortest_s is None or shortest_s == max_window_s:
+            return max_window_s
+        return float(rng.uniform(shortest_s, max_window_s))
+
     by_speaker: dict[str, list[int]] = {}
     for index, speaker in enumerate(speakers):
         by_speaker.setdefault(speaker, []).append(index)
@@ -109,16 +126,14 @@ def pack_windows(
         """Consecutive utterances of `run` cut into windows of (index, start) pairs."""
         windows: list[list[tuple[int, float]]] = []
         current: list[tuple[int, float]] = []
-        end_s, tokens = 0.0, n_sot_tokens
+        end_s, tokens, length_s = 0.0, n_sot_tokens, window_length()
         for index in run:
             gap = round(float(rng.uniform(*gap_s)) / TIME_STEP_S) * TIME_STEP_S
             start = end_s + gap if current else 0.0
             need = n_text_tokens[index] + 2
-            if current and (
-                start + durations_s[index] > max_window_s or tokens + need > max_tokens
-            ):
+            if current and (start + durations_s[index] > length_s or tokens + need > max_tokens):
                 windows.append(current)
-                current, start, tokens = [], 0.0, n_sot_tokens
+                current, start, tokens, length_s = [], 0.0, n_sot_tokens, window_length()
             current.append((index, start))
             end_s, tokens = start + durations_s[index], tokens + need
         if current:
@@ -152,8 +167,9 @@ def window_tokens(
     tokenizer: Tokenizer, window: Window, texts: Sequence[str], timestamps: bool
 ) -> list[int]:
     """The target of a window (its utterances' `texts`, in order), SOT sequence first: with
-    `<|t_start|> text <|t_end|>` per utterance, or without timestamps and the texts joined."""
-    if not timestamps:
+    `<|t_start|> text <|t_end|>` per utterance, or without timestamps and the texts joined
+    (always without when the texts are empty: a window of a speechless clip)."""
+    if not timestamps or not "".join(texts):  # nothing said: no times to give
         return [*tokenizer.sot_sequence_including_notimestamps, *tokenizer.encode("".join(texts))]
     tokens = list(tokenizer.sot_sequence)
     for text, start, end in zip(texts, window.starts_s, window.ends_s, strict=True):
@@ -198,7 +214,7 @@ class WindowAudio:
         window = dataset.windows[index]
         audio = np.zeros(round(window.duration_s * SAMPLE_RATE), np.float32)
         for i, start_s, end_s in zip(window.indices, window.starts_s, window.ends_s, strict=True):
-            wave = read_audio(dataset, i, what="window of ")
+            wave = dataset.utterance_audio(i)
             if isinstance(wave, str):
                 return {"error": wave}
             start, end = round(start_s * SAMPLE_RATE), round(end_s * SAMPLE_RATE)
@@ -220,6 +236,10 @@ class WindowDataset(Dataset):
     np.ndarray (n_window_samples,) float32}`, or `{"id", "error"}` when a file cannot be read.
     Indexed by a sampler's `(index, seed, epoch)` tag (the target's choices come from it) or a
     plain index (this dataset's seed, epoch 0).
+
+    `clips` (the speechless clips of `data/speechless.py`, or any dataset of utterances with
+    its own input strategy) follow the packed windows, each a window of its own, without
+    timestamps or prompt: an empty target, which the collator labels `<|nospeech|>`.
     """
 
     takes_tagged_items = True  # items depend on (seed, epoch): train with tag_items=True
@@ -236,9 +256,21 @@ class WindowDataset(Dataset):
         timestamp_prob: float = 0.5,
         prompt_prob: float = 0.0,
         seed: int = 0,
+        clips: UtteranceDataset | None = None,
     ) -> None:
         check_probabilities(timestamp_prob=timestamp_prob, prompt_prob=prompt_prob)
         self.manifest = Path(manifest)  # relative audio paths start at its folder
+        self.n_speech = len(utterances)  # utterances from here on are `clips`' lines
+        self.clips = clips
+        extra = list(clips.utterances) if clips is not None else []
+        utterances = [*utterances, *extra]
+        windows = [
+            *windows,
+            *(
+                Window((self.n_speech + j,), (0.0,), (u.duration or 0.0,), "")
+                for j, u in enumerate(extra)
+            ),
+        ]
         self.utterances = utterances
         self.windows = windows
         self.tokenizer = tokenizer
@@ -267,6 +299,13 @@ class WindowDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    def utterance_audio(self, index: int) -> np.ndarray | str:
+        """Utterance `index`'s waveform (16 kHz mono float32) from its file, or from the clips'
+        own input strategy; the reason when a file cannot be read any more."""
+        if index < self.n_speech or self.clips is None:
+            return read_audio(self, index, what="window of ")
+        return self.clips.inputs.item(self.clips, index - self.n_speech)["audio"]
 
     def cache_rows(self) -> list[tuple[str, str]]:
         """(id, audio) of each window for the encoder-feature cache's key: its utterances'
@@ -329,9 +368,11 @@ def windows_of(
     n_text_ctx: int,
     target: Target = "kana",
     prompt: bool = False,
+    shortest_s: float | None = None,
 ) -> list[Window]:
     """`pack_windows` over checked utterances: their durations, speakers and targets' token
-    counts, within the token budget of `n_text_ctx` (with room for a prompt when `prompt`)."""
+    counts, within the token budget of `n_text_ctx` (with room for a prompt when `prompt`),
+    each window closed at a length drawn from [shortest_s, 30] s when `shortest_s` is given."""
     return pack_windows(
         [u.duration or 0.0 for u in utterances],
         [u.speaker or "" for u in utterances],
@@ -339,4 +380,5 @@ def windows_of(
         seed=seed,
         max_tokens=window_token_budget(n_text_ctx, prompt),
         n_sot_tokens=len(tokenizer.sot_sequence),
+        shortest_s=shortest_s,
     )
