@@ -114,6 +114,12 @@ def test_demo_fine_tunes_the_downloaded_model_with_a_frozen_encoder(tmp_path, mo
     checkpoint = torch.load(result.checkpoint, weights_only=True)
     assert checkpoint["hyper_parameters"]["freeze_encoder"] is True
     assert checkpoint["global_step"] == 2
+    # trained on packed windows of 0 to 30 s, the speechless clips a window each
+    data = checkpoint["datamodule_hyper_parameters"]
+    assert data["pack_windows"] is True and data["pack_shortest_s"] == 0.0
+    assert data["batch_size"] == 4 and data["speechless_share"] == 0.1
+    assert "fine-tuning for 2 steps of 4 packed windows" in printed
+    assert "windows of at most 30 s (each closed at 0 to 30 s)" in printed
     assert "the pipeline" in printed.splitlines()[-1]  # the verdict closes it
 
 
