@@ -154,13 +154,17 @@ def test_the_no_speech_rule_empties_silence_and_decodes_nothing_again():
         _result("アイ", -0.2, 1, 0.9),  # likely text: kept, as Whisper keeps it
         _result("。", -0.05, 1, 0.99),  # no word: what a model that would end at once says
         _result("。", -0.05, 1, 0.1),
+        _result("イヤンチャーチャー", -0.2, 1, 0.999),  # a taught <|nospeech|>, then a loop
+        _result("アイ", -0.2, 1, 0.95),  # base's no-speech probability is at most 0.93
     )
     model = _Scripted({0.0: list(rows)})
-    features = torch.arange(5.0).reshape(5, 1, 1).expand(5, 2, 2)
+    features = torch.arange(7.0).reshape(7, 1, 1).expand(7, 2, 2)
     options = decoding_options("ja", "transcribe", torch.device("cpu"))
-    results = decode_guarded(model, features, options, [10] * 5, NO_SPEECH_RULE)
-    assert [r.text for r in results] == ["", "ア", "アイ", "", "。"]
-    assert model.calls == [(0.0, 5)]  # no temperature fallback
+    results = decode_guarded(model, features, options, [10] * 7, NO_SPEECH_RULE)
+    assert [r.text for r in results] == ["", "ア", "アイ", "", "。", "", "アイ"]
+    assert model.calls == [(0.0, 7)]  # no temperature fallback
+    whispers_own = dataclasses.replace(NO_SPEECH_RULE, certain_no_speech=None)
+    assert not whispers_own.silent(rows[5]) and NO_SPEECH_RULE.silent(rows[5])
     assert Transcriber.loop_guard is NO_SPEECH_RULE  # what transcribe and serve decode with
 
 

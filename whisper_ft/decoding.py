@@ -217,6 +217,12 @@ class LoopGuard:
     compression_ratio_threshold: float | None = 2.4  # whisper.transcribe's defaults
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
+    # Above this no-speech probability a row is silence whatever its text: a fine-tune taught
+    # `<|nospeech|>` (`--data.no_speech_label`) gives 0.997 to 1.00 on silence and noise and at
+    # most 0.002 on speech, and then may say a confident ヲ or loop on digital silence;
+    # pretrained base gives at most 0.93 even there, so Whisper's own rule alone applies to it
+    # (benchmarks/RESULTS.md, "Packed windows"). None: Whisper's rule alone.
+    certain_no_speech: float | None = 0.99
     temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
     seed: int = 0  # sampling is seeded: the same audio gives the same text every time
 
@@ -225,9 +231,12 @@ class LoopGuard:
         unlikely (Whisper's rule) or holds no letter or digit. The second case is this
         project's: Whisper's decoding bans <|endoftext|> as the first token, so a model that
         would end at once says its likeliest other token, often a confident 。; Whisper's
-        log-prob condition protects confident speech, and a text without a word has none."""
+        log-prob condition protects confident speech, and a text without a word has none.
+        A no-speech probability above `certain_no_speech` is silence whatever the text."""
         if self.no_speech_threshold is None or result.no_speech_prob <= self.no_speech_threshold:
             return False
+        if self.certain_no_speech is not None and result.no_speech_prob > self.certain_no_speech:
+            return True
         unlikely = (
             self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold
         )
