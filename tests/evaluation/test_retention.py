@@ -10,6 +10,7 @@ from whisper_ft.corpora.espeak import prepare_espeak
 from whisper_ft.evaluation.retention import (
     RETENTION_HEADER,
     Retention,
+    encode_clips,
     retention,
     retention_row,
     retention_scores,
@@ -66,3 +67,22 @@ def test_retention_decodes_every_clip_as_plain_english(tmp_path):
     # greedy decoding is deterministic: the same model scores the same twice
     assert result.before.hypotheses == result.after.hypotheses
     assert result.ratio == 1.0
+
+
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None,
+    reason="espeak-ng is not installed (Debian/Ubuntu: apt-get install espeak-ng)",
+)
+def test_models_sharing_an_encoder_decode_from_one_encoder_pass(tmp_path):
+    manifest = prepare_espeak(tmp_path, ["The bus was late.", "Close the window."], name="en")
+    torch.manual_seed(0)
+    model = load_base_model("random:micro")
+    features = encode_clips(model, manifest, batch_size=1)
+    assert features.shape == (2, model.dims.n_audio_ctx, model.dims.n_audio_state)
+    assert features.dtype == torch.float32 and model.training  # given back as it came
+    own = retention_scores(model, manifest, "en", batch_size=2)
+    encoder, calls = model.encoder.forward, []
+    model.encoder.forward = lambda *args: calls.append(args) or encoder(*args)
+    shared = retention_scores(model, manifest, "en", batch_size=2, audio_features=features)
+    assert calls == []  # decoded from the features: the encoder never ran
+    assert shared.hypotheses == own.hypotheses and shared.word_errors == own.word_errors

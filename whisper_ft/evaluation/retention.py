@@ -77,11 +77,48 @@ def scores_of(
 
 
 @torch.no_grad()
+def encode_clips(model: Whisper, manifest: str | Path, batch_size: int = 8) -> torch.Tensor:
+    """`model`'s encoder output for every clip of `manifest` (each cut or padded to 30 s), on
+    the CPU: what models sharing that encoder (a fine-tune with a frozen encoder, and the base
+    it started from) can all decode from, one encoder pass for them all.
+
+    returns : torch.Tensor, shape = (n_clips, n_audio_ctx, n_audio_state), float32
+    """
+    manifest = Path(manifest)
+    utterances = read_manifest(manifest)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        parts = []
+        for start in range(0, len(utterances), batch_size):
+            batch = utterances[start : start + batch_size]
+            waveforms = [load_audio(u.audio_path(manifest.parent)) for u in batch]
+            mel = window_mel(waveforms, model.dims.n_mels, device)
+            dtype = next(model.encoder.parameters()).dtype
+            with torch.autocast(device.type, enabled=False):  # as `decode_results` decodes
+                parts.append(model.encoder(mel.to(dtype)).float().cpu())
+    finally:
+        model.train(was_training)
+    return (
+        torch.cat(parts)
+        if parts
+        else torch.zeros(0, model.dims.n_audio_ctx, model.dims.n_audio_state)
+    )
+
+
+@torch.no_grad()
 def retention_scores(
-    model: Whisper, manifest: str | Path, language: str = "en", batch_size: int = 8
+    model: Whisper,
+    manifest: str | Path,
+    language: str = "en",
+    batch_size: int = 8,
+    audio_features: torch.Tensor | None = None,
 ) -> RetentionScores:
     """Decode every clip of `manifest` with `model` (on its own device) as plain `language`
-    text and score it (see the module docstring). Clips longer than 30 s are cut to 30 s."""
+    text and score it (see the module docstring). Clips longer than 30 s are cut to 30 s.
+    `audio_features`: the clips' encoder output (`encode_clips` of a model with the same
+    encoder), decoded from instead of running `model`'s encoder."""
     if language == "ja":
         raise ValueError(
             "`language` 'ja' is the fine-tuned language: retention is measured in another one "
@@ -98,10 +135,13 @@ def retention_scores(
     try:
         for start in range(0, len(utterances), batch_size):
             batch = utterances[start : start + batch_size]
-            waveforms = [load_audio(u.audio_path(manifest.parent)) for u in batch]
-            mel = window_mel(waveforms, model.dims.n_mels, device)
+            if audio_features is None:
+                waveforms = [load_audio(u.audio_path(manifest.parent)) for u in batch]
+                features = window_mel(waveforms, model.dims.n_mels, device)
+            else:
+                features = audio_features[start : start + batch_size].to(device)
             budgets = budgets_for([u.duration or 0.0 for u in batch], model.dims.n_text_ctx)
-            results = decode_results(model, mel, options, budgets)
+            results = decode_results(model, features, options, budgets)
             hypotheses += [r.text for r in results]
             hits += [hit_budget(r, b) for r, b in zip(results, budgets, strict=True)]
     finally:
@@ -130,8 +170,10 @@ def cached_scores(
     manifest: str | Path,
     language: str = "en",
     batch_size: int = 8,
+    audio_features: torch.Tensor | None = None,
 ) -> RetentionScores:
-    """`retention_scores` of the model `load_model()` returns, kept in the JSON `stored` (its
+    """`retention_scores` of the model `load_model()` returns (from `audio_features` when
+    given, as `retention_scores` takes them), kept in the JSON `stored` (its
     hypotheses and budget hits, re-scored on reading): a later call on the same manifest
     reads them and never calls `load_model`. The file is rewritten when the manifest's
     references or `language` changed."""
@@ -141,7 +183,7 @@ def cached_scores(
         kept = json.loads(stored.read_text(encoding="utf-8"))
         if kept.get("references") == references and kept.get("language") == language:
             return scores_of(references, kept["hypotheses"], language, kept["budget_hits"])
-    scores = retention_scores(load_model(), manifest, language, batch_size)
+    scores = retention_scores(load_model(), manifest, language, batch_size, audio_features)
     hits = [u.hit_budget for u in scores.utterances]
     kept = {"language": language, "references": references, "hypotheses": scores.hypotheses}
     stored.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,12 @@ from whisper_ft.decoding import (
     speechless_said_rate,
 )
 from whisper_ft.evaluation.metrics import CorpusErrorRates, UtteranceScore, score
-from whisper_ft.evaluation.retention import Retention, cached_scores, retention_scores
+from whisper_ft.evaluation.retention import (
+    Retention,
+    cached_scores,
+    encode_clips,
+    retention_scores,
+)
 from whisper_ft.models.loading import ModelLoadError, load_base_model
 from whisper_ft.models.trainable import (
     TrainParts,
@@ -505,17 +510,27 @@ class WhisperFineTuner(pl.LightningModule):
         result = None
         if self.trainer.is_global_zero:
             base = self.hparams.base_model
+            # A frozen encoder is the base's own (a WiSE-FT merge keeps it bit-identical): one
+            # encoder pass over the clips serves the base's decoding and this model's.
+            shared = (
+                encode_clips(self.model, manifest)
+                if self.encoder_first_trained == self.model.dims.n_audio_layer
+                and self.hparams.freeze_encoder
+                else None
+            )
             try:
                 before = cached_scores(
                     base_retention_file(manifest, base),
                     lambda: load_base_model(base).to(self.device),
                     manifest,
                     language,
+                    audio_features=shared,
                 )
             except ModelLoadError as e:  # offline, say: the test's own figures still count
                 warnings.warn(f"retention not measured: {e}", stacklevel=1)
             else:
-                result = Retention(before, retention_scores(self.model, manifest, language))
+                after = retention_scores(self.model, manifest, language, audio_features=shared)
+                result = Retention(before, after)
         return self.trainer.strategy.broadcast(result, src=0)
 
     def _gather(self, records: list) -> list:
