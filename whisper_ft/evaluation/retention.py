@@ -87,6 +87,7 @@ def encode_clips(model: Whisper, manifest: str | Path, batch_size: int = 8) -> t
     manifest = Path(manifest)
     utterances = read_manifest(manifest)
     device = next(model.parameters()).device
+    dtype = next(model.encoder.parameters()).dtype
     was_training = model.training
     model.eval()
     try:
@@ -95,7 +96,6 @@ def encode_clips(model: Whisper, manifest: str | Path, batch_size: int = 8) -> t
             batch = utterances[start : start + batch_size]
             waveforms = [load_audio(u.audio_path(manifest.parent)) for u in batch]
             mel = window_mel(waveforms, model.dims.n_mels, device)
-            dtype = next(model.encoder.parameters()).dtype
             with torch.autocast(device.type, enabled=False):  # as `decode_results` decodes
                 parts.append(model.encoder(mel.to(dtype)).float().cpu())
     finally:
@@ -118,14 +118,15 @@ def retention_scores(
     """Decode every clip of `manifest` with `model` (on its own device) as plain `language`
     text and score it (see the module docstring). Clips longer than 30 s are cut to 30 s.
     `audio_features`: the clips' encoder output (`encode_clips` of a model with the same
-    encoder), decoded from instead of running `model`'s encoder."""
+    encoder); None: `encode_clips` of `model`."""
     if language == "ja":
         raise ValueError(
             "`language` 'ja' is the fine-tuned language: retention is measured in another one "
             "(e.g. 'en' with corpora.espeak.prepare_espeak); use `test` for Japanese."
         )
-    manifest = Path(manifest)
     utterances = read_manifest(manifest)
+    if audio_features is None:
+        audio_features = encode_clips(model, manifest, batch_size)
     device = next(model.parameters()).device
     options = decoding_options(language, "transcribe", device)
     hypotheses: list[str] = []
@@ -135,11 +136,7 @@ def retention_scores(
     try:
         for start in range(0, len(utterances), batch_size):
             batch = utterances[start : start + batch_size]
-            if audio_features is None:
-                waveforms = [load_audio(u.audio_path(manifest.parent)) for u in batch]
-                features = window_mel(waveforms, model.dims.n_mels, device)
-            else:
-                features = audio_features[start : start + batch_size].to(device)
+            features = audio_features[start : start + batch_size].to(device)
             budgets = budgets_for([u.duration or 0.0 for u in batch], model.dims.n_text_ctx)
             results = decode_results(model, features, options, budgets)
             hypotheses += [r.text for r in results]
