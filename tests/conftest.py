@@ -1,5 +1,6 @@
 """Shared fixtures: a small synthetic corpus (made once per session) and micro Whisper modules."""
 
+import shutil
 import urllib.error
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytorch_lightning as pl
 import whisper
 import whisper.tokenizer
 
+from whisper_ft.corpora.espeak import prepare_espeak
 from whisper_ft.corpora.synthetic import prepare_synthetic
 from whisper_ft.training.module import WhisperFineTuner
 
@@ -128,3 +130,11 @@ def make_trainer(tmp_path):
         return pl.Trainer(**(defaults | kwargs))
 
     return make
+
+
+@pytest.fixture
+def english_clips(tmp_path):
+    """A manifest of two English sentences spoken by espeak-ng (skips the test without it)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (Debian/Ubuntu: apt-get install espeak-ng)")
+    return prepare_espeak(tmp_path, ["The bus was late.", "Close the window."], name="en")

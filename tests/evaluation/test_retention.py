@@ -1,12 +1,10 @@
 """Retention: English WER of a model before and after fine-tuning, with Whisper's normaliser."""
 
 import math
-import shutil
 
 import pytest
 import torch
 
-from whisper_ft.corpora.espeak import prepare_espeak
 from whisper_ft.evaluation.retention import (
     RETENTION_HEADER,
     Retention,
@@ -50,12 +48,8 @@ def test_retention_refuses_japanese(tmp_path):
         retention_scores(load_base_model("random:micro"), tmp_path / "x.jsonl", "ja")
 
 
-@pytest.mark.skipif(
-    shutil.which("espeak-ng") is None,
-    reason="espeak-ng is not installed (Debian/Ubuntu: apt-get install espeak-ng)",
-)
-def test_retention_decodes_every_clip_as_plain_english(tmp_path):
-    manifest = prepare_espeak(tmp_path, ["The bus was late.", "Close the window."], name="en")
+def test_retention_decodes_every_clip_as_plain_english(english_clips):
+    manifest = english_clips
     torch.manual_seed(0)
     model = load_base_model("random:micro").train()
     result = retention(model, model, manifest, "en", batch_size=2)
@@ -69,12 +63,8 @@ def test_retention_decodes_every_clip_as_plain_english(tmp_path):
     assert result.ratio == 1.0
 
 
-@pytest.mark.skipif(
-    shutil.which("espeak-ng") is None,
-    reason="espeak-ng is not installed (Debian/Ubuntu: apt-get install espeak-ng)",
-)
-def test_models_sharing_an_encoder_decode_from_one_encoder_pass(tmp_path):
-    manifest = prepare_espeak(tmp_path, ["The bus was late.", "Close the window."], name="en")
+def test_models_sharing_an_encoder_decode_from_one_encoder_pass(english_clips):
+    manifest = english_clips
     torch.manual_seed(0)
     model = load_base_model("random:micro")
     features = encode_clips(model, manifest, batch_size=1)
