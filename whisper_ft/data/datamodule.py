@@ -346,7 +346,11 @@ class WhisperDataModule(pl.LightningDataModule):
         # as many clips as unpacked training adds: 8 clips (a tenth of 75 windows) left one seed
         # of the adaptation benchmark saying ヲ on silence; 29 (a tenth of 288 utterances) did not
         n_clips = round(speechless_share * len(result.utterances))
-        clips = speechless_dataset(n_clips, side.tokenizer, result.target, seed=_seed() + 1)
+        clips = (
+            speechless_dataset(n_clips, side.tokenizer, result.target, seed=_seed() + 1)
+            if n_clips
+            else None
+        )
         if self.trainer is None or self.trainer.is_global_zero:
             print(
                 f"packed windows: {len(result.utterances)} training utterances in "
@@ -365,7 +369,7 @@ class WhisperDataModule(pl.LightningDataModule):
             timestamp_prob=self.hparams.timestamp_prob,
             prompt_prob=prompt_prob,
             seed=_seed(),
-            clips=clips if n_clips else None,
+            clips=clips,
         )
 
     def _feature_cache_dir(self, train: UtteranceDataset | None) -> Path | None:
